@@ -1,0 +1,467 @@
+//! The model configuration, read from and written to Hugging Face `config.json`.
+//!
+//! One struct covers `LlamaForCausalLM`, `MistralForCausalLM` and `Qwen2ForCausalLM`. Both the
+//! older (`rope_theta`, `rope_scaling`, `torch_dtype`) and the newer (`rope_parameters`, `dtype`)
+//! spellings are read. Keys that would change the numerics and that cria does not implement are
+//! errors, as are keys nobody wrote for these architectures: a silent misread would give a
+//! model that loads and then talks nonsense.
+
+use crate::error::{CoreError, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Arch {
+    Llama,
+    Mistral,
+    Qwen2,
+}
+
+impl Arch {
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Arch::Llama => "LlamaForCausalLM",
+            Arch::Mistral => "MistralForCausalLM",
+            Arch::Qwen2 => "Qwen2ForCausalLM",
+        }
+    }
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Mistral => "mistral",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+    fn from_class(name: &str) -> Option<Arch> {
+        match name {
+            "LlamaForCausalLM" | "LlamaForSequenceClassification" => Some(Arch::Llama),
+            "MistralForCausalLM" => Some(Arch::Mistral),
+            "Qwen2ForCausalLM" => Some(Arch::Qwen2),
+            _ => None,
+        }
+    }
+}
+
+/// RoPE frequency scaling (`rope_scaling` / `rope_parameters`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RopeScaling {
+    /// Positions divided by `factor`.
+    Linear { factor: f64 },
+    /// LLaMA 3.1's piecewise scaling of the inverse frequencies.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// Bias on q/k/v projections (Qwen2 always; LLaMA with `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (LLaMA's `attention_bias` covers o_proj too).
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    /// Per layer: `Some(w)` when the layer attends to the last `w` keys only.
+    pub sliding_window: Vec<Option<usize>>,
+    pub initializer_range: f64,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+}
+
+/// Every key cria reads below, plus those transformers writes that do not change the forward
+/// pass. Anything else is an error.
+const KNOWN_KEYS: &[&str] = &[
+    "transformers_version",
+    "use_cache",
+    "attention_dropout",
+    "pretraining_tp",
+    "torch_dtype",
+    "dtype",
+    "_name_or_path",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "model_type",
+    "architectures",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "num_labels",
+    "max_window_layers",
+    "use_sliding_window",
+    "layer_types",
+    "sliding_window",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "hidden_act",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "initializer_range",
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "head_dim",
+    "num_key_value_heads",
+    "rms_norm_eps",
+    "max_position_embeddings",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "tokenizer_class",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "tie_encoder_decoder",
+    "add_cross_attention",
+    "cross_attention_hidden_size",
+    "is_decoder",
+    "pruned_heads",
+    "finetuning_task",
+    "prefix",
+    "task_specific_params",
+    "tf_legacy_loss",
+    "torchscript",
+    "use_bfloat16",
+];
+
+struct Reader<'a> {
+    path: &'a Path,
+    obj: &'a Map<String, Value>,
+}
+
+impl Reader<'_> {
+    fn err(&self, field: &str, msg: impl Into<String>) -> CoreError {
+        CoreError::config(self.path, field, msg)
+    }
+    fn usize(&self, key: &str) -> Result<usize> {
+        match self.obj.get(key) {
+            Some(v) => v
+                .as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| self.err(key, format!("expected a non-negative integer, got {v}"))),
+            None => Err(self.err(key, "missing")),
+        }
+    }
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.usize(key).map(Some),
+        }
+    }
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| self.err(key, format!("expected a number, got {v}"))),
+        }
+    }
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.err(key, format!("expected true or false, got {v}"))),
+        }
+    }
+    fn token_ids(&self, key: &str) -> Result<Vec<u32>> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(vec![]),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(|x| vec![x as u32])
+                .ok_or_else(|| self.err(key, "expected a token id")),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as u32)
+                        .ok_or_else(|| self.err(key, "expected a list of token ids"))
+                })
+                .collect(),
+            Some(v) => Err(self.err(key, format!("expected a token id or a list, got {v}"))),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Reads a Hugging Face `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let value = crate::fsutil::read_json(path)?;
+        Self::from_json(&value, path)
+    }
+
+    /// Parses a `config.json` value; `path` is used in errors only.
+    pub fn from_json(value: &Value, path: &Path) -> Result<Self> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| CoreError::config(path, "(root)", "expected a JSON object"))?;
+        let r = Reader { path, obj };
+        let arch = read_arch(&r)?;
+        for key in obj.keys() {
+            if !KNOWN_KEYS.contains(&key.as_str()) {
+                return Err(r.err(key, "unknown config key for this architecture"));
+            }
+        }
+        if let Some(act) = obj.get("hidden_act").and_then(Value::as_str)
+            && act != "silu"
+        {
+            return Err(r.err("hidden_act", format!("`{act}` is not supported (only silu)")));
+        }
+        let hidden_size = r.usize("hidden_size")?;
+        let heads = r.usize("num_attention_heads")?;
+        let kv_heads = r.opt_usize("num_key_value_heads")?.unwrap_or(heads);
+        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(r.err(
+                "num_key_value_heads",
+                format!("{kv_heads} does not divide num_attention_heads {heads}"),
+            ));
+        }
+        let head_dim = r.opt_usize("head_dim")?.unwrap_or(hidden_size / heads);
+        if head_dim % 2 != 0 || head_dim == 0 {
+            return Err(r.err("head_dim", format!("{head_dim} must be even and positive")));
+        }
+        let layers = r.usize("num_hidden_layers")?;
+        let (rope_theta, rope_scaling) = read_rope(&r)?;
+        let attention_bias = r.bool_or("attention_bias", false)?;
+        let (qkv_bias, o_bias) = match arch {
+            Arch::Qwen2 => (true, false),
+            _ => (attention_bias, attention_bias),
+        };
+        let cfg = ModelConfig {
+            arch,
+            vocab_size: r.usize("vocab_size")?,
+            hidden_size,
+            intermediate_size: r.usize("intermediate_size")?,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: kv_heads,
+            head_dim,
+            rms_norm_eps: r.f64_or("rms_norm_eps", 1e-6)?,
+            rope_theta,
+            rope_scaling,
+            max_position_embeddings: r.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+            tie_word_embeddings: r.bool_or("tie_word_embeddings", false)?,
+            qkv_bias,
+            o_bias,
+            mlp_bias: r.bool_or("mlp_bias", false)?,
+            sliding_window: read_sliding(&r, arch, layers)?,
+            initializer_range: r.f64_or("initializer_range", 0.02)?,
+            bos_token_id: r.token_ids("bos_token_id")?.first().copied(),
+            eos_token_id: r.token_ids("eos_token_id")?,
+            pad_token_id: r.token_ids("pad_token_id")?.first().copied(),
+        };
+        Ok(cfg)
+    }
+
+    /// The `config.json` transformers reads for this model (newer spelling: `dtype`; the rope
+    /// fields are written in the older spelling too, which every transformers version reads).
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "architectures": [self.arch.class_name()],
+            "model_type": self.arch.model_type(),
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "initializer_range": self.initializer_range,
+            "torch_dtype": "float32",
+            "use_cache": true,
+        });
+        let o = v.as_object_mut().expect("object literal");
+        match self.arch {
+            Arch::Llama => {
+                o.insert("attention_bias".into(), json!(self.qkv_bias));
+                o.insert("mlp_bias".into(), json!(self.mlp_bias));
+            }
+            Arch::Mistral => {
+                o.insert("sliding_window".into(), json!(self.sliding_window[0]));
+            }
+            Arch::Qwen2 => {
+                let sw = self.sliding_window.iter().flatten().next().copied();
+                let first = self.sliding_window.iter().position(Option::is_some);
+                o.insert("use_sliding_window".into(), json!(sw.is_some()));
+                o.insert("sliding_window".into(), json!(sw));
+                o.insert(
+                    "max_window_layers".into(),
+                    json!(first.unwrap_or(self.num_hidden_layers)),
+                );
+            }
+        }
+        if let Some(s) = &self.rope_scaling {
+            o.insert("rope_scaling".into(), rope_scaling_json(s));
+        }
+        let ids = |x: Option<u32>| x.map_or(Value::Null, |x| json!(x));
+        o.insert("bos_token_id".into(), ids(self.bos_token_id));
+        o.insert(
+            "eos_token_id".into(),
+            match self.eos_token_id.as_slice() {
+                [] => Value::Null,
+                [one] => json!(one),
+                many => json!(many),
+            },
+        );
+        o.insert("pad_token_id".into(), ids(self.pad_token_id));
+        v
+    }
+
+    pub fn num_params(&self) -> usize {
+        let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let q = self.num_attention_heads * self.head_dim;
+        let kv = self.num_key_value_heads * self.head_dim;
+        let attn = d * q + 2 * d * kv + q * d;
+        let layer = attn + 3 * d * f + 2 * d;
+        let head = if self.tie_word_embeddings { 0 } else { v * d };
+        v * d + self.num_hidden_layers * layer + d + head
+    }
+}
+
+fn rope_scaling_json(s: &RopeScaling) -> Value {
+    match s {
+        RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": factor}),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => json!({
+            "rope_type": "llama3",
+            "factor": factor,
+            "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor,
+            "original_max_position_embeddings": original_max_position_embeddings,
+        }),
+    }
+}
+
+fn read_arch(r: &Reader) -> Result<Arch> {
+    if let Some(list) = r.obj.get("architectures") {
+        let name = list
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .ok_or_else(|| r.err("architectures", "expected a list of class names"))?;
+        return Arch::from_class(name).ok_or_else(|| {
+            r.err(
+                "architectures",
+                format!(
+                    "unknown architecture `{name}` (cria reads LlamaForCausalLM, \
+                     MistralForCausalLM, Qwen2ForCausalLM)"
+                ),
+            )
+        });
+    }
+    match r.obj.get("model_type").and_then(Value::as_str) {
+        Some("llama") => Ok(Arch::Llama),
+        Some("mistral") => Ok(Arch::Mistral),
+        Some("qwen2") => Ok(Arch::Qwen2),
+        Some(other) => Err(r.err("model_type", format!("unknown architecture `{other}`"))),
+        None => Err(r.err("architectures", "missing (and no model_type)")),
+    }
+}
+
+fn read_rope(r: &Reader) -> Result<(f64, Option<RopeScaling>)> {
+    // Newer transformers nest everything under `rope_parameters`; older ones use `rope_theta`
+    // plus an optional `rope_scaling` object.
+    let (params, field) = match r.obj.get("rope_parameters") {
+        Some(Value::Object(p)) => (Some(p), "rope_parameters"),
+        _ => match r.obj.get("rope_scaling") {
+            Some(Value::Object(p)) => (Some(p), "rope_scaling"),
+            _ => (None, "rope_scaling"),
+        },
+    };
+    let theta = match params.and_then(|p| p.get("rope_theta")) {
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| r.err("rope_parameters.rope_theta", "expected a number"))?,
+        None => r.f64_or("rope_theta", 10000.0)?,
+    };
+    let Some(p) = params else {
+        return Ok((theta, None));
+    };
+    let sub = Reader { path: r.path, obj: p };
+    let kind = p
+        .get("rope_type")
+        .or_else(|| p.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let scaling = match kind {
+        "default" => None,
+        "linear" => Some(RopeScaling::Linear {
+            factor: sub.f64_or("factor", 1.0)?,
+        }),
+        "llama3" => Some(RopeScaling::Llama3 {
+            factor: sub.f64_or("factor", 8.0)?,
+            low_freq_factor: sub.f64_or("low_freq_factor", 1.0)?,
+            high_freq_factor: sub.f64_or("high_freq_factor", 4.0)?,
+            original_max_position_embeddings: sub
+                .usize("original_max_position_embeddings")
+                .map_err(|_| {
+                    r.err(
+                        &format!("{field}.original_max_position_embeddings"),
+                        "missing or not an integer",
+                    )
+                })?,
+        }),
+        other => {
+            return Err(r.err(
+                &format!("{field}.rope_type"),
+                format!("`{other}` is not supported (default, linear, llama3)"),
+            ));
+        }
+    };
+    Ok((theta, scaling))
+}
+
+fn read_sliding(r: &Reader, arch: Arch, layers: usize) -> Result<Vec<Option<usize>>> {
+    let window = r.opt_usize("sliding_window")?;
+    Ok(match arch {
+        Arch::Llama => vec![None; layers],
+        Arch::Mistral => vec![window; layers],
+        Arch::Qwen2 => {
+            if !r.bool_or("use_sliding_window", false)? {
+                return Ok(vec![None; layers]);
+            }
+            if let Some(Value::Array(types)) = r.obj.get("layer_types") {
+                if types.len() != layers {
+                    return Err(r.err("layer_types", "length differs from num_hidden_layers"));
+                }
+                types
+                    .iter()
+                    .map(|t| (t.as_str() == Some("sliding_attention")).then_some(window).flatten())
+                    .collect()
+            } else {
+                let first = r.opt_usize("max_window_layers")?.unwrap_or(layers);
+                (0..layers).map(|i| if i >= first { window } else { None }).collect()
+            }
+        }
+    })
+}

@@ -1,0 +1,216 @@
+//! One decoder-only transformer for LLaMA 1/2/3, Mistral, Qwen2 and TinyLlama (Touvron et al.
+//! 2023): pre-norm blocks of grouped-query attention and SwiGLU with RMSNorm, rotary positions,
+//! tied or untied output head. Weight names are Hugging Face's (`model.layers.{i}.self_attn.q_proj`).
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::nn::attention::{LayerCache, attention_mask};
+use crate::nn::{Attention, Mlp, RmsNorm, Rope};
+use crate::params::{ParamMut, Params, join};
+use crate::weights::VarBuilder;
+use burn::tensor::{Device, Int, Tensor, module::embedding};
+
+/// Longest rotary table built up front; longer contexts are refused with an error by callers.
+pub const MAX_ROPE_TABLE: usize = 16384;
+
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn new(vb: &mut VarBuilder, name: &str, cfg: &ModelConfig, layer: usize) -> Result<Self> {
+        let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        Ok(Block {
+            input_layernorm: RmsNorm::new(vb, &join(name, "input_layernorm"), d, eps)?,
+            self_attn: Attention::new(vb, &join(name, "self_attn"), cfg, cfg.sliding_window[layer])?,
+            post_attention_layernorm: RmsNorm::new(vb, &join(name, "post_attention_layernorm"), d, eps)?,
+            mlp: Mlp::new(vb, &join(name, "mlp"), cfg)?,
+        })
+    }
+
+    /// # Shapes
+    /// `(B, T, C)` -> `(B, T, C)`
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, mask: Tensor<2>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+impl Params for Block {
+    fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        self.input_layernorm.visit(&join(prefix, "input_layernorm"), f);
+        self.self_attn.visit(&join(prefix, "self_attn"), f);
+        self.post_attention_layernorm.visit(&join(prefix, "post_attention_layernorm"), f);
+        self.mlp.visit(&join(prefix, "mlp"), f);
+    }
+}
+
+/// Per-layer key/value caches for incremental decoding.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    pub layers: Vec<LayerCache>,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        KvCache {
+            layers: vec![LayerCache::default(); layers],
+        }
+    }
+    /// Number of positions already cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, LayerCache::len)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Llama {
+    pub cfg: ModelConfig,
+    /// `(V, C)`, as Hugging Face stores it.
+    pub embed_tokens: Tensor<2>,
+    pub layers: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when the output head is tied to the embeddings.
+    pub lm_head: Option<crate::nn::Linear>,
+    pub rope: Rope,
+}
+
+impl Llama {
+    /// Builds the model, its weights coming from `vb` (a checkpoint or fresh initialisation).
+    pub fn new(cfg: &ModelConfig, vb: &mut VarBuilder) -> Result<Self> {
+        let device = vb.device.clone();
+        let embed_tokens = vb.matrix("model.embed_tokens.weight", cfg.vocab_size, cfg.hidden_size, false)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Block::new(vb, &format!("model.layers.{i}"), cfg, i))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(vb, "model.norm", cfg.hidden_size, cfg.rms_norm_eps)?;
+        // Some tied checkpoints still carry lm_head.weight; it equals the embeddings then.
+        let lm_head = if cfg.tie_word_embeddings {
+            if vb.contains("lm_head.weight") {
+                vb.matrix("lm_head.weight", cfg.vocab_size, cfg.hidden_size, true)?;
+            }
+            None
+        } else {
+            Some(crate::nn::Linear::new(vb, "lm_head", cfg.hidden_size, cfg.vocab_size, false)?)
+        };
+        let rope = Rope::new(cfg, cfg.max_position_embeddings.min(MAX_ROPE_TABLE), &device);
+        Ok(Llama {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.device()
+    }
+
+    /// Longest sequence (prompt plus cache) this model instance can process.
+    pub fn max_len(&self) -> usize {
+        self.rope.max_len
+    }
+
+    /// Final hidden states, after the last norm.
+    ///
+    /// # Shapes
+    /// `ids`: `(B, T)` -> `(B, T, C)`
+    pub fn hidden(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [_, t] = ids.dims();
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        let device = self.device();
+        let mut x = embedding(self.embed_tokens.clone(), ids);
+        let mut masks: Vec<(Option<usize>, Tensor<2>)> = Vec::new();
+        for (i, block) in self.layers.iter().enumerate() {
+            let w = block.self_attn.window;
+            let mask = match masks.iter().find(|(mw, _)| *mw == w) {
+                Some((_, m)) => m.clone(),
+                None => {
+                    let m = attention_mask(t, offset, w, &device);
+                    masks.push((w, m.clone()));
+                    m
+                }
+            };
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(x, &self.rope, mask, layer_cache);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Projects hidden states to vocabulary logits.
+    ///
+    /// # Shapes
+    /// `(B, T, C)` -> `(B, T, V)`
+    pub fn logits(&self, h: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => burn::tensor::module::linear(h, self.embed_tokens.clone().transpose(), None),
+        }
+    }
+
+    /// Logits for every position.
+    ///
+    /// # Shapes
+    /// `ids`: `(B, T)` -> `(B, T, V)`
+    pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.logits(self.hidden(ids, cache))
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    /// Marks every parameter as requiring gradients (call on a model on an autodiff device).
+    pub fn require_grad(mut self) -> Self {
+        self.visit("", &mut |_, p| match p {
+            ParamMut::Vector(t) => *t = t.clone().require_grad(),
+            ParamMut::Matrix { t, .. } => *t = t.clone().require_grad(),
+        });
+        self
+    }
+
+    /// Moves every parameter to `device` (and so in or out of autodiff), dropping any graph.
+    pub fn to_device(mut self, device: &Device) -> Self {
+        self.visit("", &mut |_, p| match p {
+            ParamMut::Vector(t) => *t = t.clone().detach().inner().to_device(device),
+            ParamMut::Matrix { t, .. } => *t = t.clone().detach().inner().to_device(device),
+        });
+        self.rope = Rope::new(&self.cfg, self.rope.max_len, device);
+        self
+    }
+
+    /// Number of scalar parameters.
+    pub fn num_params(&mut self) -> usize {
+        let mut n = 0;
+        self.visit("", &mut |_, p| n += p.num_elements());
+        n
+    }
+}
+
+impl Params for Llama {
+    fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        f(
+            &join(prefix, "model.embed_tokens.weight"),
+            ParamMut::Matrix {
+                t: &mut self.embed_tokens,
+                transposed: false,
+            },
+        );
+        for (i, b) in self.layers.iter_mut().enumerate() {
+            b.visit(&join(prefix, &format!("model.layers.{i}")), f);
+        }
+        self.norm.visit(&join(prefix, "model.norm"), f);
+        if let Some(h) = &mut self.lm_head {
+            h.visit(&join(prefix, "lm_head"), f);
+        }
+    }
+}

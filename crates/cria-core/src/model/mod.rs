@@ -1,0 +1,7 @@
+//! The LLaMA-family causal language model and its loss.
+
+pub mod llama;
+pub mod loss;
+
+pub use llama::{Block, KvCache, Llama};
+pub use loss::{cross_entropy, token_logprobs};

@@ -1,0 +1,124 @@
+//! Multi-head attention with grouped-query heads (Ainslie et al. 2023), rotate-half RoPE,
+//! optional q/k/v bias (Qwen2) and an optional sliding window (Mistral).
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::nn::{Linear, Rope};
+use crate::params::{ParamMut, Params, join};
+use crate::weights::VarBuilder;
+use burn::tensor::{Device, Tensor, TensorData, activation::softmax};
+
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub window: Option<usize>,
+}
+
+/// Keys and values of earlier positions for one layer, `(B, n_kv, S, hs)`.
+#[derive(Clone, Debug, Default)]
+pub struct LayerCache {
+    pub kv: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+impl LayerCache {
+    pub fn len(&self) -> usize {
+        self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The additive mask `(T, S)` for queries at `offset..offset+T` over keys `0..offset+T`:
+/// 0 where a query may look, -inf elsewhere (the future, and beyond the sliding window).
+pub fn attention_mask(t: usize, offset: usize, window: Option<usize>, device: &Device) -> Tensor<2> {
+    let s = offset + t;
+    let mut m = vec![0f32; t * s];
+    for i in 0..t {
+        let q = offset + i;
+        for (j, v) in m[i * s..(i + 1) * s].iter_mut().enumerate() {
+            let future = j > q;
+            let outside = window.is_some_and(|w| q >= w && j <= q - w);
+            if future || outside {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [t, s]), device)
+}
+
+impl Attention {
+    pub fn new(vb: &mut VarBuilder, name: &str, cfg: &ModelConfig, window: Option<usize>) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let (nh, nkv, hs) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        Ok(Attention {
+            q_proj: Linear::new(vb, &join(name, "q_proj"), d, nh * hs, cfg.qkv_bias)?,
+            k_proj: Linear::new(vb, &join(name, "k_proj"), d, nkv * hs, cfg.qkv_bias)?,
+            v_proj: Linear::new(vb, &join(name, "v_proj"), d, nkv * hs, cfg.qkv_bias)?,
+            o_proj: Linear::new(vb, &join(name, "o_proj"), nh * hs, d, cfg.o_bias)?,
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hs,
+            window,
+        })
+    }
+
+    /// Splits `(B, T, n*hs)` into heads `(B, n, T, hs)`.
+    fn heads(&self, x: Tensor<3>, n: usize) -> Tensor<4> {
+        let [b, t, _] = x.dims();
+        x.reshape([b, t, n, self.head_dim]).swap_dims(1, 2)
+    }
+
+    /// Repeats each key/value head for its group of query heads.
+    fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
+        let rep = self.n_heads / self.n_kv_heads;
+        if rep == 1 {
+            return x;
+        }
+        let [b, n, s, hs] = x.dims();
+        x.unsqueeze_dim::<5>(2)
+            .expand([b, n, rep, s, hs])
+            .reshape([b, n * rep, s, hs])
+    }
+
+    /// `mask` comes from [`attention_mask`] with this layer's window; the cache, when given,
+    /// is extended with this call's keys and values.
+    ///
+    /// # Shapes
+    /// `x`: `(B, T, C)`, `mask`: `(T, S)` -> `(B, T, C)`
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, mask: Tensor<2>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        let q = rope.apply(self.heads(self.q_proj.forward(x.clone()), self.n_heads), offset);
+        let mut k = rope.apply(self.heads(self.k_proj.forward(x.clone()), self.n_kv_heads), offset);
+        let mut v = self.heads(self.v_proj.forward(x), self.n_kv_heads);
+        if let Some(cache) = cache {
+            if let Some((pk, pv)) = cache.kv.take() {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            cache.kv = Some((k.clone(), v.clone()));
+        }
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask.unsqueeze::<4>();
+        let y = softmax(scores, 3).matmul(v);
+        let y = y.swap_dims(1, 2).reshape([b, t, self.n_heads * self.head_dim]);
+        self.o_proj.forward(y)
+    }
+}
+
+impl Params for Attention {
+    fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        self.q_proj.visit(&join(prefix, "q_proj"), f);
+        self.k_proj.visit(&join(prefix, "k_proj"), f);
+        self.v_proj.visit(&join(prefix, "v_proj"), f);
+        self.o_proj.visit(&join(prefix, "o_proj"), f);
+    }
+}

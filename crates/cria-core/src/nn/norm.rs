@@ -1,0 +1,34 @@
+//! RMSNorm (Zhang & Sennrich 2019) as LLaMA uses it: `x / sqrt(mean(x^2) + eps) * weight`.
+
+use crate::error::Result;
+use crate::params::{ParamMut, Params, join};
+use crate::weights::VarBuilder;
+use burn::tensor::Tensor;
+
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    pub weight: Tensor<1>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(vb: &mut VarBuilder, name: &str, d: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: vb.vector(&join(name, "weight"), d, 1.0)?,
+            eps,
+        })
+    }
+
+    /// # Shapes
+    /// `(B, T, C)` -> `(B, T, C)`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
+        (x / rms) * self.weight.clone().unsqueeze::<3>()
+    }
+}
+
+impl Params for RmsNorm {
+    fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        f(&join(prefix, "weight"), ParamMut::Vector(&mut self.weight));
+    }
+}

@@ -1,0 +1,58 @@
+//! Settings of the shared training loop. Defaults follow common LLaMA-style pretraining
+//! practice (AdamW betas 0.9/0.95, weight decay 0.1, clip 1.0, cosine to 10% of peak).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimizer steps to run.
+    pub steps: u64,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    pub lr: f64,
+    /// The cosine schedule decays to this learning rate.
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Global gradient-norm clipping; `None` disables it.
+    pub grad_clip: Option<f64>,
+    /// Seed of initialisation and data order.
+    pub seed: u64,
+    /// Print one line (or advance the bar) every this many steps.
+    pub log_every: u64,
+    /// Validation loss every this many steps (0: only at the end).
+    pub eval_every: u64,
+    /// Validation batches per evaluation.
+    pub eval_batches: usize,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub save_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 1000,
+            batch_size: 8,
+            grad_accum: 1,
+            lr: 3e-4,
+            min_lr: 3e-5,
+            warmup_steps: 100,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            grad_clip: Some(1.0),
+            seed: 1337,
+            log_every: 10,
+            eval_every: 200,
+            eval_batches: 8,
+            save_every: 200,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Errors of cria-train.
+
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Core(#[from] cria_core::CoreError),
+    #[error(transparent)]
+    Data(#[from] cria_data::DataError),
+    #[error("{path}: {msg}")]
+    Config { path: PathBuf, msg: String },
+    #[error(
+        "step {step}: the loss is {value}; stopping. The last good checkpoint in {checkpoint} is intact \
+         (try a lower learning rate or stronger clipping)"
+    )]
+    NonFinite { step: u64, value: String, checkpoint: PathBuf },
+    #[error("cannot resume from {path}: {msg}")]
+    Resume { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Invalid(String),
+}

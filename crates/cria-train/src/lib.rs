@@ -1,0 +1,13 @@
+//! cria-train: AdamW, learning-rate schedules, the training loop every stage shares (gradient
+//! accumulation, clipping, validation, atomic checkpoints, exact resume), and the stages.
+
+pub mod config;
+pub mod error;
+pub mod optim;
+pub mod pretrain;
+pub mod schedule;
+pub mod state;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use error::{Result, TrainError};

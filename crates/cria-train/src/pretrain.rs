@@ -1,0 +1,292 @@
+//! `cria pretrain`: next-token prediction on a text corpus, from scratch (model shape in the
+//! config) or continuing an existing Hugging Face checkpoint (`init`).
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::trainer::{self, Batch, DataSource, Reporter, RunDir, TrainSpec};
+use cria_core::checkpoint;
+use cria_core::config::{Arch, ModelConfig};
+use cria_core::tokenizer::{self, Tokenizer};
+use cria_core::weights::VarBuilder;
+use cria_core::{Llama, device};
+use cria_data::corpus;
+use cria_data::shards::{self, Order, ShardMeta, TokenFile};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The shape of a model trained from scratch (Hugging Face field names).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelShape {
+    pub arch: String,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub max_position_embeddings: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub tie_word_embeddings: bool,
+    pub initializer_range: f64,
+}
+
+impl Default for ModelShape {
+    fn default() -> Self {
+        ModelShape {
+            arch: "llama".into(),
+            hidden_size: 256,
+            intermediate_size: 688,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            num_key_value_heads: 4,
+            max_position_embeddings: 1024,
+            rope_theta: 10000.0,
+            rms_norm_eps: 1e-5,
+            tie_word_embeddings: true,
+            initializer_range: 0.02,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Corpus files or directories (.txt, .md, .jsonl; optionally .gz).
+    pub inputs: Vec<PathBuf>,
+    pub seq_len: usize,
+    /// Fraction of the token stream held out for validation.
+    pub val_fraction: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            inputs: vec![],
+            seq_len: 256,
+            val_fraction: 0.05,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainConfig {
+    /// The run directory: shards, metrics and the checkpoint go here.
+    pub out: PathBuf,
+    /// Continue pretraining this Hugging Face checkpoint instead of starting from scratch.
+    pub init: Option<PathBuf>,
+    /// Tokenizer (a `tokenizer.json` or a directory holding one) for a model from scratch.
+    pub tokenizer: Option<PathBuf>,
+    pub model: ModelShape,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+fn arch_of(name: &str) -> Result<Arch> {
+    match name {
+        "llama" => Ok(Arch::Llama),
+        "mistral" => Ok(Arch::Mistral),
+        "qwen2" => Ok(Arch::Qwen2),
+        other => Err(TrainError::Invalid(format!(
+            "model.arch `{other}` is not supported (llama, mistral, qwen2)"
+        ))),
+    }
+}
+
+impl ModelShape {
+    pub fn to_config(&self, tok: &Tokenizer) -> Result<ModelConfig> {
+        let heads = self.num_attention_heads;
+        if heads == 0 || self.hidden_size % heads != 0 || heads % self.num_key_value_heads.max(1) != 0 {
+            return Err(TrainError::Invalid(format!(
+                "model: hidden_size {} must divide by num_attention_heads {heads}, which must divide by num_key_value_heads {}",
+                self.hidden_size, self.num_key_value_heads
+            )));
+        }
+        Ok(ModelConfig {
+            arch: arch_of(&self.arch)?,
+            vocab_size: tok.vocab_size(),
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: heads,
+            num_key_value_heads: self.num_key_value_heads,
+            head_dim: self.hidden_size / heads,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: self.rope_theta,
+            rope_scaling: None,
+            max_position_embeddings: self.max_position_embeddings,
+            tie_word_embeddings: self.tie_word_embeddings,
+            qkv_bias: self.arch == "qwen2",
+            o_bias: false,
+            mlp_bias: false,
+            sliding_window: vec![None; self.num_hidden_layers],
+            initializer_range: self.initializer_range,
+            bos_token_id: tok.bos_id,
+            eos_token_id: tok.eos_id.into_iter().collect(),
+            pad_token_id: tok.token_to_id(tokenizer::PAD),
+        })
+    }
+}
+
+/// FNV-1a, for fingerprints that stay stable across toolchains.
+pub fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// Token shards for a pretraining corpus, memory-mapped, in a seeded order.
+pub struct PretrainData {
+    pub train: TokenFile,
+    pub val: TokenFile,
+    order: Order,
+    batch_size: usize,
+    fingerprint: String,
+}
+
+impl PretrainData {
+    /// Tokenises the corpus into `dir` (reusing shards built from the same corpus and tokenizer).
+    pub fn prepare(cfg: &PretrainConfig, tok: &Tokenizer, dir: &Path) -> Result<Self> {
+        let files = corpus::collect_files(&cfg.data.inputs)?;
+        let mut h = fnv1a(&std::fs::read(&tok.path).map_err(|e| cria_core::CoreError::io(&tok.path, e))?, 0xcbf2_9ce4_8422_2325);
+        for f in &files {
+            h = fnv1a(f.to_string_lossy().as_bytes(), h);
+            h = fnv1a(&corpus::read_bytes(f)?, h);
+        }
+        h = fnv1a(format!("{}", cfg.data.val_fraction).as_bytes(), h);
+        let fp = format!("{h:016x}");
+        let meta = match shards::read_meta(dir).filter(|m| m.fingerprint == fp) {
+            Some(m) => m,
+            None => {
+                let docs = corpus::read_corpus(&cfg.data.inputs)?;
+                tracing::info!(documents = docs.len(), "tokenising corpus");
+                let ids = shards::tokenize(&docs, tok)?;
+                let meta = ShardMeta {
+                    train_tokens: 0,
+                    val_tokens: 0,
+                    documents: docs.len(),
+                    vocab_size: tok.vocab_size(),
+                    fingerprint: fp.clone(),
+                };
+                shards::write_shards(dir, &ids, cfg.data.val_fraction, meta)?
+            }
+        };
+        let seq_len = cfg.data.seq_len;
+        let train = TokenFile::open(&dir.join("train.bin"), seq_len)?;
+        let val = TokenFile::open(&dir.join("val.bin"), seq_len)?;
+        if train.num_sequences() == 0 {
+            return Err(TrainError::Invalid(format!(
+                "the corpus has {} training tokens, fewer than one sequence of seq_len {} + 1; \
+                 add text or lower data.seq_len",
+                meta.train_tokens, seq_len
+            )));
+        }
+        tracing::info!(
+            train_tokens = meta.train_tokens,
+            val_tokens = meta.val_tokens,
+            sequences = train.num_sequences(),
+            "token shards ready"
+        );
+        Ok(PretrainData {
+            order: Order::new(cfg.train.seed, train.num_sequences()),
+            train,
+            val,
+            batch_size: cfg.train.batch_size,
+            fingerprint: format!("{fp} seq_len={seq_len}"),
+        })
+    }
+
+    fn batch(file: &TokenFile, idx: impl Iterator<Item = usize>) -> Batch {
+        let t = file.seq_len;
+        let (mut inputs, mut targets, mut b) = (Vec::new(), Vec::new(), 0);
+        for i in idx {
+            let s = file.sequence(i);
+            inputs.extend_from_slice(&s[..t]);
+            targets.extend_from_slice(&s[1..]);
+            b += 1;
+        }
+        Batch {
+            inputs,
+            targets,
+            weights: None,
+            b,
+            t,
+        }
+    }
+}
+
+impl DataSource for PretrainData {
+    fn train_batch(&mut self, k: u64) -> Result<Batch> {
+        let bs = self.batch_size as u64;
+        let idx: Vec<usize> = (0..bs).map(|j| self.order.index(k * bs + j)).collect();
+        Ok(Self::batch(&self.train, idx.into_iter()))
+    }
+
+    fn val_batches(&mut self, n: usize) -> Result<Vec<Batch>> {
+        let total = self.val.num_sequences();
+        let bs = self.batch_size;
+        Ok((0..n)
+            .map(|i| i * bs..((i + 1) * bs).min(total))
+            .filter(|r| !r.is_empty())
+            .map(|r| Self::batch(&self.val, r))
+            .collect())
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
+/// Resolves the tokenizer path: a file, or a directory holding `tokenizer.json`.
+pub fn tokenizer_file(p: &Path) -> PathBuf {
+    if p.is_dir() { p.join("tokenizer.json") } else { p.to_path_buf() }
+}
+
+/// Runs pretraining; returns the checkpoint directory.
+pub fn run(cfg: &PretrainConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
+    if cfg.data.inputs.is_empty() {
+        return Err(TrainError::Invalid("data.inputs is empty: name corpus files or directories".into()));
+    }
+    let infer = device::inference_device();
+    let (model, tok, tok_dir): (Llama, Tokenizer, PathBuf) = match &cfg.init {
+        Some(init) => {
+            let model = checkpoint::load_model(init, &infer)?;
+            let tok = checkpoint::load_tokenizer(init, &model.cfg)?;
+            (model, tok, init.clone())
+        }
+        None => {
+            let path = cfg.tokenizer.as_deref().ok_or_else(|| {
+                TrainError::Invalid("set `tokenizer` (or `init` to continue a checkpoint)".into())
+            })?;
+            let file = tokenizer_file(path);
+            let tok = Tokenizer::from_file(&file)?;
+            let mcfg = cfg.model.to_config(&tok)?;
+            let mut vb = VarBuilder::init(cfg.train.seed, mcfg.initializer_range, &infer);
+            let model = Llama::new(&mcfg, &mut vb)?;
+            let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            (model, tok, dir)
+        }
+    };
+    if cfg.data.seq_len + 1 > model.max_len() {
+        return Err(TrainError::Invalid(format!(
+            "data.seq_len {} exceeds the model's context {}",
+            cfg.data.seq_len,
+            model.max_len()
+        )));
+    }
+    std::fs::create_dir_all(&cfg.out).map_err(|e| cria_core::CoreError::io(&cfg.out, e))?;
+    let mut data = PretrainData::prepare(cfg, &tok, &cfg.out.join("data"))?;
+    let run = RunDir { root: cfg.out.clone() };
+    let spec = TrainSpec {
+        cfg: &cfg.train,
+        run: &run,
+        tokenizer_dir: Some(&tok_dir),
+        resolved_config: resolved,
+        config_file: "pretrain.toml",
+    };
+    trainer::train(model, &mut data, &spec, rep)?;
+    Ok(run.checkpoint())
+}

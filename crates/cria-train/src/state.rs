@@ -1,0 +1,84 @@
+//! What a checkpoint stores beside the weights so a run resumes exactly: the step, the data
+//! cursor, the optimizer moments, and fingerprints that refuse a resume under a changed setup.
+
+use crate::error::{Result, TrainError};
+use crate::optim::{AdamW, Moments};
+use cria_core::weights::WeightMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const STATE_FILE: &str = "trainer_state.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Micro-batches consumed (the data cursor).
+    pub micro_cursor: u64,
+    pub tokens_seen: u64,
+    /// Everything that must not change across a resume (model shape, batch layout, seed, data).
+    pub fingerprint: String,
+    pub last_val_loss: Option<f64>,
+}
+
+impl TrainerState {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("serialisable")
+    }
+
+    pub fn read(dir: &Path) -> Result<TrainerState> {
+        let path = dir.join(STATE_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::Resume {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| TrainError::Resume {
+            path,
+            msg: format!("corrupt training state: {e}"),
+        })
+    }
+}
+
+/// The optimizer as named tensors: `m.<param>`, `v.<param>`, and the step in `t`.
+pub fn optimizer_tensors(opt: &AdamW) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let mut out = BTreeMap::new();
+    for (name, st) in &opt.state {
+        out.insert(format!("m.{name}"), (vec![st.m.len()], st.m.clone()));
+        out.insert(format!("v.{name}"), (vec![st.v.len()], st.v.clone()));
+    }
+    // The step count as f32 is exact up to 2^24 steps; stored as two halves to be safe.
+    let t = opt.t;
+    out.insert("t".into(), (vec![2], vec![(t >> 24) as f32, (t & 0xFF_FFFF) as f32]));
+    out
+}
+
+pub fn read_optimizer(dir: &Path) -> Result<AdamW> {
+    let path = dir.join(OPTIMIZER_FILE);
+    let mut map = WeightMap::default();
+    WeightMap::read_file(&path, &mut map)?;
+    let t = map.tensors.remove("t").ok_or_else(|| TrainError::Resume {
+        path: path.clone(),
+        msg: "optimizer state has no step counter `t`".into(),
+    })?;
+    let mut opt = AdamW {
+        t: ((t.data[0] as u64) << 24) | t.data[1] as u64,
+        state: BTreeMap::new(),
+    };
+    let mut names: Vec<String> = map.tensors.keys().filter_map(|k| k.strip_prefix("m.").map(String::from)).collect();
+    names.sort();
+    for name in names {
+        let m = map.tensors.remove(&format!("m.{name}")).expect("listed above").data;
+        let v = map
+            .tensors
+            .remove(&format!("v.{name}"))
+            .ok_or_else(|| TrainError::Resume {
+                path: path.clone(),
+                msg: format!("optimizer state for `{name}` has m but no v"),
+            })?
+            .data;
+        opt.state.insert(name, Moments { m, v });
+    }
+    Ok(opt)
+}

@@ -1,0 +1,26 @@
+//! One module per command; each exposes `Args` and `run`.
+
+pub mod generate;
+pub mod pretrain;
+pub mod tokenizer;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train or inspect tokenizers.
+    #[command(subcommand)]
+    Tokenizer(tokenizer::Command),
+    /// Pretrain a model from scratch, or continue pretraining a checkpoint, on a text corpus.
+    Pretrain(pretrain::Args),
+    /// Continue a prompt with a checkpoint, streaming to stdout.
+    Generate(generate::Args),
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Tokenizer(c) => tokenizer::run(c),
+        Command::Pretrain(a) => pretrain::run(a),
+        Command::Generate(a) => generate::run(a),
+    }
+}

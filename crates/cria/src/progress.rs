@@ -1,0 +1,92 @@
+//! Progress of long work: a bar on a terminal, one fixed-format line per log step otherwise.
+
+use cria_train::trainer::{Reporter, StepLog};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::Path;
+
+pub struct TrainProgress {
+    bar: Option<ProgressBar>,
+    total: u64,
+    log_every: u64,
+}
+
+impl TrainProgress {
+    pub fn new(log_every: u64) -> Self {
+        TrainProgress {
+            bar: None,
+            total: 0,
+            log_every: log_every.max(1),
+        }
+    }
+}
+
+fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Reporter for TrainProgress {
+    fn start(&mut self, first: u64, total: u64) {
+        self.total = total;
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total).with_position(first);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+                    .expect("static template"),
+            );
+            self.bar = Some(bar);
+        }
+    }
+
+    fn step(&mut self, l: &StepLog) {
+        let val = l.val_loss.map(|v| format!(" | val {v:.4}")).unwrap_or_default();
+        let w = self.total.to_string().len().max(5);
+        let line = format!(
+            "step {:0w$}/{:0w$} | loss {:.4} | lr {:.1e} | gnorm {:.2} | {} tok/s{val}",
+            l.step,
+            self.total,
+            l.loss,
+            l.lr,
+            l.grad_norm,
+            thousands(l.tokens_per_s),
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(l.step);
+                bar.set_message(format!("loss {:.4} | {} tok/s{val}", l.loss, thousands(l.tokens_per_s)));
+                if l.step % self.log_every == 0 || l.val_loss.is_some() {
+                    bar.println(line);
+                }
+            }
+            None => {
+                if l.step % self.log_every == 0 || l.val_loss.is_some() || l.step == self.total {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+
+    fn saved(&mut self, step: u64, dir: &Path) {
+        let msg = format!("step {step}: checkpoint saved to {}", dir.display());
+        match &self.bar {
+            Some(bar) => bar.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+}
+
+impl Drop for TrainProgress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
