@@ -180,9 +180,10 @@ impl Llama {
 
     /// Moves every parameter to `device` (and so in or out of autodiff), dropping any graph.
     pub fn to_device(mut self, device: &Device) -> Self {
+        let grad = device.is_autodiff();
         self.visit("", &mut |_, p| match p {
-            ParamMut::Vector(t) => *t = t.clone().detach().inner().to_device(device),
-            ParamMut::Matrix { t, .. } => *t = t.clone().detach().inner().to_device(device),
+            ParamMut::Vector(t) => *t = move_to(t.clone(), device, grad),
+            ParamMut::Matrix { t, .. } => *t = move_to(t.clone(), device, grad),
         });
         self.rope = Rope::new(&self.cfg, self.rope.max_len, device);
         self
@@ -194,6 +195,11 @@ impl Llama {
         self.visit("", &mut |_, p| n += p.num_elements());
         n
     }
+}
+
+fn move_to<const D: usize>(t: Tensor<D>, device: &Device, autodiff: bool) -> Tensor<D> {
+    let t = t.detach().inner().to_device(&device.clone().inner());
+    if autodiff { t.autodiff() } else { t }
 }
 
 impl Params for Llama {

@@ -1,0 +1,78 @@
+"""Writes examples/tiny/corpus: a small, deterministic corpus about a fictional harbour town,
+written for cria so the README's first run trains on text the project owns. Regenerate with
+`python3 scripts/gen_tiny_corpus.py` (standard library only)."""
+
+import random
+from pathlib import Path
+
+rng = random.Random(20261127)
+
+PEOPLE = [
+    ("Ada Finch", "she", "lighthouse keeper"), ("Bram Oakes", "he", "baker"),
+    ("Cleo Marsh", "she", "harbour master"), ("Dov Penn", "he", "net mender"),
+    ("Esme Vale", "she", "schoolteacher"), ("Finn Hale", "he", "boat builder"),
+    ("Gwen Lark", "she", "doctor"), ("Hugo Reed", "he", "innkeeper"),
+    ("Iris Moss", "she", "librarian"), ("Jory Stone", "he", "smith"),
+    ("Kit Rowe", "she", "ferry pilot"), ("Lev Wren", "he", "cheesemaker"),
+]
+PLACES = ["the lighthouse", "the bakery", "the harbour", "the net shed", "the school",
+          "the boatyard", "the clinic", "the Anchor Inn", "the library", "the forge",
+          "the ferry dock", "the dairy"]
+THINGS = ["bread", "rope", "lamps", "boats", "books", "cheese", "nails", "maps", "tea",
+          "apples", "fish", "candles", "sails", "kettles"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+WEATHER = ["calm", "windy", "foggy", "rainy", "bright", "stormy", "cold", "warm"]
+COLOURS = ["red", "blue", "green", "yellow", "white", "grey", "brown"]
+NUMBERS = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twelve"]
+
+
+def person_facts(i):
+    name, pron, job = PEOPLE[i]
+    place = PLACES[i]
+    first = name.split()[0]
+    poss = "her" if pron == "she" else "his"
+    lines = [
+        f"{name} is the {job} of Saltmere. {pron.capitalize()} works at {place}.",
+        f"Every {DAYS[i % 7]}, {first} walks to the market to buy {THINGS[i % len(THINGS)]}.",
+        f"{first} has a {COLOURS[i % len(COLOURS)]} door and a cat named {['Pip', 'Moss', 'Tam', 'Bo'][i % 4]}.",
+        f"When the weather is {WEATHER[i % len(WEATHER)]}, {first} stays near {place} and mends {poss} tools.",
+    ]
+    return lines
+
+
+def scene():
+    a, b = rng.sample(range(len(PEOPLE)), 2)
+    (na, pa, ja), (nb, pb, jb) = PEOPLE[a], PEOPLE[b]
+    fa, fb = na.split()[0], nb.split()[0]
+    day, weather = rng.choice(DAYS), rng.choice(WEATHER)
+    thing, n = rng.choice(THINGS), rng.choice(NUMBERS)
+    templates = [
+        f"On {day} the sea was {weather}. {fa} the {ja} met {fb} at {PLACES[b]}. "
+        f"{fb} gave {fa} {n} {thing}, and {fa} said thank you.",
+        f"It was a {weather} {day} in Saltmere. {fa} asked {fb} for {n} {thing}. "
+        f"\"Come back tomorrow,\" said {fb}, \"and I will have them ready.\"",
+        f"{fa} and {fb} drank tea at the Anchor Inn on {day}. They talked about the {weather} weather "
+        f"and about the {n} {thing} that came in on the ferry.",
+        f"The ferry came in on a {weather} {day}. Kit Rowe steered it past the lighthouse, "
+        f"and {fa} carried {n} crates of {thing} up to {PLACES[a]}.",
+    ]
+    return rng.choice(templates)
+
+
+def main():
+    out = Path(__file__).resolve().parent.parent / "examples" / "tiny" / "corpus"
+    out.mkdir(parents=True, exist_ok=True)
+    facts = [line for i in range(len(PEOPLE)) for line in person_facts(i)]
+    for k in range(4):
+        paras = []
+        for _ in range(220):
+            body = [scene() for _ in range(rng.randint(2, 4))]
+            if rng.random() < 0.5:
+                body.append(rng.choice(facts))
+            paras.append(" ".join(body))
+        (out / f"saltmere-{k + 1}.txt").write_text("\n\n".join(paras) + "\n")
+    (out / "people.md").write_text("# People of Saltmere\n\n" + "\n".join(f"- {f}" for f in facts) + "\n")
+
+
+if __name__ == "__main__":
+    main()

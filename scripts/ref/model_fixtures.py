@@ -1,0 +1,101 @@
+"""Writes tiny random Hugging Face checkpoints and the logits transformers computes for them,
+the reference cria's model parity tests compare against (crates/cria-core/tests/fixtures/).
+
+Each model uses a large init range so that RoPE, masking and GQA mistakes change the logits
+visibly; the Mistral model's sliding window is shorter than the test prompt.
+
+    python3 -m venv .venv && .venv/bin/pip install -r scripts/ref/requirements.txt
+    .venv/bin/python scripts/ref/model_fixtures.py
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
+
+OUT = Path(__file__).resolve().parents[2] / "crates" / "cria-core" / "tests" / "fixtures"
+VOCAB, T = 96, 12
+
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
+              num_attention_heads=4, max_position_embeddings=64, rms_norm_eps=1e-5,
+              initializer_range=0.3, attn_implementation="eager")
+
+
+def ids():
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, VOCAB, (2, T), generator=g)
+
+
+def write(name, model, dtype=None, shard=None, extra=None):
+    d = OUT / name
+    shutil.rmtree(d, ignore_errors=True)
+    model.eval()
+    # Biases default to zero; randomise them so a dropped bias shows.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("bias"):
+                p.normal_(0, 0.3)
+    x = ids()
+    with torch.no_grad():
+        logits = model(input_ids=x).logits.float()
+    if dtype is not None:
+        model = model.to(dtype)
+    kwargs = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(d, **kwargs)
+    if dtype is not None:
+        # The reference is what transformers computes in f32 from the rounded weights on disk
+        # (reloading also recomputes the rotary inv_freq buffer, which .to(bf16) had rounded).
+        reloaded = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32,
+                                                        attn_implementation="eager")
+        with torch.no_grad():
+            logits = reloaded(input_ids=x).logits.float()
+    save_file({"input_ids": x.to(torch.int64).contiguous(), "logits": logits.contiguous()},
+              d / "reference.safetensors")
+    if extra:
+        extra(d)
+    print(name, "->", sorted(p.name for p in d.iterdir()))
+
+
+def old_spelling(src, dst):
+    """The same model with the pre-v5 config keys (rope_theta, rope_scaling, torch_dtype)."""
+    shutil.rmtree(OUT / dst, ignore_errors=True)
+    shutil.copytree(OUT / src, OUT / dst)
+    p = OUT / dst / "config.json"
+    cfg = json.loads(p.read_text())
+    rope = cfg.pop("rope_parameters")
+    cfg["rope_theta"] = rope.pop("rope_theta")
+    if rope.get("rope_type", "default") != "default":
+        cfg["rope_scaling"] = rope
+    cfg["torch_dtype"] = cfg.pop("dtype", "float32")
+    p.write_text(json.dumps(cfg, indent=2))
+
+
+def main():
+    torch.manual_seed(1234)
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    llama = LlamaForCausalLM(LlamaConfig(**COMMON, num_key_value_heads=2, tie_word_embeddings=False,
+                                         rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0,
+                                                          "factor": 8.0, "low_freq_factor": 1.0,
+                                                          "high_freq_factor": 4.0,
+                                                          "original_max_position_embeddings": 8}))
+    write("llama", llama)
+    old_spelling("llama", "llama_old_config")
+
+    qwen = Qwen2ForCausalLM(Qwen2Config(**COMMON, num_key_value_heads=1, tie_word_embeddings=True,
+                                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
+    write("qwen2_bf16", qwen, dtype=torch.bfloat16)
+
+    mistral = MistralForCausalLM(MistralConfig(**COMMON, num_key_value_heads=2, sliding_window=5,
+                                               tie_word_embeddings=False,
+                                               rope_parameters={"rope_type": "default",
+                                                                "rope_theta": 10000.0}))
+    write("mistral_sharded", mistral, shard="40KB")
+
+
+if __name__ == "__main__":
+    main()
