@@ -1,0 +1,175 @@
+//! cria's training loop against PyTorch (fixtures from scripts/ref/train_fixtures.py):
+//! step-0 loss (1e-5 relative) and per-parameter gradient norms (1e-4 relative), then a
+//! 10-step trajectory with AdamW, clipping, warmup + cosine and gradient accumulation:
+//! losses and gradient norms within 1e-4, final weights within 1e-4.
+
+use cria_core::params::{ParamMut, Params, to_vec};
+use cria_core::{checkpoint, device};
+use cria_train::TrainConfig;
+use cria_train::trainer::{self, Batch, DataSource, RunDir, Silent, TrainSpec};
+use safetensors::SafeTensors;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train_ref")
+}
+
+fn expected() -> Value {
+    serde_json::from_slice(&std::fs::read(fixture().join("expected.json")).unwrap()).unwrap()
+}
+
+/// The fixed micro-batches: `[n, 2, T+1]` token ids.
+struct Fixed {
+    seqs: Vec<Vec<u32>>,
+    t: usize,
+}
+
+impl Fixed {
+    fn load() -> Fixed {
+        let bytes = std::fs::read(fixture().join("batches.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let v = st.tensor("sequences").unwrap();
+        let shape = v.shape().to_vec();
+        let ids: Vec<u32> = v
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+            .collect();
+        let per = shape[1] * shape[2];
+        Fixed {
+            seqs: ids.chunks(per).map(|c| c.to_vec()).collect(),
+            t: shape[2] - 1,
+        }
+    }
+}
+
+impl DataSource for Fixed {
+    fn train_batch(&mut self, k: u64) -> cria_train::Result<Batch> {
+        let s = &self.seqs[k as usize];
+        let t = self.t;
+        let (mut inputs, mut targets) = (vec![], vec![]);
+        for row in s.chunks(t + 1) {
+            inputs.extend_from_slice(&row[..t]);
+            targets.extend_from_slice(&row[1..]);
+        }
+        Ok(Batch {
+            inputs,
+            targets,
+            weights: None,
+            b: 2,
+            t,
+        })
+    }
+    fn val_batches(&mut self, _n: usize) -> cria_train::Result<Vec<Batch>> {
+        Ok(vec![])
+    }
+    fn fingerprint(&self) -> String {
+        "fixed".into()
+    }
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+#[test]
+fn step0_loss_and_every_gradient_match_pytorch() {
+    let exp = expected();
+    let dev = device::training_device();
+    let mut model = checkpoint::load_model(&fixture().join("init"), &device::inference_device())
+        .unwrap()
+        .to_device(&dev)
+        .require_grad();
+    let mut data = Fixed::load();
+    let loss = trainer::batch_loss(&model, &data.train_batch(0).unwrap(), &dev);
+    let value = loss.clone().into_scalar::<f32>() as f64;
+    let want = exp["loss0"].as_f64().unwrap();
+    assert!(rel(value, want) < 1e-5, "loss {value} vs torch {want}");
+    let grads = loss.backward();
+    let want_norms = exp["grad_norms0"].as_object().unwrap();
+    let mut seen = 0;
+    let mut worst = (0.0, String::new());
+    model.visit("", &mut |name, p| {
+        let g = match &p {
+            ParamMut::Vector(t) => t.grad(&grads).map(to_vec),
+            ParamMut::Matrix { t, .. } => t.grad(&grads).map(to_vec),
+        };
+        let g = g.unwrap_or_else(|| panic!("{name} received no gradient"));
+        let norm = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let w = want_norms[name].as_f64().unwrap_or_else(|| panic!("{name} not in the reference"));
+        let r = rel(norm, w);
+        if r > worst.0 {
+            worst = (r, name.to_string());
+        }
+        seen += 1;
+    });
+    println!("worst gradient-norm relative error {:.2e} at {}", worst.0, worst.1);
+    assert_eq!(seen, want_norms.len(), "every reference parameter is visited");
+    assert!(worst.0 < 1e-4, "gradient norm of {} off by {:e}", worst.1, worst.0);
+}
+
+#[test]
+fn ten_step_trajectory_matches_pytorch() {
+    let exp = expected();
+    let hp = &exp["hp"];
+    let f = |k: &str| hp[k].as_f64().unwrap();
+    let cfg = TrainConfig {
+        steps: exp["steps"].as_u64().unwrap(),
+        batch_size: 2,
+        grad_accum: 2,
+        lr: f("lr"),
+        min_lr: f("min_lr"),
+        warmup_steps: hp["warmup"].as_u64().unwrap(),
+        beta1: f("beta1"),
+        beta2: f("beta2"),
+        eps: f("eps"),
+        weight_decay: f("wd"),
+        grad_clip: Some(f("clip")),
+        seed: 0,
+        log_every: 1,
+        eval_every: 0,
+        eval_batches: 0,
+        save_every: 0,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = RunDir { root: tmp.path().to_path_buf() };
+    let spec = TrainSpec {
+        cfg: &cfg,
+        run: &run,
+        tokenizer_dir: None,
+        resolved_config: String::new(),
+        config_file: "train.toml",
+    };
+    let model = checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
+    let trained = trainer::train(model, &mut Fixed::load(), &spec, &mut Silent).unwrap();
+
+    let logs: Vec<Value> = std::fs::read_to_string(run.metrics())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logs.len(), 10);
+    for (i, l) in logs.iter().enumerate() {
+        let (loss, want) = (l["loss"].as_f64().unwrap(), exp["losses"][i].as_f64().unwrap());
+        assert!((loss - want).abs() < 1e-4, "step {}: loss {loss} vs torch {want}", i + 1);
+        let (gn, want) = (l["grad_norm"].as_f64().unwrap(), exp["grad_norms"][i].as_f64().unwrap());
+        assert!((gn - want).abs() < 1e-4, "step {}: grad norm {gn} vs torch {want}", i + 1);
+    }
+    let bytes = std::fs::read(fixture().join("final.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ours = checkpoint::named_tensors(&trained);
+    let mut worst = (0.0f64, String::new());
+    for (name, view) in st.tensors() {
+        let want: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let got = &ours[&name].1;
+        for (a, b) in got.iter().zip(&want) {
+            let d = (a - b).abs() as f64;
+            if d > worst.0 {
+                worst = (d, name.clone());
+            }
+        }
+    }
+    println!("worst final-weight difference {:.2e} at {}", worst.0, worst.1);
+    assert!(worst.0 < 1e-4, "final weight {} off by {:e}", worst.1, worst.0);
+}
