@@ -9,10 +9,9 @@ use crate::fsutil;
 use crate::model::Llama;
 use crate::params::Params;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{VarBuilder, WeightMap, save_safetensors};
+use crate::weights::{NamedTensors, VarBuilder, WeightMap, save_safetensors};
 use burn::tensor::Device;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Files copied from a source checkpoint when present.
@@ -27,7 +26,10 @@ pub const TOKENIZER_FILES: [&str; 4] = [
 pub fn load_config(dir: &Path) -> Result<ModelConfig> {
     let path = dir.join("config.json");
     if !dir.is_dir() {
-        return Err(CoreError::io(dir, std::io::Error::from(std::io::ErrorKind::NotFound)));
+        return Err(CoreError::io(
+            dir,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
     }
     if !path.exists() {
         return Err(CoreError::MissingFile {
@@ -78,8 +80,8 @@ pub fn check_vocab(tok: &Tokenizer, cfg: &ModelConfig, path: &Path) -> Result<()
 }
 
 /// Every parameter by Hugging Face name and layout.
-pub fn named_tensors(model: &Llama) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let mut out = BTreeMap::new();
+pub fn named_tensors(model: &Llama) -> NamedTensors {
+    let mut out = NamedTensors::new();
     let mut m = model.clone();
     m.visit("", &mut |name, p| {
         out.insert(name.to_string(), (p.hf_shape(), p.to_hf_vec()));
@@ -95,13 +97,17 @@ pub struct SaveExtras<'a> {
     /// Further files (name, bytes), e.g. the resolved run config or training state.
     pub files: Vec<(String, Vec<u8>)>,
     /// Further safetensors files (name, tensors).
-    pub tensors: Vec<(String, BTreeMap<String, (Vec<usize>, Vec<f32>)>)>,
+    pub tensors: Vec<(String, NamedTensors)>,
 }
 
 /// Writes a complete checkpoint directory atomically.
 pub fn save(model: &Llama, dir: &Path, extras: SaveExtras<'_>) -> Result<()> {
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| CoreError::io(parent, e))?;
+    fsutil::recover_dir(dir)?;
     let staged: PathBuf = fsutil::tmp_name(dir);
     let _ = std::fs::remove_dir_all(&staged);
     std::fs::create_dir_all(&staged).map_err(|e| CoreError::io(&staged, e))?;
@@ -122,10 +128,18 @@ fn write_into(model: &Llama, dir: &Path, extras: &SaveExtras<'_>) -> Result<()> 
     });
     fsutil::write_atomic(
         &dir.join("generation_config.json"),
-        serde_json::to_string_pretty(&gen_cfg).expect("JSON value").as_bytes(),
+        serde_json::to_string_pretty(&gen_cfg)
+            .expect("JSON value")
+            .as_bytes(),
     )?;
-    let meta = [("format".to_string(), "pt".to_string())].into_iter().collect();
-    save_safetensors(&dir.join("model.safetensors"), &named_tensors(model), Some(meta))?;
+    let meta = [("format".to_string(), "pt".to_string())]
+        .into_iter()
+        .collect();
+    save_safetensors(
+        &dir.join("model.safetensors"),
+        &named_tensors(model),
+        Some(meta),
+    )?;
     if let Some(src) = extras.tokenizer_from {
         for f in TOKENIZER_FILES {
             let p = src.join(f);

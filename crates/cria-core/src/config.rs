@@ -226,7 +226,10 @@ impl ModelConfig {
         if let Some(act) = obj.get("hidden_act").and_then(Value::as_str)
             && act != "silu"
         {
-            return Err(r.err("hidden_act", format!("`{act}` is not supported (only silu)")));
+            return Err(r.err(
+                "hidden_act",
+                format!("`{act}` is not supported (only silu)"),
+            ));
         }
         let hidden_size = r.usize("hidden_size")?;
         let heads = r.usize("num_attention_heads")?;
@@ -407,7 +410,10 @@ fn read_rope(r: &Reader) -> Result<(f64, Option<RopeScaling>)> {
     let Some(p) = params else {
         return Ok((theta, None));
     };
-    let sub = Reader { path: r.path, obj: p };
+    let sub = Reader {
+        path: r.path,
+        obj: p,
+    };
     let kind = p
         .get("rope_type")
         .or_else(|| p.get("type"))
@@ -456,11 +462,17 @@ fn read_sliding(r: &Reader, arch: Arch, layers: usize) -> Result<Vec<Option<usiz
                 }
                 types
                     .iter()
-                    .map(|t| (t.as_str() == Some("sliding_attention")).then_some(window).flatten())
+                    .map(|t| {
+                        (t.as_str() == Some("sliding_attention"))
+                            .then_some(window)
+                            .flatten()
+                    })
                     .collect()
             } else {
                 let first = r.opt_usize("max_window_layers")?.unwrap_or(layers);
-                (0..layers).map(|i| if i >= first { window } else { None }).collect()
+                (0..layers)
+                    .map(|i| if i >= first { window } else { None })
+                    .collect()
             }
         }
     })

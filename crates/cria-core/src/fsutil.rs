@@ -33,7 +33,7 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Replaces directory `dst` with the finished directory `staged` (same parent), so readers see
 /// either the old checkpoint or the new one, never a mix.
 pub fn replace_dir(staged: &Path, dst: &Path) -> Result<()> {
-    let old = tmp_name(dst).with_extension("old");
+    let old = PathBuf::from(format!("{}.old", tmp_name(dst).display()));
     let had_old = dst.exists();
     if had_old {
         let _ = fs::remove_dir_all(&old);
@@ -44,6 +44,40 @@ pub fn replace_dir(staged: &Path, dst: &Path) -> Result<()> {
         let _ = fs::remove_dir_all(&old);
     }
     sync_dir(dst.parent().unwrap_or(Path::new("."))).map_err(|e| CoreError::io(dst, e))
+}
+
+/// Repairs what a crash during [`replace_dir`] can leave: if `dst` is missing but the previous
+/// version was moved aside, it is moved back; abandoned staging directories are removed.
+pub fn recover_dir(dst: &Path) -> Result<()> {
+    let (Some(parent), Some(name)) = (dst.parent(), dst.file_name()) else {
+        return Ok(());
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Ok(());
+    };
+    let mut leftovers: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .collect();
+    leftovers.sort();
+    for p in leftovers {
+        let is_old = p.extension().is_some_and(|e| e == "old");
+        if is_old && !dst.exists() {
+            fs::rename(&p, dst).map_err(|e| CoreError::io(dst, e))?;
+        } else {
+            let _ = fs::remove_dir_all(&p);
+        }
+    }
+    Ok(())
 }
 
 /// A sibling name for staging `path`: `.name.tmp-<pid>`.

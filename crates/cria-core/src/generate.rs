@@ -48,7 +48,10 @@ pub fn generate(
     let budget = opts.max_new_tokens.min(limit - prompt.len());
     for _ in 0..budget {
         let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(input.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, input.len()]),
+            TensorData::new(
+                input.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+                [1, input.len()],
+            ),
             &device,
         );
         let h = model.hidden(ids, Some(&mut cache));

@@ -134,8 +134,12 @@ mod tests {
             seed: 42,
         };
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
-        let a: Vec<u32> = (0..30).scan(Sampler::new(p.clone()), |s, _| Some(s.sample(&logits))).collect();
-        let b: Vec<u32> = (0..30).scan(Sampler::new(p), |s, _| Some(s.sample(&logits))).collect();
+        let a: Vec<u32> = (0..30)
+            .scan(Sampler::new(p.clone()), |s, _| Some(s.sample(&logits)))
+            .collect();
+        let b: Vec<u32> = (0..30)
+            .scan(Sampler::new(p), |s, _| Some(s.sample(&logits)))
+            .collect();
         assert_eq!(a, b);
     }
 }

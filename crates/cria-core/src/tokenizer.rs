@@ -41,7 +41,10 @@ impl Tokenizer {
     /// Loads `tokenizer.json`; `tokenizer_config.json` beside it (if any) names the eos/bos tokens.
     pub fn from_file(path: &Path) -> Result<Self> {
         if !path.exists() {
-            return Err(CoreError::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+            return Err(CoreError::io(
+                path,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
         }
         let inner = HfTokenizer::from_file(path).map_err(|e| tok_err(path, e))?;
         let cfg_path = path.with_file_name("tokenizer_config.json");
@@ -53,7 +56,9 @@ impl Tokenizer {
         let named = |key: &str, fallback: &str| -> Option<u32> {
             let name = cfg.as_ref().and_then(|c| match c.get(key) {
                 Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(serde_json::Value::Object(o)) => o.get("content").and_then(|s| s.as_str()).map(String::from),
+                Some(serde_json::Value::Object(o)) => {
+                    o.get("content").and_then(|s| s.as_str()).map(String::from)
+                }
                 _ => None,
             });
             inner.token_to_id(name.as_deref().unwrap_or(fallback))
@@ -80,7 +85,9 @@ impl Tokenizer {
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special).map_err(|e| tok_err(&self.path, e))
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| tok_err(&self.path, e))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -108,7 +115,10 @@ where
             SPECIAL_TOKENS.len()
         )));
     }
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .map(|t| AddedToken::from(*t, true))
+        .collect();
     let mut trainer: tokenizers::models::TrainerWrapper = BpeTrainerBuilder::new()
         .vocab_size(opts.vocab_size)
         .min_frequency(opts.min_frequency)
@@ -121,8 +131,11 @@ where
     tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     tk.with_decoder(Some(ByteLevel::default()));
     let out_json = out_dir.join("tokenizer.json");
-    tk.train(&mut trainer, texts).map_err(|e| tok_err(&out_json, e))?;
-    let bos_id = tk.token_to_id(BOS).expect("special token added by the trainer");
+    tk.train(&mut trainer, texts)
+        .map_err(|e| tok_err(&out_json, e))?;
+    let bos_id = tk
+        .token_to_id(BOS)
+        .expect("special token added by the trainer");
     let post = TemplateProcessing::builder()
         .try_single(format!("{BOS} $A"))
         .and_then(|b| b.try_pair(format!("{BOS} $A {BOS} $B")))

@@ -10,6 +10,9 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+/// Named tensors in Hugging Face layout: name -> (shape, row-major values).
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// A tensor read from disk, in Hugging Face layout.
 pub struct RawTensor {
     pub shape: Vec<usize>,
@@ -69,7 +72,9 @@ impl WeightMap {
             let wm = v
                 .get("weight_map")
                 .and_then(|w| w.as_object())
-                .ok_or_else(|| CoreError::config(&index, "weight_map", "missing or not an object"))?;
+                .ok_or_else(|| {
+                    CoreError::config(&index, "weight_map", "missing or not an object")
+                })?;
             let mut shards: Vec<&str> = wm.values().filter_map(|s| s.as_str()).collect();
             shards.sort();
             shards.dedup();
@@ -115,7 +120,7 @@ fn decode(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
 /// Writes named f32 tensors (Hugging Face layout) as one safetensors file, atomically.
 pub fn save_safetensors(
     path: &Path,
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: &NamedTensors,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
@@ -140,9 +145,12 @@ pub fn save_safetensors(
 /// How a layer gets its weights.
 pub enum Source {
     /// Fresh weights: normal(0, std) for matrices, as transformers' `_init_weights` does.
-    Init { rng: StdRng, std: f64 },
+    Init { rng: Box<StdRng>, std: f64 },
     /// Weights from a checkpoint; `used` tracks names so leftovers can be reported.
-    Load { map: WeightMap, used: HashSet<String> },
+    Load {
+        map: WeightMap,
+        used: HashSet<String>,
+    },
 }
 
 /// Hands out tensors by Hugging Face name, checking shapes against the config.
@@ -157,7 +165,7 @@ impl VarBuilder {
     pub fn init(seed: u64, std: f64, device: &Device) -> Self {
         VarBuilder {
             source: Source::Init {
-                rng: StdRng::seed_from_u64(seed),
+                rng: Box::new(StdRng::seed_from_u64(seed)),
                 std,
             },
             device: device.clone(),
@@ -207,7 +215,13 @@ impl VarBuilder {
     }
 
     /// A matrix whose Hugging Face shape is `[rows, cols]`; stored `[cols, rows]` if `transposed`.
-    pub fn matrix(&mut self, name: &str, rows: usize, cols: usize, transposed: bool) -> Result<Tensor<2>> {
+    pub fn matrix(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        transposed: bool,
+    ) -> Result<Tensor<2>> {
         let data = match self.take(name, &[rows, cols])? {
             Some(d) => d,
             None => self.normal(rows * cols),
@@ -219,7 +233,10 @@ impl VarBuilder {
     /// A vector filled with `fill` when initialising.
     pub fn vector(&mut self, name: &str, len: usize, fill: f32) -> Result<Tensor<1>> {
         let data = self.take(name, &[len])?.unwrap_or_else(|| vec![fill; len]);
-        Ok(Tensor::<1>::from_data(TensorData::new(data, [len]), &self.device))
+        Ok(Tensor::<1>::from_data(
+            TensorData::new(data, [len]),
+            &self.device,
+        ))
     }
 
     fn normal(&mut self, n: usize) -> Vec<f32> {
@@ -233,7 +250,8 @@ impl VarBuilder {
     /// misnamed file).
     pub fn finish(self) -> Result<()> {
         if let Source::Load { map, used } = self.source {
-            let mut extra: Vec<&String> = map.tensors.keys().filter(|k| !used.contains(*k)).collect();
+            let mut extra: Vec<&String> =
+                map.tensors.keys().filter(|k| !used.contains(*k)).collect();
             extra.sort();
             // transformers may keep the rotary buffer in old checkpoints; it is recomputed.
             extra.retain(|k| !k.ends_with("rotary_emb.inv_freq"));

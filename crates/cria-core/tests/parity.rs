@@ -22,8 +22,16 @@ fn check(name: &str) {
     let got = to_vec(model.forward(ids_tensor(&ids, b, t, &dev), None));
     let (d, i) = max_diff(&got, &want);
     let v = lshape[2];
-    println!("{name}: max |diff| {d:.2e} at batch {} pos {} token {}", i / (t * v), (i / v) % t, i % v);
-    assert!(d < TOL, "{name}: logits differ by {d:e} (> {TOL:e}) at flat index {i}");
+    println!(
+        "{name}: max |diff| {d:.2e} at batch {} pos {} token {}",
+        i / (t * v),
+        (i / v) % t,
+        i % v
+    );
+    assert!(
+        d < TOL,
+        "{name}: logits differ by {d:e} (> {TOL:e}) at flat index {i}"
+    );
 
     // Incremental decoding with the KV cache gives the same logits as the full forward.
     let mut cache = model.new_cache();
@@ -38,7 +46,10 @@ fn check(name: &str) {
     assert_eq!(cache.len(), t);
     let inc: Vec<f32> = inc.concat();
     let (d, i) = max_diff(&inc, &want);
-    assert!(d < TOL, "{name}: cached decoding differs by {d:e} at flat index {i}");
+    assert!(
+        d < TOL,
+        "{name}: cached decoding differs by {d:e} at flat index {i}"
+    );
 }
 
 #[test]
@@ -83,6 +94,9 @@ fn save_then_load_roundtrips_exactly() {
         assert_eq!(&b[k].1, v, "{k}");
     }
     // No staging directory is left behind.
-    let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("ckpt")]);
 }

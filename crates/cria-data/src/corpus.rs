@@ -18,7 +18,9 @@ pub struct Document {
 fn kind(path: &Path) -> Option<&'static str> {
     let name = path.file_name()?.to_string_lossy().to_lowercase();
     let base = name.strip_suffix(".gz").unwrap_or(&name);
-    EXTENSIONS.into_iter().find(|e| base.ends_with(&format!(".{e}")))
+    EXTENSIONS
+        .into_iter()
+        .find(|e| base.ends_with(&format!(".{e}")))
 }
 
 /// Expands files and directories (recursively, sorted) into corpus files.
@@ -42,7 +44,10 @@ pub fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 return Err(DataError::Record {
                     path: p.clone(),
                     line: 0,
-                    msg: format!("unknown corpus file type (expected {}, optionally .gz)", EXTENSIONS.join(", ")),
+                    msg: format!(
+                        "unknown corpus file type (expected {}, optionally .gz)",
+                        EXTENSIONS.join(", ")
+                    ),
                 });
             }
             out.push(p.clone());
@@ -69,7 +74,11 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 pub fn to_utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() + 1;
+        let line = e.as_bytes()[..offset]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
         DataError::Utf8 {
             path: path.to_path_buf(),
             line,
@@ -118,17 +127,29 @@ pub fn read_corpus(inputs: &[PathBuf]) -> Result<Vec<Document>> {
     if files.is_empty() {
         return Err(DataError::Empty(format!(
             "no corpus files found in {}",
-            inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let mut docs = Vec::new();
     for f in &files {
-        docs.extend(read_documents(f)?.into_iter().filter(|d| !d.text.trim().is_empty()));
+        docs.extend(
+            read_documents(f)?
+                .into_iter()
+                .filter(|d| !d.text.trim().is_empty()),
+        );
     }
     if docs.is_empty() {
         return Err(DataError::Empty(format!(
             "the corpus is empty: {} holds no text",
-            files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok(docs)

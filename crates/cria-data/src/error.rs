@@ -13,9 +13,17 @@ pub enum DataError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {msg}")]
-    Record { path: PathBuf, line: usize, msg: String },
+    Record {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
     #[error("{path}:{line}: not valid UTF-8 (byte offset {offset}); convert the file to UTF-8")]
-    Utf8 { path: PathBuf, line: usize, offset: usize },
+    Utf8 {
+        path: PathBuf,
+        line: usize,
+        offset: usize,
+    },
     #[error("{0}")]
     Empty(String),
     #[error(transparent)]

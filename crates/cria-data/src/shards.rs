@@ -46,7 +46,12 @@ fn write_u32s(path: &Path, ids: &[u32]) -> Result<()> {
 
 /// Writes `train.bin`, `val.bin` and `meta.json` into `dir`, holding out the last `val_fraction`
 /// of the stream (at least one sequence's worth when the corpus allows).
-pub fn write_shards(dir: &Path, ids: &[u32], val_fraction: f64, meta: ShardMeta) -> Result<ShardMeta> {
+pub fn write_shards(
+    dir: &Path,
+    ids: &[u32],
+    val_fraction: f64,
+    meta: ShardMeta,
+) -> Result<ShardMeta> {
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let val = ((ids.len() as f64) * val_fraction).round() as usize;
     let split = ids.len() - val.min(ids.len());
@@ -130,7 +135,11 @@ pub struct Order {
 
 impl Order {
     pub fn new(seed: u64, n: usize) -> Self {
-        Order { seed, n, epoch: None }
+        Order {
+            seed,
+            n,
+            epoch: None,
+        }
     }
 
     /// The sequence index at global position `k`.
@@ -138,7 +147,8 @@ impl Order {
         let epoch = k / self.n as u64;
         if self.epoch.as_ref().map(|e| e.0) != Some(epoch) {
             let mut perm: Vec<usize> = (0..self.n).collect();
-            let mut rng = StdRng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng =
+                StdRng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             perm.shuffle(&mut rng);
             self.epoch = Some((epoch, perm));
         }

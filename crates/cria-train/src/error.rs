@@ -16,7 +16,11 @@ pub enum TrainError {
         "step {step}: the loss is {value}; stopping. The last good checkpoint in {checkpoint} is intact \
          (try a lower learning rate or stronger clipping)"
     )]
-    NonFinite { step: u64, value: String, checkpoint: PathBuf },
+    NonFinite {
+        step: u64,
+        value: String,
+        checkpoint: PathBuf,
+    },
     #[error("cannot resume from {path}: {msg}")]
     Resume { path: PathBuf, msg: String },
     #[error("{0}")]

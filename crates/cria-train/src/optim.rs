@@ -34,16 +34,31 @@ pub struct AdamW {
 impl AdamW {
     /// Updates `param` in place from `grad`; call once per parameter per step, after
     /// [`AdamW::begin_step`].
-    pub fn update(&mut self, name: &str, param: &mut [f32], grad: &[f32], lr: f64, hp: &AdamWParams, decay: bool) {
-        let st = self.state.entry(name.to_string()).or_insert_with(|| Moments {
-            m: vec![0.0; param.len()],
-            v: vec![0.0; param.len()],
-        });
+    pub fn update(
+        &mut self,
+        name: &str,
+        param: &mut [f32],
+        grad: &[f32],
+        lr: f64,
+        hp: &AdamWParams,
+        decay: bool,
+    ) {
+        let st = self
+            .state
+            .entry(name.to_string())
+            .or_insert_with(|| Moments {
+                m: vec![0.0; param.len()],
+                v: vec![0.0; param.len()],
+            });
         let t = self.t as i32;
         let bc1 = 1.0 - hp.beta1.powi(t);
         let bc2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
         let step_size = (lr / bc1) as f32;
-        let decay_mul = if decay { (1.0 - lr * hp.weight_decay) as f32 } else { 1.0 };
+        let decay_mul = if decay {
+            (1.0 - lr * hp.weight_decay) as f32
+        } else {
+            1.0
+        };
         let (b1, b2, eps) = (hp.beta1 as f32, hp.beta2 as f32, hp.eps as f32);
         let bc2_sqrt = bc2_sqrt as f32;
         param

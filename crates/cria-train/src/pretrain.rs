@@ -97,7 +97,10 @@ fn arch_of(name: &str) -> Result<Arch> {
 impl ModelShape {
     pub fn to_config(&self, tok: &Tokenizer) -> Result<ModelConfig> {
         let heads = self.num_attention_heads;
-        if heads == 0 || self.hidden_size % heads != 0 || heads % self.num_key_value_heads.max(1) != 0 {
+        if heads == 0
+            || !self.hidden_size.is_multiple_of(heads)
+            || !heads.is_multiple_of(self.num_key_value_heads.max(1))
+        {
             return Err(TrainError::Invalid(format!(
                 "model: hidden_size {} must divide by num_attention_heads {heads}, which must divide by num_key_value_heads {}",
                 self.hidden_size, self.num_key_value_heads
@@ -151,7 +154,10 @@ impl PretrainData {
     /// Tokenises the corpus into `dir` (reusing shards built from the same corpus and tokenizer).
     pub fn prepare(cfg: &PretrainConfig, tok: &Tokenizer, dir: &Path) -> Result<Self> {
         let files = corpus::collect_files(&cfg.data.inputs)?;
-        let mut h = fnv1a(&std::fs::read(&tok.path).map_err(|e| cria_core::CoreError::io(&tok.path, e))?, 0xcbf2_9ce4_8422_2325);
+        let mut h = fnv1a(
+            &std::fs::read(&tok.path).map_err(|e| cria_core::CoreError::io(&tok.path, e))?,
+            0xcbf2_9ce4_8422_2325,
+        );
         for f in &files {
             h = fnv1a(f.to_string_lossy().as_bytes(), h);
             h = fnv1a(&corpus::read_bytes(f)?, h);
@@ -242,13 +248,19 @@ impl DataSource for PretrainData {
 
 /// Resolves the tokenizer path: a file, or a directory holding `tokenizer.json`.
 pub fn tokenizer_file(p: &Path) -> PathBuf {
-    if p.is_dir() { p.join("tokenizer.json") } else { p.to_path_buf() }
+    if p.is_dir() {
+        p.join("tokenizer.json")
+    } else {
+        p.to_path_buf()
+    }
 }
 
 /// Runs pretraining; returns the checkpoint directory.
 pub fn run(cfg: &PretrainConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
     if cfg.data.inputs.is_empty() {
-        return Err(TrainError::Invalid("data.inputs is empty: name corpus files or directories".into()));
+        return Err(TrainError::Invalid(
+            "data.inputs is empty: name corpus files or directories".into(),
+        ));
     }
     let infer = device::inference_device();
     let (model, tok, tok_dir): (Llama, Tokenizer, PathBuf) = match &cfg.init {
@@ -279,7 +291,9 @@ pub fn run(cfg: &PretrainConfig, resolved: String, rep: &mut dyn Reporter) -> Re
     }
     std::fs::create_dir_all(&cfg.out).map_err(|e| cria_core::CoreError::io(&cfg.out, e))?;
     let mut data = PretrainData::prepare(cfg, &tok, &cfg.out.join("data"))?;
-    let run = RunDir { root: cfg.out.clone() };
+    let run = RunDir {
+        root: cfg.out.clone(),
+    };
     let spec = TrainSpec {
         cfg: &cfg.train,
         run: &run,

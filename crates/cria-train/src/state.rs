@@ -42,7 +42,7 @@ impl TrainerState {
 }
 
 /// The optimizer as named tensors: `m.<param>`, `v.<param>`, and the step in `t`.
-pub fn optimizer_tensors(opt: &AdamW) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+pub fn optimizer_tensors(opt: &AdamW) -> cria_core::weights::NamedTensors {
     let mut out = BTreeMap::new();
     for (name, st) in &opt.state {
         out.insert(format!("m.{name}"), (vec![st.m.len()], st.m.clone()));
@@ -50,7 +50,10 @@ pub fn optimizer_tensors(opt: &AdamW) -> BTreeMap<String, (Vec<usize>, Vec<f32>)
     }
     // The step count as f32 is exact up to 2^24 steps; stored as two halves to be safe.
     let t = opt.t;
-    out.insert("t".into(), (vec![2], vec![(t >> 24) as f32, (t & 0xFF_FFFF) as f32]));
+    out.insert(
+        "t".into(),
+        (vec![2], vec![(t >> 24) as f32, (t & 0xFF_FFFF) as f32]),
+    );
     out
 }
 
@@ -66,10 +69,18 @@ pub fn read_optimizer(dir: &Path) -> Result<AdamW> {
         t: ((t.data[0] as u64) << 24) | t.data[1] as u64,
         state: BTreeMap::new(),
     };
-    let mut names: Vec<String> = map.tensors.keys().filter_map(|k| k.strip_prefix("m.").map(String::from)).collect();
+    let mut names: Vec<String> = map
+        .tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix("m.").map(String::from))
+        .collect();
     names.sort();
     for name in names {
-        let m = map.tensors.remove(&format!("m.{name}")).expect("listed above").data;
+        let m = map
+            .tensors
+            .remove(&format!("m.{name}"))
+            .expect("listed above")
+            .data;
         let v = map
             .tensors
             .remove(&format!("v.{name}"))

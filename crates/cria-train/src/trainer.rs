@@ -51,7 +51,10 @@ pub trait DataSource {
 pub fn batch_loss(model: &Llama, batch: &Batch, device: &Device) -> Tensor<1> {
     let to_int = |v: &[u32]| {
         Tensor::<2, Int>::from_data(
-            TensorData::new(v.iter().map(|&x| x as i64).collect::<Vec<_>>(), [batch.b, batch.t]),
+            TensorData::new(
+                v.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+                [batch.b, batch.t],
+            ),
             device,
         )
     };
@@ -128,15 +131,23 @@ fn fingerprint(cfg: &TrainConfig, model: &Llama, data: &dyn DataSource) -> Strin
 /// Runs (or resumes) training until `cfg.steps`, returning the trained model on the inference
 /// device. `model` is the starting point; when the run directory holds a checkpoint the run
 /// resumes from it instead.
-pub fn train(model: Llama, data: &mut dyn DataSource, spec: &TrainSpec<'_>, rep: &mut dyn Reporter) -> Result<Llama> {
+pub fn train(
+    model: Llama,
+    data: &mut dyn DataSource,
+    spec: &TrainSpec<'_>,
+    rep: &mut dyn Reporter,
+) -> Result<Llama> {
     let cfg = spec.cfg;
     if cfg.batch_size == 0 || cfg.grad_accum == 0 {
-        return Err(TrainError::Invalid("batch_size and grad_accum must be at least 1".into()));
+        return Err(TrainError::Invalid(
+            "batch_size and grad_accum must be at least 1".into(),
+        ));
     }
     let train_dev = cria_core::device::training_device();
     let infer_dev = cria_core::device::inference_device();
     let fp = fingerprint(cfg, &model, data);
     let ckpt = spec.run.checkpoint();
+    cria_core::fsutil::recover_dir(&ckpt)?;
     let (mut model, mut opt, mut st) = if ckpt.join(STATE_FILE).exists() {
         resume(&ckpt, &fp, &infer_dev)?
     } else {
@@ -246,7 +257,9 @@ fn accumulate(
             }
         });
         if let Some(name) = missing {
-            return Err(TrainError::Invalid(format!("parameter `{name}` received no gradient")));
+            return Err(TrainError::Invalid(format!(
+                "parameter `{name}` received no gradient"
+            )));
         }
         st.micro_cursor += 1;
     }
@@ -275,7 +288,12 @@ fn non_finite(step: u64, value: f64, ckpt: &Path) -> TrainError {
 }
 
 /// Mean validation loss over up to `n` batches; `None` when there is no validation data.
-pub fn validate(model: &Llama, data: &mut dyn DataSource, n: usize, device: &Device) -> Result<Option<f64>> {
+pub fn validate(
+    model: &Llama,
+    data: &mut dyn DataSource,
+    n: usize,
+    device: &Device,
+) -> Result<Option<f64>> {
     let batches = data.val_batches(n)?;
     if batches.is_empty() {
         return Ok(None);
@@ -288,13 +306,22 @@ pub fn validate(model: &Llama, data: &mut dyn DataSource, n: usize, device: &Dev
     Ok(Some(sum / batches.len() as f64))
 }
 
-fn save_checkpoint(model: &Llama, opt: &AdamW, st: &TrainerState, spec: &TrainSpec<'_>, device: &Device) -> Result<()> {
+fn save_checkpoint(
+    model: &Llama,
+    opt: &AdamW,
+    st: &TrainerState,
+    spec: &TrainSpec<'_>,
+    device: &Device,
+) -> Result<()> {
     let m = model.clone().to_device(device);
     let extras = SaveExtras {
         tokenizer_from: spec.tokenizer_dir,
         files: vec![
             (STATE_FILE.to_string(), st.to_bytes()),
-            (spec.config_file.to_string(), spec.resolved_config.clone().into_bytes()),
+            (
+                spec.config_file.to_string(),
+                spec.resolved_config.clone().into_bytes(),
+            ),
         ],
         tensors: vec![(OPTIMIZER_FILE.to_string(), optimizer_tensors(opt))],
     };

@@ -97,16 +97,30 @@ fn step0_loss_and_every_gradient_match_pytorch() {
         };
         let g = g.unwrap_or_else(|| panic!("{name} received no gradient"));
         let norm = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        let w = want_norms[name].as_f64().unwrap_or_else(|| panic!("{name} not in the reference"));
+        let w = want_norms[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} not in the reference"));
         let r = rel(norm, w);
         if r > worst.0 {
             worst = (r, name.to_string());
         }
         seen += 1;
     });
-    println!("worst gradient-norm relative error {:.2e} at {}", worst.0, worst.1);
-    assert_eq!(seen, want_norms.len(), "every reference parameter is visited");
-    assert!(worst.0 < 1e-4, "gradient norm of {} off by {:e}", worst.1, worst.0);
+    println!(
+        "worst gradient-norm relative error {:.2e} at {}",
+        worst.0, worst.1
+    );
+    assert_eq!(
+        seen,
+        want_norms.len(),
+        "every reference parameter is visited"
+    );
+    assert!(
+        worst.0 < 1e-4,
+        "gradient norm of {} off by {:e}",
+        worst.1,
+        worst.0
+    );
 }
 
 #[test]
@@ -133,7 +147,9 @@ fn ten_step_trajectory_matches_pytorch() {
         save_every: 0,
     };
     let tmp = tempfile::tempdir().unwrap();
-    let run = RunDir { root: tmp.path().to_path_buf() };
+    let run = RunDir {
+        root: tmp.path().to_path_buf(),
+    };
     let spec = TrainSpec {
         cfg: &cfg,
         run: &run,
@@ -141,7 +157,8 @@ fn ten_step_trajectory_matches_pytorch() {
         resolved_config: String::new(),
         config_file: "train.toml",
     };
-    let model = checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
+    let model =
+        checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
     let trained = trainer::train(model, &mut Fixed::load(), &spec, &mut Silent).unwrap();
 
     let logs: Vec<Value> = std::fs::read_to_string(run.metrics())
@@ -151,17 +168,35 @@ fn ten_step_trajectory_matches_pytorch() {
         .collect();
     assert_eq!(logs.len(), 10);
     for (i, l) in logs.iter().enumerate() {
-        let (loss, want) = (l["loss"].as_f64().unwrap(), exp["losses"][i].as_f64().unwrap());
-        assert!((loss - want).abs() < 1e-4, "step {}: loss {loss} vs torch {want}", i + 1);
-        let (gn, want) = (l["grad_norm"].as_f64().unwrap(), exp["grad_norms"][i].as_f64().unwrap());
-        assert!((gn - want).abs() < 1e-4, "step {}: grad norm {gn} vs torch {want}", i + 1);
+        let (loss, want) = (
+            l["loss"].as_f64().unwrap(),
+            exp["losses"][i].as_f64().unwrap(),
+        );
+        assert!(
+            (loss - want).abs() < 1e-4,
+            "step {}: loss {loss} vs torch {want}",
+            i + 1
+        );
+        let (gn, want) = (
+            l["grad_norm"].as_f64().unwrap(),
+            exp["grad_norms"][i].as_f64().unwrap(),
+        );
+        assert!(
+            (gn - want).abs() < 1e-4,
+            "step {}: grad norm {gn} vs torch {want}",
+            i + 1
+        );
     }
     let bytes = std::fs::read(fixture().join("final.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let ours = checkpoint::named_tensors(&trained);
     let mut worst = (0.0f64, String::new());
     for (name, view) in st.tensors() {
-        let want: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let want: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         let got = &ours[&name].1;
         for (a, b) in got.iter().zip(&want) {
             let d = (a - b).abs() as f64;
@@ -170,6 +205,14 @@ fn ten_step_trajectory_matches_pytorch() {
             }
         }
     }
-    println!("worst final-weight difference {:.2e} at {}", worst.0, worst.1);
-    assert!(worst.0 < 1e-4, "final weight {} off by {:e}", worst.1, worst.0);
+    println!(
+        "worst final-weight difference {:.2e} at {}",
+        worst.0, worst.1
+    );
+    assert!(
+        worst.0 < 1e-4,
+        "final weight {} off by {:e}",
+        worst.1,
+        worst.0
+    );
 }

@@ -8,7 +8,11 @@ use clap::Parser;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cria", version, about = "Raise your own aligned chat model from an open model and your own data.")]
+#[command(
+    name = "cria",
+    version,
+    about = "Raise your own aligned chat model from an open model and your own data."
+)]
 struct Cli {
     /// Log level for stderr (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]

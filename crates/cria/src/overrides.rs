@@ -9,8 +9,10 @@ use toml::{Table, Value};
 pub fn load(path: Option<&Path>, sets: &[String]) -> anyhow::Result<Table> {
     let mut table = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            text.parse::<Table>().with_context(|| format!("{}: invalid TOML", p.display()))?
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            text.parse::<Table>()
+                .with_context(|| format!("{}: invalid TOML", p.display()))?
         }
         None => Table::new(),
     };

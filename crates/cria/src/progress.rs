@@ -39,15 +39,20 @@ impl Reporter for TrainProgress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total).with_position(first);
             bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-                    .expect("static template"),
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .expect("static template"),
             );
             self.bar = Some(bar);
         }
     }
 
     fn step(&mut self, l: &StepLog) {
-        let val = l.val_loss.map(|v| format!(" | val {v:.4}")).unwrap_or_default();
+        let val = l
+            .val_loss
+            .map(|v| format!(" | val {v:.4}"))
+            .unwrap_or_default();
         let w = self.total.to_string().len().max(5);
         let line = format!(
             "step {:0w$}/{:0w$} | loss {:.4} | lr {:.1e} | gnorm {:.2} | {} tok/s{val}",
@@ -61,13 +66,20 @@ impl Reporter for TrainProgress {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(l.step);
-                bar.set_message(format!("loss {:.4} | {} tok/s{val}", l.loss, thousands(l.tokens_per_s)));
-                if l.step % self.log_every == 0 || l.val_loss.is_some() {
+                bar.set_message(format!(
+                    "loss {:.4} | {} tok/s{val}",
+                    l.loss,
+                    thousands(l.tokens_per_s)
+                ));
+                if l.step.is_multiple_of(self.log_every) || l.val_loss.is_some() {
                     bar.println(line);
                 }
             }
             None => {
-                if l.step % self.log_every == 0 || l.val_loss.is_some() || l.step == self.total {
+                if l.step.is_multiple_of(self.log_every)
+                    || l.val_loss.is_some()
+                    || l.step == self.total
+                {
                     eprintln!("{line}");
                 }
             }

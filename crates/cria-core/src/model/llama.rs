@@ -26,25 +26,46 @@ impl Block {
         let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Block {
             input_layernorm: RmsNorm::new(vb, &join(name, "input_layernorm"), d, eps)?,
-            self_attn: Attention::new(vb, &join(name, "self_attn"), cfg, cfg.sliding_window[layer])?,
-            post_attention_layernorm: RmsNorm::new(vb, &join(name, "post_attention_layernorm"), d, eps)?,
+            self_attn: Attention::new(
+                vb,
+                &join(name, "self_attn"),
+                cfg,
+                cfg.sliding_window[layer],
+            )?,
+            post_attention_layernorm: RmsNorm::new(
+                vb,
+                &join(name, "post_attention_layernorm"),
+                d,
+                eps,
+            )?,
             mlp: Mlp::new(vb, &join(name, "mlp"), cfg)?,
         })
     }
 
     /// # Shapes
     /// `(B, T, C)` -> `(B, T, C)`
-    pub fn forward(&self, x: Tensor<3>, rope: &Rope, mask: Tensor<2>, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask, cache);
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        mask: Tensor<2>,
+        cache: Option<&mut LayerCache>,
+    ) -> Tensor<3> {
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rope, mask, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
 
 impl Params for Block {
     fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
-        self.input_layernorm.visit(&join(prefix, "input_layernorm"), f);
+        self.input_layernorm
+            .visit(&join(prefix, "input_layernorm"), f);
         self.self_attn.visit(&join(prefix, "self_attn"), f);
-        self.post_attention_layernorm.visit(&join(prefix, "post_attention_layernorm"), f);
+        self.post_attention_layernorm
+            .visit(&join(prefix, "post_attention_layernorm"), f);
         self.mlp.visit(&join(prefix, "mlp"), f);
     }
 }
@@ -86,7 +107,12 @@ impl Llama {
     /// Builds the model, its weights coming from `vb` (a checkpoint or fresh initialisation).
     pub fn new(cfg: &ModelConfig, vb: &mut VarBuilder) -> Result<Self> {
         let device = vb.device.clone();
-        let embed_tokens = vb.matrix("model.embed_tokens.weight", cfg.vocab_size, cfg.hidden_size, false)?;
+        let embed_tokens = vb.matrix(
+            "model.embed_tokens.weight",
+            cfg.vocab_size,
+            cfg.hidden_size,
+            false,
+        )?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Block::new(vb, &format!("model.layers.{i}"), cfg, i))
             .collect::<Result<Vec<_>>>()?;
@@ -98,9 +124,19 @@ impl Llama {
             }
             None
         } else {
-            Some(crate::nn::Linear::new(vb, "lm_head", cfg.hidden_size, cfg.vocab_size, false)?)
+            Some(crate::nn::Linear::new(
+                vb,
+                "lm_head",
+                cfg.hidden_size,
+                cfg.vocab_size,
+                false,
+            )?)
         };
-        let rope = Rope::new(cfg, cfg.max_position_embeddings.min(MAX_ROPE_TABLE), &device);
+        let rope = Rope::new(
+            cfg,
+            cfg.max_position_embeddings.min(MAX_ROPE_TABLE),
+            &device,
+        );
         Ok(Llama {
             cfg: cfg.clone(),
             embed_tokens,

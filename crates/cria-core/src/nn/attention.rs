@@ -37,7 +37,12 @@ impl LayerCache {
 
 /// The additive mask `(T, S)` for queries at `offset..offset+T` over keys `0..offset+T`:
 /// 0 where a query may look, -inf elsewhere (the future, and beyond the sliding window).
-pub fn attention_mask(t: usize, offset: usize, window: Option<usize>, device: &Device) -> Tensor<2> {
+pub fn attention_mask(
+    t: usize,
+    offset: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Tensor<2> {
     let s = offset + t;
     let mut m = vec![0f32; t * s];
     for i in 0..t {
@@ -54,9 +59,18 @@ pub fn attention_mask(t: usize, offset: usize, window: Option<usize>, device: &D
 }
 
 impl Attention {
-    pub fn new(vb: &mut VarBuilder, name: &str, cfg: &ModelConfig, window: Option<usize>) -> Result<Self> {
+    pub fn new(
+        vb: &mut VarBuilder,
+        name: &str,
+        cfg: &ModelConfig,
+        window: Option<usize>,
+    ) -> Result<Self> {
         let d = cfg.hidden_size;
-        let (nh, nkv, hs) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (nh, nkv, hs) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         Ok(Attention {
             q_proj: Linear::new(vb, &join(name, "q_proj"), d, nh * hs, cfg.qkv_bias)?,
             k_proj: Linear::new(vb, &join(name, "k_proj"), d, nkv * hs, cfg.qkv_bias)?,
@@ -92,11 +106,23 @@ impl Attention {
     ///
     /// # Shapes
     /// `x`: `(B, T, C)`, `mask`: `(T, S)` -> `(B, T, C)`
-    pub fn forward(&self, x: Tensor<3>, rope: &Rope, mask: Tensor<2>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        mask: Tensor<2>,
+        cache: Option<&mut LayerCache>,
+    ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let offset = cache.as_ref().map_or(0, |c| c.len());
-        let q = rope.apply(self.heads(self.q_proj.forward(x.clone()), self.n_heads), offset);
-        let mut k = rope.apply(self.heads(self.k_proj.forward(x.clone()), self.n_kv_heads), offset);
+        let q = rope.apply(
+            self.heads(self.q_proj.forward(x.clone()), self.n_heads),
+            offset,
+        );
+        let mut k = rope.apply(
+            self.heads(self.k_proj.forward(x.clone()), self.n_kv_heads),
+            offset,
+        );
         let mut v = self.heads(self.v_proj.forward(x), self.n_kv_heads);
         if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.kv.take() {
@@ -109,7 +135,9 @@ impl Attention {
         let scale = (self.head_dim as f64).powf(-0.5);
         let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask.unsqueeze::<4>();
         let y = softmax(scores, 3).matmul(v);
-        let y = y.swap_dims(1, 2).reshape([b, t, self.n_heads * self.head_dim]);
+        let y = y
+            .swap_dims(1, 2)
+            .reshape([b, t, self.n_heads * self.head_dim]);
         self.o_proj.forward(y)
     }
 }

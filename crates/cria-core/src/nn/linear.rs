@@ -13,7 +13,13 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(vb: &mut VarBuilder, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+    pub fn new(
+        vb: &mut VarBuilder,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight = vb.matrix(&join(name, "weight"), d_out, d_in, true)?;
         let bias = if bias {
             Some(vb.vector(&join(name, "bias"), d_out, 0.0)?)

@@ -39,7 +39,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         anyhow::bail!("--top-p {p} must be in (0, 1]");
     }
     let dev = device::inference_device();
-    let model = checkpoint::load_model(&a.model, &dev).with_context(|| format!("loading {}", a.model.display()))?;
+    let model = checkpoint::load_model(&a.model, &dev)
+        .with_context(|| format!("loading {}", a.model.display()))?;
     let tok = checkpoint::load_tokenizer(&a.model, &model.cfg)?;
     let prompt = tok.encode(&a.prompt, true)?;
     let mut stop_ids = model.cfg.eos_token_id.clone();
@@ -73,7 +74,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         // Hold back a trailing replacement char: the next token may complete a UTF-8 sequence.
         let safe = text.trim_end_matches('\u{FFFD}').len();
         if safe > printed && text.is_char_boundary(printed) {
-            io_err = write!(out, "{}", &text[printed..safe]).and_then(|_| out.flush()).err();
+            io_err = write!(out, "{}", &text[printed..safe])
+                .and_then(|_| out.flush())
+                .err();
             printed = safe;
         }
         io_err.is_none()

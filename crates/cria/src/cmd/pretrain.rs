@@ -28,15 +28,24 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut sets = a.sets.clone();
     if let Some(o) = &a.out {
-        sets.push(format!("out={}", toml::Value::String(o.display().to_string())));
+        sets.push(format!(
+            "out={}",
+            toml::Value::String(o.display().to_string())
+        ));
     }
     if let Some(i) = &a.init {
-        sets.push(format!("init={}", toml::Value::String(i.display().to_string())));
+        sets.push(format!(
+            "init={}",
+            toml::Value::String(i.display().to_string())
+        ));
     }
     if let Some(s) = a.steps {
         sets.push(format!("train.steps={s}"));
     }
-    let origin = a.config.as_ref().map_or("command line".to_string(), |p| p.display().to_string());
+    let origin = a
+        .config
+        .as_ref()
+        .map_or("command line".to_string(), |p| p.display().to_string());
     let mut table = overrides::load(a.config.as_deref(), &sets)?;
     // Relative paths in a config file are relative to that file.
     if let Some(base) = a.config.as_ref().and_then(|p| p.parent()) {
@@ -66,15 +75,21 @@ fn resolve_paths(table: &mut toml::Table, base: &std::path::Path, a: &Args) {
         }
     };
     let from_cli = |k: &str| a.sets.iter().any(|s| s.starts_with(&format!("{k}=")));
-    for (key, cli) in [("out", a.out.is_some()), ("init", a.init.is_some()), ("tokenizer", false)] {
-        if !cli && !from_cli(key)
+    for (key, cli) in [
+        ("out", a.out.is_some()),
+        ("init", a.init.is_some()),
+        ("tokenizer", false),
+    ] {
+        if !cli
+            && !from_cli(key)
             && let Some(v) = table.get_mut(key)
         {
             fix(v);
         }
     }
     if !from_cli("data.inputs")
-        && let Some(toml::Value::Array(items)) = table.get_mut("data").and_then(|d| d.get_mut("inputs"))
+        && let Some(toml::Value::Array(items)) =
+            table.get_mut("data").and_then(|d| d.get_mut("inputs"))
     {
         items.iter_mut().for_each(fix);
     }

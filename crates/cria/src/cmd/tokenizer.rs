@@ -30,7 +30,11 @@ pub struct TrainArgs {
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     let Command::Train(a) = cmd;
     let docs = cria_data::corpus::read_corpus(&a.inputs)?;
-    tracing::info!(documents = docs.len(), vocab_size = a.vocab_size, "training tokenizer");
+    tracing::info!(
+        documents = docs.len(),
+        vocab_size = a.vocab_size,
+        "training tokenizer"
+    );
     let opts = TrainOptions {
         vocab_size: a.vocab_size,
         min_frequency: a.min_frequency,
