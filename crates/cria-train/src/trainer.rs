@@ -146,6 +146,8 @@ pub fn train(
     let train_dev = cria_core::device::training_device();
     let infer_dev = cria_core::device::inference_device();
     let fp = fingerprint(cfg, &model, data);
+    let root = &spec.run.root;
+    std::fs::create_dir_all(root).map_err(|e| cria_core::CoreError::io(root, e))?;
     let ckpt = spec.run.checkpoint();
     cria_core::fsutil::recover_dir(&ckpt)?;
     let (mut model, mut opt, mut st) = if ckpt.join(STATE_FILE).exists() {

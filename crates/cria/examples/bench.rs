@@ -1,0 +1,120 @@
+//! cria's side of the benchmarks in bench/compare.py (run that, not this, to get the ratio).
+//!
+//! `bench train STEPS` trains the benchmark LLaMA (vocab 4096, d 384, 6 layers, 6 heads,
+//! SwiGLU 1024, seq 256, batch 8, AdamW) on random tokens through the real training loop;
+//! `bench decode TOKENS` greedily decodes at batch 1 with the KV cache. Prints one JSON line.
+
+use cria_core::config::{Arch, ModelConfig};
+use cria_core::generate::{GenerateOptions, generate};
+use cria_core::weights::VarBuilder;
+use cria_core::{Llama, device};
+use cria_train::TrainConfig;
+use cria_train::trainer::{self, Batch, DataSource, RunDir, Silent, TrainSpec};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::time::Instant;
+
+const SEQ: usize = 256;
+const BATCH: usize = 8;
+
+fn config() -> ModelConfig {
+    ModelConfig {
+        arch: Arch::Llama,
+        vocab_size: 4096,
+        hidden_size: 384,
+        intermediate_size: 1024,
+        num_hidden_layers: 6,
+        num_attention_heads: 6,
+        num_key_value_heads: 6,
+        head_dim: 64,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        rope_scaling: None,
+        max_position_embeddings: 1024,
+        tie_word_embeddings: false,
+        qkv_bias: false,
+        o_bias: false,
+        mlp_bias: false,
+        sliding_window: vec![None; 6],
+        initializer_range: 0.02,
+        bos_token_id: None,
+        eos_token_id: vec![],
+        pad_token_id: None,
+    }
+}
+
+struct Random;
+impl DataSource for Random {
+    fn train_batch(&mut self, k: u64) -> cria_train::Result<Batch> {
+        let mut rng = StdRng::seed_from_u64(k);
+        let ids: Vec<u32> = (0..BATCH * (SEQ + 1)).map(|_| rng.random_range(0..4096)).collect();
+        let (mut inputs, mut targets) = (vec![], vec![]);
+        for row in ids.chunks(SEQ + 1) {
+            inputs.extend_from_slice(&row[..SEQ]);
+            targets.extend_from_slice(&row[1..]);
+        }
+        Ok(Batch { inputs, targets, weights: None, b: BATCH, t: SEQ })
+    }
+    fn val_batches(&mut self, _: usize) -> cria_train::Result<Vec<Batch>> {
+        Ok(vec![])
+    }
+    fn fingerprint(&self) -> String {
+        "random".into()
+    }
+}
+
+fn model() -> Llama {
+    let cfg = config();
+    let mut vb = VarBuilder::init(0, cfg.initializer_range, &device::inference_device());
+    Llama::new(&cfg, &mut vb).expect("benchmark model")
+}
+
+fn train(steps: u64) {
+    let tmp = std::env::temp_dir().join(format!("cria-bench-{}", std::process::id()));
+    let cfg = TrainConfig { steps, batch_size: BATCH, lr: 3e-4, warmup_steps: 2, eval_every: 0, save_every: 0, ..TrainConfig::default() };
+    let run = RunDir { root: tmp.clone() };
+    let spec = TrainSpec { cfg: &cfg, run: &run, tokenizer_dir: None, resolved_config: String::new(), config_file: "bench.toml" };
+    // The final checkpoint write is outside the timed steps (read from the metrics).
+    trainer::train(model(), &mut Random, &spec, &mut Silent).expect("training");
+    let logs: Vec<serde_json::Value> = std::fs::read_to_string(run.metrics())
+        .expect("metrics")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let _ = std::fs::remove_dir_all(&tmp);
+    // Skip two warm-up steps; time the rest from the loop's own clock.
+    let t = |i: usize| logs[i]["elapsed_s"].as_f64().expect("elapsed");
+    let timed = logs.len() - 2;
+    let secs = t(logs.len() - 1) - t(1);
+    let tps = (timed * BATCH * SEQ) as f64 / secs;
+    println!("{}", serde_json::json!({"impl": "cria", "steps_timed": timed, "s_per_step": secs / timed as f64, "tokens_per_s": tps, "final_loss": logs.last().expect("a step")["loss"]}));
+}
+
+fn decode(tokens: usize) {
+    let m = model();
+    let prompt: Vec<u32> = (1..=16).collect();
+    let opts = GenerateOptions { max_new_tokens: tokens, sampling: Default::default(), stop_ids: vec![] };
+    generate(&m, &prompt, &GenerateOptions { max_new_tokens: 8, ..opts.clone_opts() }, |_| true).expect("warm-up");
+    let t0 = Instant::now();
+    let (out, _) = generate(&m, &prompt, &opts, |_| true).expect("decode");
+    let secs = t0.elapsed().as_secs_f64();
+    println!("{}", serde_json::json!({"impl": "cria", "new_tokens": out.len(), "tokens_per_s": out.len() as f64 / secs}));
+}
+
+trait CloneOpts {
+    fn clone_opts(&self) -> GenerateOptions;
+}
+impl CloneOpts for GenerateOptions {
+    fn clone_opts(&self) -> GenerateOptions {
+        GenerateOptions { max_new_tokens: self.max_new_tokens, sampling: self.sampling.clone(), stop_ids: self.stop_ids.clone() }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+    match args.get(1).map(String::as_str) {
+        Some("train") => train(n),
+        Some("decode") => decode(n as usize),
+        _ => eprintln!("usage: bench train STEPS | bench decode TOKENS"),
+    }
+}
