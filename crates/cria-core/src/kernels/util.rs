@@ -1,0 +1,31 @@
+//! Moving between burn-flex tensors and slices.
+
+use burn::tensor::{DType, TensorData};
+use burn_flex::FlexTensor;
+
+/// The tensor's values as contiguous `f32` (copied only if strided).
+pub fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    assert_eq!(t.dtype(), DType::F32, "cria kernels run in f32");
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
+    }
+}
+
+/// Integer tensor values as `usize` indices.
+pub fn indices(t: &FlexTensor) -> Vec<usize> {
+    let c = t.to_contiguous();
+    match c.dtype() {
+        DType::I64 => c.as_slice::<i64>().expect("contiguous").iter().map(|&x| x as usize).collect(),
+        DType::I32 => c.as_slice::<i32>().expect("contiguous").iter().map(|&x| x as usize).collect(),
+        other => panic!("index tensor of dtype {other:?}"),
+    }
+}
+
+pub fn shape(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().to_vec()
+}
+
+pub fn tensor(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
+}

@@ -1,0 +1,52 @@
+//! Each fused kernel equals its composed reference in value and gradient (f32, 1e-5).
+
+use cria_core::kernels;
+use cria_core::params::to_vec;
+use cria_core::{Int, Tensor, TensorData, device};
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+        })
+        .collect()
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len());
+    let (d, i) = a.iter().zip(b).enumerate().map(|(i, (x, y))| ((x - y).abs(), i)).fold((0.0, 0), |m, x| if x.0 > m.0 { x } else { m });
+    assert!(d <= tol, "{what}: max diff {d:e} at {i} ({} vs {})", a[i], b[i]);
+}
+
+/// Value and input gradient of `f(x)`, with an arbitrary upstream gradient via a weighted sum.
+fn value_and_grad<const D: usize>(x: &[f32], shape: [usize; D], f: impl Fn(Tensor<D>) -> Tensor<1>) -> (Vec<f32>, Vec<f32>) {
+    let dev = device::training_device();
+    let t = Tensor::<D>::from_data(TensorData::new(x.to_vec(), shape), &dev).require_grad();
+    let y = f(t.clone());
+    let n = y.dims()[0];
+    let w = Tensor::<1>::from_data(TensorData::new(rand_vec(n, 99), [n]), &dev);
+    let g = (y.clone() * w).sum().backward();
+    (to_vec(y), to_vec(t.grad(&g).expect("input gradient")))
+}
+
+#[test]
+fn cross_entropy_matches_log_softmax_gather() {
+    let (n, v) = (37, 301);
+    let x = rand_vec(n * v, 1);
+    let targets: Vec<i64> = (0..n as i64).map(|i| (i * 53) % v as i64).collect();
+    let dev = device::training_device();
+    let tg = || Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [n]), &dev);
+    let (y1, g1) = value_and_grad(&x, [n, v], |t| kernels::cross_entropy_rows(t, tg()));
+    let (y2, g2) = value_and_grad(&x, [n, v], |t| kernels::cross_entropy_rows_reference(t, tg()));
+    assert_close(&y1, &y2, 1e-5, "loss");
+    assert_close(&g1, &g2, 1e-6, "gradient");
+    // And on the inference device (no autodiff) the value is the same.
+    let inf = device::inference_device();
+    let y3 = to_vec(kernels::cross_entropy_rows(
+        Tensor::from_data(TensorData::new(x.clone(), [n, v]), &inf),
+        Tensor::from_data(TensorData::new(targets.clone(), [n]), &inf),
+    ));
+    assert_close(&y1, &y3, 0.0, "inference path");
+}
