@@ -5,10 +5,14 @@ use cria_core::params::to_vec;
 use cria_core::{Int, Tensor, TensorData, device};
 
 fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
         })
         .collect()
@@ -16,12 +20,26 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
 
 fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert_eq!(a.len(), b.len());
-    let (d, i) = a.iter().zip(b).enumerate().map(|(i, (x, y))| ((x - y).abs(), i)).fold((0.0, 0), |m, x| if x.0 > m.0 { x } else { m });
-    assert!(d <= tol, "{what}: max diff {d:e} at {i} ({} vs {})", a[i], b[i]);
+    let (d, i) = a
+        .iter()
+        .zip(b)
+        .enumerate()
+        .map(|(i, (x, y))| ((x - y).abs(), i))
+        .fold((0.0, 0), |m, x| if x.0 > m.0 { x } else { m });
+    assert!(
+        d <= tol,
+        "{what}: max diff {d:e} at {i} ({} vs {})",
+        a[i],
+        b[i]
+    );
 }
 
 /// Value and input gradient of `f(x)`, with an arbitrary upstream gradient via a weighted sum.
-fn value_and_grad<const D: usize>(x: &[f32], shape: [usize; D], f: impl Fn(Tensor<D>) -> Tensor<1>) -> (Vec<f32>, Vec<f32>) {
+fn value_and_grad<const D: usize>(
+    x: &[f32],
+    shape: [usize; D],
+    f: impl Fn(Tensor<D>) -> Tensor<1>,
+) -> (Vec<f32>, Vec<f32>) {
     let dev = device::training_device();
     let t = Tensor::<D>::from_data(TensorData::new(x.to_vec(), shape), &dev).require_grad();
     let y = f(t.clone());
@@ -39,7 +57,9 @@ fn cross_entropy_matches_log_softmax_gather() {
     let dev = device::training_device();
     let tg = || Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [n]), &dev);
     let (y1, g1) = value_and_grad(&x, [n, v], |t| kernels::cross_entropy_rows(t, tg()));
-    let (y2, g2) = value_and_grad(&x, [n, v], |t| kernels::cross_entropy_rows_reference(t, tg()));
+    let (y2, g2) = value_and_grad(&x, [n, v], |t| {
+        kernels::cross_entropy_rows_reference(t, tg())
+    });
     assert_close(&y1, &y2, 1e-5, "loss");
     assert_close(&g1, &g2, 1e-6, "gradient");
     // And on the inference device (no autodiff) the value is the same.
@@ -49,4 +69,48 @@ fn cross_entropy_matches_log_softmax_gather() {
         Tensor::from_data(TensorData::new(targets.clone(), [n]), &inf),
     ));
     assert_close(&y1, &y3, 0.0, "inference path");
+}
+
+/// Value and gradients of q, k, v for an attention function, with a fixed upstream gradient.
+fn attention_grads(
+    dims: ([usize; 4], [usize; 4]),
+    offset: usize,
+    window: Option<usize>,
+    f: fn(Tensor<4>, Tensor<4>, Tensor<4>, usize, Option<usize>) -> Tensor<4>,
+) -> Vec<Vec<f32>> {
+    let dev = device::training_device();
+    let (qd, kd) = dims;
+    let mk = |shape: [usize; 4], seed| {
+        let n = shape.iter().product();
+        Tensor::<4>::from_data(TensorData::new(rand_vec(n, seed), shape), &dev).require_grad()
+    };
+    let (q, k, v) = (mk(qd, 1), mk(kd, 2), mk(kd, 3));
+    let y = f(q.clone(), k.clone(), v.clone(), offset, window);
+    let n: usize = qd.iter().product();
+    let w = Tensor::<4>::from_data(TensorData::new(rand_vec(n, 4), qd), &dev);
+    let g = (y.clone() * w).sum().backward();
+    vec![
+        to_vec(y),
+        to_vec(q.grad(&g).unwrap()),
+        to_vec(k.grad(&g).unwrap()),
+        to_vec(v.grad(&g).unwrap()),
+    ]
+}
+
+#[test]
+fn attention_matches_composed_ops_with_gqa_and_window() {
+    for (window, offset) in [(None, 0), (Some(3), 0), (None, 4), (Some(5), 4)] {
+        // B=2, T=7 queries, H=4 heads over KV=2 key/value heads, D=8.
+        let dims = ([2, 7, 4, 8], [2, 7 + offset, 2, 8]);
+        let a = attention_grads(dims, offset, window, kernels::attention);
+        let b = attention_grads(dims, offset, window, kernels::attention_reference);
+        for (name, (x, y)) in ["out", "dq", "dk", "dv"].iter().zip(a.iter().zip(&b)) {
+            assert_close(
+                x,
+                y,
+                2e-5,
+                &format!("{name} (window {window:?}, offset {offset})"),
+            );
+        }
+    }
 }

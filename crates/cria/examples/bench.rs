@@ -46,13 +46,21 @@ struct Random;
 impl DataSource for Random {
     fn train_batch(&mut self, k: u64) -> cria_train::Result<Batch> {
         let mut rng = StdRng::seed_from_u64(k);
-        let ids: Vec<u32> = (0..BATCH * (SEQ + 1)).map(|_| rng.random_range(0..4096)).collect();
+        let ids: Vec<u32> = (0..BATCH * (SEQ + 1))
+            .map(|_| rng.random_range(0..4096))
+            .collect();
         let (mut inputs, mut targets) = (vec![], vec![]);
         for row in ids.chunks(SEQ + 1) {
             inputs.extend_from_slice(&row[..SEQ]);
             targets.extend_from_slice(&row[1..]);
         }
-        Ok(Batch { inputs, targets, weights: None, b: BATCH, t: SEQ })
+        Ok(Batch {
+            inputs,
+            targets,
+            weights: None,
+            b: BATCH,
+            t: SEQ,
+        })
     }
     fn val_batches(&mut self, _: usize) -> cria_train::Result<Vec<Batch>> {
         Ok(vec![])
@@ -70,9 +78,23 @@ fn model() -> Llama {
 
 fn train(steps: u64) {
     let tmp = std::env::temp_dir().join(format!("cria-bench-{}", std::process::id()));
-    let cfg = TrainConfig { steps, batch_size: BATCH, lr: 3e-4, warmup_steps: 2, eval_every: 0, save_every: 0, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        steps,
+        batch_size: BATCH,
+        lr: 3e-4,
+        warmup_steps: 2,
+        eval_every: 0,
+        save_every: 0,
+        ..TrainConfig::default()
+    };
     let run = RunDir { root: tmp.clone() };
-    let spec = TrainSpec { cfg: &cfg, run: &run, tokenizer_dir: None, resolved_config: String::new(), config_file: "bench.toml" };
+    let spec = TrainSpec {
+        cfg: &cfg,
+        run: &run,
+        tokenizer_dir: None,
+        resolved_config: String::new(),
+        config_file: "bench.toml",
+    };
     // The final checkpoint write is outside the timed steps (read from the metrics).
     trainer::train(model(), &mut Random, &spec, &mut Silent).expect("training");
     let logs: Vec<serde_json::Value> = std::fs::read_to_string(run.metrics())
@@ -86,18 +108,37 @@ fn train(steps: u64) {
     let timed = logs.len() - 2;
     let secs = t(logs.len() - 1) - t(1);
     let tps = (timed * BATCH * SEQ) as f64 / secs;
-    println!("{}", serde_json::json!({"impl": "cria", "steps_timed": timed, "s_per_step": secs / timed as f64, "tokens_per_s": tps, "final_loss": logs.last().expect("a step")["loss"]}));
+    println!(
+        "{}",
+        serde_json::json!({"impl": "cria", "steps_timed": timed, "s_per_step": secs / timed as f64, "tokens_per_s": tps, "final_loss": logs.last().expect("a step")["loss"]})
+    );
 }
 
 fn decode(tokens: usize) {
     let m = model();
     let prompt: Vec<u32> = (1..=16).collect();
-    let opts = GenerateOptions { max_new_tokens: tokens, sampling: Default::default(), stop_ids: vec![] };
-    generate(&m, &prompt, &GenerateOptions { max_new_tokens: 8, ..opts.clone_opts() }, |_| true).expect("warm-up");
+    let opts = GenerateOptions {
+        max_new_tokens: tokens,
+        sampling: Default::default(),
+        stop_ids: vec![],
+    };
+    generate(
+        &m,
+        &prompt,
+        &GenerateOptions {
+            max_new_tokens: 8,
+            ..opts.clone_opts()
+        },
+        |_| true,
+    )
+    .expect("warm-up");
     let t0 = Instant::now();
     let (out, _) = generate(&m, &prompt, &opts, |_| true).expect("decode");
     let secs = t0.elapsed().as_secs_f64();
-    println!("{}", serde_json::json!({"impl": "cria", "new_tokens": out.len(), "tokens_per_s": out.len() as f64 / secs}));
+    println!(
+        "{}",
+        serde_json::json!({"impl": "cria", "new_tokens": out.len(), "tokens_per_s": out.len() as f64 / secs})
+    );
 }
 
 trait CloneOpts {
@@ -105,7 +146,11 @@ trait CloneOpts {
 }
 impl CloneOpts for GenerateOptions {
     fn clone_opts(&self) -> GenerateOptions {
-        GenerateOptions { max_new_tokens: self.max_new_tokens, sampling: self.sampling.clone(), stop_ids: self.stop_ids.clone() }
+        GenerateOptions {
+            max_new_tokens: self.max_new_tokens,
+            sampling: self.sampling.clone(),
+            stop_ids: self.stop_ids.clone(),
+        }
     }
 }
 

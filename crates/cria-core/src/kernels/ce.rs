@@ -32,19 +32,27 @@ pub fn forward(logits: &FlexTensor, targets: &FlexTensor) -> (FlexTensor, FlexTe
     (tensor(nll, &[n]), tensor(lse, &[n]))
 }
 
-fn backward(logits: &FlexTensor, targets: &FlexTensor, lse: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
+fn backward(
+    logits: &FlexTensor,
+    targets: &FlexTensor,
+    lse: &FlexTensor,
+    grad: &FlexTensor,
+) -> FlexTensor {
     let dims = shape(logits);
     let v = dims[1];
     let x = f32s(logits);
     let (t, lse, g) = (indices(targets), f32s(lse), f32s(grad));
     let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(v).zip(x.par_chunks(v)).enumerate().for_each(|(i, (o, row))| {
-        let (l, gi) = (lse[i], g[i]);
-        for (o, &a) in o.iter_mut().zip(row) {
-            *o = (a - l).exp() * gi;
-        }
-        o[t[i]] -= gi;
-    });
+    out.par_chunks_mut(v)
+        .zip(x.par_chunks(v))
+        .enumerate()
+        .for_each(|(i, (o, row))| {
+            let (l, gi) = (lse[i], g[i]);
+            for (o, &a) in o.iter_mut().zip(row) {
+                *o = (a - l).exp() * gi;
+            }
+            o[t[i]] -= gi;
+        });
     tensor(out, &dims)
 }
 
@@ -56,24 +64,35 @@ impl Backward<Flex, 1> for CrossEntropyRows {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (logits, targets, lse) = ops.state;
-        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| backward(&logits, &targets, &lse, &grad));
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            backward(&logits, &targets, &lse, &grad)
+        });
     }
 }
 
-impl<C: CheckpointStrategy> super::Kernels for Autodiff<Flex, C> {
-    fn cross_entropy_rows(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
-        let node = logits.node();
-        let x = <Self as AutodiffBackend>::inner(logits);
-        let (nll, lse) = forward(&x, &targets);
-        match CrossEntropyRows.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((x, targets, lse), nll),
-            OpsKind::UnTracked(prep) => prep.finish(nll),
-        }
+/// The autodiff entry point: the loss, with a backward that needs no `(N, V)` intermediate.
+pub fn run_autodiff<C: CheckpointStrategy>(
+    logits: FloatTensor<Autodiff<Flex, C>>,
+    targets: IntTensor<Autodiff<Flex, C>>,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let node = logits.node();
+    let x = <Autodiff<Flex, C> as AutodiffBackend>::inner(logits);
+    let (nll, lse) = forward(&x, &targets);
+    match CrossEntropyRows
+        .prepare::<C>([node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((x, targets, lse), nll),
+        OpsKind::UnTracked(prep) => prep.finish(nll),
     }
 }
 
 /// The same loss from composed burn ops, for tests.
 pub fn cross_entropy_rows_reference(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let [n, _] = logits.dims();
-    log_softmax(logits, 1).gather(1, targets.reshape([n, 1])).reshape([n]).neg()
+    log_softmax(logits, 1)
+        .gather(1, targets.reshape([n, 1]))
+        .reshape([n])
+        .neg()
 }

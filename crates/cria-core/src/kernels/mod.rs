@@ -6,11 +6,14 @@
 //! Each kernel has a plain reference made of ordinary tensor ops beside it (`*_reference`), and
 //! the tests hold the two equal in value and gradient.
 
+mod attention;
 mod ce;
+mod gemm;
 mod util;
 
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Int, Tensor};
 
 pub use ce::cross_entropy_rows_reference;
@@ -18,7 +21,63 @@ pub use ce::cross_entropy_rows_reference;
 #[backend_extension(Flex, Autodiff)]
 pub trait Kernels: Backend {
     /// Negative log-likelihood of `targets` under `logits`, per row.
-    fn cross_entropy_rows(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self>;
+    fn cross_entropy_rows(logits: FloatTensor<Self>, targets: IntTensor<Self>)
+    -> FloatTensor<Self>;
+    /// Causal attention in `(B, T, H, D)` layout; see [`attention`].
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        offset: usize,
+        window: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// Causal scaled dot-product attention with grouped-query heads: query `i` (at absolute
+/// position `offset + i`) sees keys `0..=offset + i`, and only the last `window` of them when
+/// `window` is set.
+///
+/// # Shapes
+/// `q`: `(B, T, H, D)`, `k`, `v`: `(B, offset + T, KV, D)` -> `(B, T, H, D)`
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    offset: usize,
+    window: Option<usize>,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as Kernels>::attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        offset,
+        window.unwrap_or(0),
+    ))
+}
+
+/// The same attention from composed burn ops, for tests.
+pub fn attention_reference(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    offset: usize,
+    window: Option<usize>,
+) -> Tensor<4> {
+    let [b, t, h, d] = q.dims();
+    let [_, s, kv, _] = k.dims();
+    let rep = h / kv;
+    let expand = |x: Tensor<4>| {
+        x.swap_dims(1, 2)
+            .unsqueeze_dim::<5>(2)
+            .expand([b, kv, rep, s, d])
+            .reshape([b, h, s, d])
+    };
+    let mask = crate::nn::attention::attention_mask(t, offset, window, &q.device());
+    let scores = q.swap_dims(1, 2).matmul(expand(k).swap_dims(2, 3)) * (d as f64).powf(-0.5)
+        + mask.unsqueeze::<4>();
+    burn::tensor::activation::softmax(scores, 3)
+        .matmul(expand(v))
+        .swap_dims(1, 2)
 }
 
 /// Per-row cross-entropy: `logsumexp(logits[i]) - logits[i, targets[i]]`.
@@ -33,7 +92,37 @@ pub fn cross_entropy_rows(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<
 }
 
 impl Kernels for Flex {
-    fn cross_entropy_rows(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+    fn cross_entropy_rows(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
         ce::forward(&logits, &targets).0
+    }
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        offset: usize,
+        window: usize,
+    ) -> FloatTensor<Self> {
+        attention::run(q, k, v, offset, window)
+    }
+}
+
+impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
+    fn cross_entropy_rows(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        ce::run_autodiff::<C>(logits, targets)
+    }
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        offset: usize,
+        window: usize,
+    ) -> FloatTensor<Self> {
+        attention::run_autodiff::<C>(q, k, v, offset, window)
     }
 }

@@ -8,7 +8,12 @@ pub fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     assert_eq!(t.dtype(), DType::F32, "cria kernels run in f32");
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("contiguous")
+                .to_vec(),
+        ),
     }
 }
 
@@ -16,8 +21,18 @@ pub fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
 pub fn indices(t: &FlexTensor) -> Vec<usize> {
     let c = t.to_contiguous();
     match c.dtype() {
-        DType::I64 => c.as_slice::<i64>().expect("contiguous").iter().map(|&x| x as usize).collect(),
-        DType::I32 => c.as_slice::<i32>().expect("contiguous").iter().map(|&x| x as usize).collect(),
+        DType::I64 => c
+            .as_slice::<i64>()
+            .expect("contiguous")
+            .iter()
+            .map(|&x| x as usize)
+            .collect(),
+        DType::I32 => c
+            .as_slice::<i32>()
+            .expect("contiguous")
+            .iter()
+            .map(|&x| x as usize)
+            .collect(),
         other => panic!("index tensor of dtype {other:?}"),
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::nn::attention::{LayerCache, attention_mask};
+use crate::nn::attention::LayerCache;
 use crate::nn::{Attention, Mlp, RmsNorm, Rope};
 use crate::params::{ParamMut, Params, join};
 use crate::weights::VarBuilder;
@@ -44,17 +44,11 @@ impl Block {
 
     /// # Shapes
     /// `(B, T, C)` -> `(B, T, C)`
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        rope: &Rope,
-        mask: Tensor<2>,
-        cache: Option<&mut LayerCache>,
-    ) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let h = x.clone()
             + self
                 .self_attn
-                .forward(self.input_layernorm.forward(x), rope, mask, cache);
+                .forward(self.input_layernorm.forward(x), rope, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -161,23 +155,10 @@ impl Llama {
     /// # Shapes
     /// `ids`: `(B, T)` -> `(B, T, C)`
     pub fn hidden(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let [_, t] = ids.dims();
-        let offset = cache.as_ref().map_or(0, |c| c.len());
-        let device = self.device();
         let mut x = embedding(self.embed_tokens.clone(), ids);
-        let mut masks: Vec<(Option<usize>, Tensor<2>)> = Vec::new();
         for (i, block) in self.layers.iter().enumerate() {
-            let w = block.self_attn.window;
-            let mask = match masks.iter().find(|(mw, _)| *mw == w) {
-                Some((_, m)) => m.clone(),
-                None => {
-                    let m = attention_mask(t, offset, w, &device);
-                    masks.push((w, m.clone()));
-                    m
-                }
-            };
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(x, &self.rope, mask, layer_cache);
+            x = block.forward(x, &self.rope, layer_cache);
         }
         self.norm.forward(x)
     }

@@ -20,7 +20,11 @@ pub fn token_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
 ///
 /// # Shapes
 /// `logits`: `(B, T, V)`, `targets`: `(B, T)`, `weights`: `(B, T)` -> `(1,)`
-pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>, weights: Option<Tensor<2>>) -> Tensor<1> {
+pub fn cross_entropy(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    weights: Option<Tensor<2>>,
+) -> Tensor<1> {
     let nll = token_logprobs(logits, targets).neg();
     match weights {
         None => nll.mean(),

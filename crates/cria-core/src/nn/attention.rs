@@ -3,10 +3,11 @@
 
 use crate::config::ModelConfig;
 use crate::error::Result;
+use crate::kernels;
 use crate::nn::{Linear, Rope};
 use crate::params::{ParamMut, Params, join};
 use crate::weights::VarBuilder;
-use burn::tensor::{Device, Tensor, TensorData, activation::softmax};
+use burn::tensor::{Device, Tensor, TensorData};
 
 #[derive(Clone, Debug)]
 pub struct Attention {
@@ -20,7 +21,7 @@ pub struct Attention {
     pub window: Option<usize>,
 }
 
-/// Keys and values of earlier positions for one layer, `(B, n_kv, S, hs)`.
+/// Keys and values of earlier positions for one layer, `(B, S, n_kv, hs)`.
 #[derive(Clone, Debug, Default)]
 pub struct LayerCache {
     pub kv: Option<(Tensor<4>, Tensor<4>)>,
@@ -28,14 +29,14 @@ pub struct LayerCache {
 
 impl LayerCache {
     pub fn len(&self) -> usize {
-        self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
+        self.kv.as_ref().map_or(0, |(k, _)| k.dims()[1])
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-/// The additive mask `(T, S)` for queries at `offset..offset+T` over keys `0..offset+T`:
+/// The additive mask `(T, S)` the composed reference attention uses, for queries at `offset..offset+T` over keys `0..offset+T`:
 /// 0 where a query may look, -inf elsewhere (the future, and beyond the sliding window).
 pub fn attention_mask(
     t: usize,
@@ -83,36 +84,18 @@ impl Attention {
         })
     }
 
-    /// Splits `(B, T, n*hs)` into heads `(B, n, T, hs)`.
+    /// Splits `(B, T, n*hs)` into heads `(B, T, n, hs)` (a view, no copy).
     fn heads(&self, x: Tensor<3>, n: usize) -> Tensor<4> {
         let [b, t, _] = x.dims();
-        x.reshape([b, t, n, self.head_dim]).swap_dims(1, 2)
+        x.reshape([b, t, n, self.head_dim])
     }
 
-    /// Repeats each key/value head for its group of query heads.
-    fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
-        let rep = self.n_heads / self.n_kv_heads;
-        if rep == 1 {
-            return x;
-        }
-        let [b, n, s, hs] = x.dims();
-        x.unsqueeze_dim::<5>(2)
-            .expand([b, n, rep, s, hs])
-            .reshape([b, n * rep, s, hs])
-    }
-
-    /// `mask` comes from [`attention_mask`] with this layer's window; the cache, when given,
-    /// is extended with this call's keys and values.
+    /// Causal self-attention over this call's positions and, when given, the cache's earlier
+    /// ones; the cache is extended with this call's keys and values.
     ///
     /// # Shapes
-    /// `x`: `(B, T, C)`, `mask`: `(T, S)` -> `(B, T, C)`
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        rope: &Rope,
-        mask: Tensor<2>,
-        cache: Option<&mut LayerCache>,
-    ) -> Tensor<3> {
+    /// `x`: `(B, T, C)` -> `(B, T, C)`
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let offset = cache.as_ref().map_or(0, |c| c.len());
         let q = rope.apply(
@@ -126,19 +109,14 @@ impl Attention {
         let mut v = self.heads(self.v_proj.forward(x), self.n_kv_heads);
         if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.kv.take() {
-                k = Tensor::cat(vec![pk, k], 2);
-                v = Tensor::cat(vec![pv, v], 2);
+                k = Tensor::cat(vec![pk, k], 1);
+                v = Tensor::cat(vec![pv, v], 1);
             }
             cache.kv = Some((k.clone(), v.clone()));
         }
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let scale = (self.head_dim as f64).powf(-0.5);
-        let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask.unsqueeze::<4>();
-        let y = softmax(scores, 3).matmul(v);
-        let y = y
-            .swap_dims(1, 2)
-            .reshape([b, t, self.n_heads * self.head_dim]);
-        self.o_proj.forward(y)
+        let y = kernels::attention(q, k, v, offset, self.window);
+        self.o_proj
+            .forward(y.reshape([b, t, self.n_heads * self.head_dim]))
     }
 }
 

@@ -77,11 +77,21 @@ impl Rope {
     /// Rotates `x` for positions `offset..offset+T`.
     ///
     /// # Shapes
-    /// `(B, nh, T, hs)` -> `(B, nh, T, hs)`
+    /// `(B, T, nh, hs)` -> `(B, T, nh, hs)`
     pub fn apply(&self, x: Tensor<4>, offset: usize) -> Tensor<4> {
-        let [_, _, t, hs] = x.dims();
-        let cos = self.cos.clone().narrow(0, offset, t).unsqueeze::<4>();
-        let sin = self.sin.clone().narrow(0, offset, t).unsqueeze::<4>();
+        let [_, t, _, hs] = x.dims();
+        let cos = self
+            .cos
+            .clone()
+            .narrow(0, offset, t)
+            .unsqueeze_dim::<3>(1)
+            .unsqueeze::<4>();
+        let sin = self
+            .sin
+            .clone()
+            .narrow(0, offset, t)
+            .unsqueeze_dim::<3>(1)
+            .unsqueeze::<4>();
         let half = hs / 2;
         let x1 = x.clone().narrow(3, 0, half);
         let x2 = x.clone().narrow(3, half, half);
