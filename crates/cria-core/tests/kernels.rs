@@ -114,3 +114,61 @@ fn attention_matches_composed_ops_with_gqa_and_window() {
         }
     }
 }
+
+/// Value and gradients of two inputs under `f`, with a fixed upstream gradient.
+fn two_input_grads(
+    a: (&[f32], [usize; 2]),
+    b: (&[f32], [usize; 1]),
+    f: impl Fn(Tensor<2>, Tensor<1>) -> Tensor<2>,
+) -> Vec<Vec<f32>> {
+    let dev = device::training_device();
+    let x = Tensor::<2>::from_data(TensorData::new(a.0.to_vec(), a.1), &dev).require_grad();
+    let w = Tensor::<1>::from_data(TensorData::new(b.0.to_vec(), b.1), &dev).require_grad();
+    let y = f(x.clone(), w.clone());
+    let up = Tensor::<2>::from_data(TensorData::new(rand_vec(a.1[0] * a.1[1], 5), a.1), &dev);
+    let g = (y.clone() * up).sum().backward();
+    vec![
+        to_vec(y),
+        to_vec(x.grad(&g).unwrap()),
+        to_vec(w.grad(&g).unwrap()),
+    ]
+}
+
+#[test]
+fn rms_norm_matches_composed_ops() {
+    let (n, c) = (150, 48);
+    let x = rand_vec(n * c, 7);
+    let w = rand_vec(c, 8);
+    let a = two_input_grads((&x, [n, c]), (&w, [c]), |x, w| {
+        kernels::rms_norm(x, w, 1e-5)
+    });
+    let b = two_input_grads((&x, [n, c]), (&w, [c]), |x, w| {
+        kernels::rms_norm_reference(x, w, 1e-5)
+    });
+    for (name, (x, y)) in ["out", "dx", "dw"].iter().zip(a.iter().zip(&b)) {
+        assert_close(x, y, 2e-5, name);
+    }
+}
+
+#[test]
+fn swiglu_matches_composed_ops() {
+    let dev = device::training_device();
+    let n = 3 * 1000 + 17;
+    let run = |f: fn(Tensor<1>, Tensor<1>) -> Tensor<1>| {
+        let g = Tensor::<1>::from_data(TensorData::new(rand_vec(n, 11), [n]), &dev).require_grad();
+        let u = Tensor::<1>::from_data(TensorData::new(rand_vec(n, 12), [n]), &dev).require_grad();
+        let y = f(g.clone(), u.clone());
+        let up = Tensor::<1>::from_data(TensorData::new(rand_vec(n, 13), [n]), &dev);
+        let gr = (y.clone() * up).sum().backward();
+        vec![
+            to_vec(y),
+            to_vec(g.grad(&gr).unwrap()),
+            to_vec(u.grad(&gr).unwrap()),
+        ]
+    };
+    let a = run(kernels::swiglu);
+    let b = run(kernels::swiglu_reference);
+    for (name, (x, y)) in ["out", "dg", "du"].iter().zip(a.iter().zip(&b)) {
+        assert_close(x, y, 1e-5, name);
+    }
+}

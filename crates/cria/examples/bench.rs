@@ -13,6 +13,9 @@ use cria_train::trainer::{self, Batch, DataSource, RunDir, Silent, TrainSpec};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::time::Instant;
 
+#[path = "../src/alloc.rs"]
+mod alloc;
+
 const SEQ: usize = 256;
 const BATCH: usize = 8;
 
@@ -155,6 +158,7 @@ impl CloneOpts for GenerateOptions {
 }
 
 fn main() {
+    alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     match args.get(1).map(String::as_str) {

@@ -1,5 +1,6 @@
 //! The `cria` binary: parses the command line, sets up logging, dispatches to a stage.
 
+mod alloc;
 mod cmd;
 mod overrides;
 mod progress;
@@ -22,6 +23,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));

@@ -9,6 +9,8 @@
 mod attention;
 mod ce;
 mod gemm;
+mod norm;
+mod swiglu;
 mod util;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -31,6 +33,38 @@ pub trait Kernels: Backend {
         offset: usize,
         window: usize,
     ) -> FloatTensor<Self>;
+    /// `silu(g) * u`, elementwise.
+    fn swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// RMSNorm over the last dimension with weight `w`.
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+}
+
+/// The SwiGLU gate `silu(g) * u`.
+pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as Kernels>::swiglu(
+        g.into_dispatch(),
+        u.into_dispatch(),
+    ))
+}
+
+/// The same gate from composed burn ops, for tests.
+pub fn swiglu_reference<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
+    burn::tensor::activation::silu(g) * u
+}
+
+/// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * w`.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as Kernels>::rms_norm(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        eps,
+    ))
+}
+
+/// The same norm from composed burn ops, for tests.
+pub fn rms_norm_reference<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64) -> Tensor<D> {
+    let rms = (x.clone().square().mean_dim(D - 1) + eps).sqrt();
+    (x / rms) * w.unsqueeze::<D>()
 }
 
 /// Causal scaled dot-product attention with grouped-query heads: query `i` (at absolute
@@ -107,6 +141,12 @@ impl Kernels for Flex {
     ) -> FloatTensor<Self> {
         attention::run(q, k, v, offset, window)
     }
+    fn swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
+        swiglu::forward(&g, &u)
+    }
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        norm::forward(&x, &w, eps).0
+    }
 }
 
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
@@ -124,5 +164,11 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         window: usize,
     ) -> FloatTensor<Self> {
         attention::run_autodiff::<C>(q, k, v, offset, window)
+    }
+    fn swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
+        swiglu::run_autodiff::<C>(g, u)
+    }
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        norm::run_autodiff::<C>(x, w, eps)
     }
 }

@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::nn::Linear;
 use crate::params::{ParamMut, Params, join};
 use crate::weights::VarBuilder;
-use burn::tensor::{Tensor, activation::silu};
+use burn::tensor::Tensor;
 
 #[derive(Clone, Debug)]
 pub struct Mlp {
@@ -27,7 +27,7 @@ impl Mlp {
     /// # Shapes
     /// `(B, T, C)` -> `(B, T, C)`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x);
+        let h = crate::kernels::swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
         self.down_proj.forward(h)
     }
 }

@@ -22,8 +22,7 @@ impl RmsNorm {
     /// # Shapes
     /// `(B, T, C)` -> `(B, T, C)`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
-        (x / rms) * self.weight.clone().unsqueeze::<3>()
+        crate::kernels::rms_norm(x, self.weight.clone(), self.eps)
     }
 }
 
