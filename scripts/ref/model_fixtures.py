@@ -74,6 +74,34 @@ def old_spelling(src, dst):
     p.write_text(json.dumps(cfg, indent=2))
 
 
+def tokenizer_and_greedy(name):
+    """A non-byte-level BPE tokenizer (whitespace pre-tokenizer, BOS added by a template
+    post-processor, as LLaMA's is) fitted into the model's 96-token vocabulary, plus the ids
+    transformers' tokenizer gives a prompt and the model's greedy continuation of it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers, decoders
+    from transformers import PreTrainedTokenizerFast
+    d = OUT / name
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.BPEDecoder()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"])
+    text = ["the cat sat on the mat", "a dog ran to the park", "tea and bread at noon"] * 50
+    tok.train_from_iterator(text, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+         "unk_token": "<unk>"}, indent=1))
+    hf = PreTrainedTokenizerFast.from_pretrained(d)
+    prompt = "the dog sat at the park"
+    ids = hf(prompt)["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    out = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                         eos_token_id=None, pad_token_id=0)
+    (d / "greedy.json").write_text(json.dumps(
+        {"prompt": prompt, "prompt_ids": ids, "greedy_ids": out[0, len(ids):].tolist()}, indent=1))
+
+
 def main():
     torch.manual_seed(1234)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -84,6 +112,7 @@ def main():
                                                           "high_freq_factor": 4.0,
                                                           "original_max_position_embeddings": 8}))
     write("llama", llama)
+    tokenizer_and_greedy("llama")
     old_spelling("llama", "llama_old_config")
 
     qwen = Qwen2ForCausalLM(Qwen2Config(**COMMON, num_key_value_heads=1, tie_word_embeddings=True,

@@ -100,3 +100,40 @@ fn save_then_load_roundtrips_exactly() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("ckpt")]);
 }
+
+#[test]
+fn hf_tokenizer_and_greedy_decoding_match_transformers() {
+    use cria_core::generate::{GenerateOptions, generate};
+    let dir = fixture("llama");
+    let exp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("greedy.json")).unwrap()).unwrap();
+    let ids = |k: &str| -> Vec<u32> {
+        exp[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let dev = device::inference_device();
+    let model = checkpoint::load_model(&dir, &dev).unwrap();
+    // A whitespace BPE (not byte-level) whose template post-processor adds <s>, as LLaMA's does.
+    let tok = checkpoint::load_tokenizer(&dir, &model.cfg).unwrap();
+    let prompt = tok.encode(exp["prompt"].as_str().unwrap(), true).unwrap();
+    assert_eq!(
+        prompt,
+        ids("prompt_ids"),
+        "prompt encoded as transformers encodes it"
+    );
+    let opts = GenerateOptions {
+        max_new_tokens: 12,
+        sampling: Default::default(),
+        stop_ids: vec![],
+    };
+    let (out, _) = generate(&model, &prompt, &opts, |_| true).unwrap();
+    assert_eq!(
+        out,
+        ids("greedy_ids"),
+        "greedy continuation token for token"
+    );
+}

@@ -20,7 +20,8 @@ pub struct TrainConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
-    /// Global gradient-norm clipping; `None` disables it.
+    /// Global gradient-norm clipping; `None` (written `false` in TOML) disables it.
+    #[serde(with = "number_or_false")]
     pub grad_clip: Option<f64>,
     /// Seed of initialisation and data order.
     pub seed: u64,
@@ -53,6 +54,34 @@ impl Default for TrainConfig {
             eval_every: 200,
             eval_batches: 8,
             save_every: 200,
+        }
+    }
+}
+
+/// TOML has no null: an optional number is written as the number or `false`.
+mod number_or_false {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(x) => s.serialize_f64(*x),
+            None => s.serialize_bool(false),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum V {
+            Num(f64),
+            Int(i64),
+            Bool(bool),
+        }
+        match V::deserialize(d)? {
+            V::Num(x) => Ok(Some(x)),
+            V::Int(x) => Ok(Some(x as f64)),
+            V::Bool(false) => Ok(None),
+            V::Bool(true) => Err(D::Error::custom("expected a number, or false to disable")),
         }
     }
 }

@@ -396,3 +396,29 @@ fn too_small_vocab_is_explained() {
     );
     assert!(err.contains("--vocab-size 100 is too small"), "{err}");
 }
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let s = Setup::new();
+    let cfg = s.config(50, 1);
+    // An absurd learning rate blows the weights up within a few steps.
+    let err = run_err(pretrain(&s, &cfg, "run").args([
+        "--set",
+        "train.lr=1e9",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "train.grad_clip=false",
+    ]));
+    assert!(err.contains("stopping. The last good checkpoint"), "{err}");
+    let good = state_step(&s.root.join("run")).expect("a checkpoint from before the blow-up");
+    assert!(good < 50);
+    // The kept checkpoint is complete and loads.
+    let out = run_ok(
+        cria()
+            .args(["generate", "--model"])
+            .arg(s.root.join("run/checkpoint"))
+            .args(["--prompt", "Ana", "--max-new-tokens", "2"]),
+    );
+    assert!(out.status.success());
+}

@@ -1,6 +1,7 @@
 //! One module per command; each exposes `Args` and `run`.
 
 pub mod generate;
+pub mod logits;
 pub mod pretrain;
 pub mod tokenizer;
 
@@ -15,6 +16,9 @@ pub enum Command {
     Pretrain(pretrain::Args),
     /// Continue a prompt with a checkpoint, streaming to stdout.
     Generate(generate::Args),
+    /// Write the logits of every prompt position to a safetensors file (for reference checks).
+    #[command(hide = true)]
+    Logits(logits::Args),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -22,5 +26,6 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Logits(a) => logits::run(a),
     }
 }
