@@ -422,3 +422,34 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     );
     assert!(out.status.success());
 }
+
+#[test]
+fn continued_pretraining_from_a_checkpoint() {
+    let s = Setup::new();
+    let cfg = s.config(4, 4);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    let base = s.root.join("base/checkpoint");
+    // A new corpus; the model shape and tokenizer come from the checkpoint, not [model].
+    std::fs::create_dir_all(s.root.join("new")).unwrap();
+    std::fs::write(s.root.join("new/n.txt"), "Bo sold maps and tea to Cy. ".repeat(200)).unwrap();
+    let new_inputs = format!("data.inputs=[{:?}]", s.root.join("new").display().to_string());
+    run_ok(pretrain(&s, &cfg, "cont").arg("--init").arg(&base).args(["--set", &new_inputs, "--set", "model.hidden_size=999"]));
+    let a = std::fs::read_to_string(base.join("config.json")).unwrap();
+    let b = std::fs::read_to_string(s.root.join("cont/checkpoint/config.json")).unwrap();
+    assert_eq!(a, b, "same architecture as the checkpoint it continued");
+    assert_ne!(
+        std::fs::read(base.join("model.safetensors")).unwrap(),
+        std::fs::read(s.root.join("cont/checkpoint/model.safetensors")).unwrap(),
+        "the weights moved"
+    );
+    // A checkpoint whose tokenizer is larger than its embedding table is refused.
+    let bad = s.root.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer_config.json"] {
+        std::fs::copy(base.join(f), bad.join(f)).unwrap();
+    }
+    run_ok(cria().args(["tokenizer", "train", "--input"]).arg(s.root.join("corpus")).args(["--vocab-size", "500", "--out"]).arg(s.root.join("bigtok")));
+    std::fs::copy(s.root.join("bigtok/tokenizer.json"), bad.join("tokenizer.json")).unwrap();
+    let err = run_err(pretrain(&s, &cfg, "cont2").arg("--init").arg(&bad));
+    assert!(err.contains("tokenizer.json") && err.contains("does not fit the model's vocab_size"), "{err}");
+}
