@@ -431,9 +431,21 @@ fn continued_pretraining_from_a_checkpoint() {
     let base = s.root.join("base/checkpoint");
     // A new corpus; the model shape and tokenizer come from the checkpoint, not [model].
     std::fs::create_dir_all(s.root.join("new")).unwrap();
-    std::fs::write(s.root.join("new/n.txt"), "Bo sold maps and tea to Cy. ".repeat(200)).unwrap();
-    let new_inputs = format!("data.inputs=[{:?}]", s.root.join("new").display().to_string());
-    run_ok(pretrain(&s, &cfg, "cont").arg("--init").arg(&base).args(["--set", &new_inputs, "--set", "model.hidden_size=999"]));
+    std::fs::write(
+        s.root.join("new/n.txt"),
+        "Bo sold maps and tea to Cy. ".repeat(200),
+    )
+    .unwrap();
+    let new_inputs = format!(
+        "data.inputs=[{:?}]",
+        s.root.join("new").display().to_string()
+    );
+    run_ok(pretrain(&s, &cfg, "cont").arg("--init").arg(&base).args([
+        "--set",
+        &new_inputs,
+        "--set",
+        "model.hidden_size=999",
+    ]));
     let a = std::fs::read_to_string(base.join("config.json")).unwrap();
     let b = std::fs::read_to_string(s.root.join("cont/checkpoint/config.json")).unwrap();
     assert_eq!(a, b, "same architecture as the checkpoint it continued");
@@ -448,8 +460,21 @@ fn continued_pretraining_from_a_checkpoint() {
     for f in ["config.json", "model.safetensors", "tokenizer_config.json"] {
         std::fs::copy(base.join(f), bad.join(f)).unwrap();
     }
-    run_ok(cria().args(["tokenizer", "train", "--input"]).arg(s.root.join("corpus")).args(["--vocab-size", "500", "--out"]).arg(s.root.join("bigtok")));
-    std::fs::copy(s.root.join("bigtok/tokenizer.json"), bad.join("tokenizer.json")).unwrap();
+    run_ok(
+        cria()
+            .args(["tokenizer", "train", "--input"])
+            .arg(s.root.join("corpus"))
+            .args(["--vocab-size", "500", "--out"])
+            .arg(s.root.join("bigtok")),
+    );
+    std::fs::copy(
+        s.root.join("bigtok/tokenizer.json"),
+        bad.join("tokenizer.json"),
+    )
+    .unwrap();
     let err = run_err(pretrain(&s, &cfg, "cont2").arg("--init").arg(&bad));
-    assert!(err.contains("tokenizer.json") && err.contains("does not fit the model's vocab_size"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("does not fit the model's vocab_size"),
+        "{err}"
+    );
 }

@@ -35,7 +35,11 @@ impl Linear {
         // Folding (B, T) into rows makes forward and both backward products single 2-D GEMMs;
         // a broadcast batched matmul would compute the weight gradient per batch and sum.
         let [b, t, c] = x.dims();
-        let y = linear(x.reshape([b * t, c]), self.weight.clone(), self.bias.clone());
+        let y = linear(
+            x.reshape([b * t, c]),
+            self.weight.clone(),
+            self.bias.clone(),
+        );
         let [_, out] = y.dims();
         y.reshape([b, t, out])
     }
