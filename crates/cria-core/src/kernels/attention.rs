@@ -8,7 +8,7 @@
 //! Memory: the `(T, S)` probabilities exist only per head while it is computed.
 
 use super::gemm::{Mat, matmul};
-use super::util::{f32s, shape, tensor};
+use super::util::{f32s, register, shape, tensor};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -134,6 +134,9 @@ pub fn forward(dm: &Dims, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32
     (out, lse)
 }
 
+/// One key/value group's gradients: dq of each of its query heads, then dk and dv.
+type GroupGrads = (Vec<Vec<f32>>, Vec<f32>, Vec<f32>);
+
 /// Gradients `(dq, dk, dv)` in the layouts of `q`, `k`, `v`.
 pub fn backward(
     dm: &Dims,
@@ -146,7 +149,7 @@ pub fn backward(
     let rep = dm.h / dm.kv;
     let (t, s, d) = (dm.t, dm.s, dm.d);
     let scale = dm.scale();
-    let groups: Vec<(Vec<Vec<f32>>, Vec<f32>, Vec<f32>)> = (0..dm.b * dm.kv)
+    let groups: Vec<GroupGrads> = (0..dm.b * dm.kv)
         .into_par_iter()
         .map(|bg| {
             let (b, g) = (bg / dm.kv, bg % dm.kv);
@@ -226,12 +229,12 @@ impl Backward<Flex, 3> for FusedAttention {
         let (q, k, v, lse, dm) = ops.state;
         let grad = grads.consume::<Flex>(&ops.node);
         let (dq, dk, dv) = backward(&dm, &f32s(&q), &f32s(&k), &f32s(&v), &lse, &f32s(&grad));
-        let [pq, pk, pv] = ops.parents;
-        for (parent, g, like) in [(pq, dq, &q), (pk, dk, &k), (pv, dv, &v)] {
-            if let Some(node) = parent {
-                grads.register::<Flex>(node.id, tensor(g, &shape(like)));
-            }
-        }
+        let grads_qkv = [
+            tensor(dq, &shape(&q)),
+            tensor(dk, &shape(&k)),
+            tensor(dv, &shape(&v)),
+        ];
+        register(grads, ops.parents.map(|p| p.map(|n| n.id)), grads_qkv);
     }
 }
 

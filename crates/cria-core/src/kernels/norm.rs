@@ -3,7 +3,7 @@
 //! the weight gradient is reduced over fixed row blocks in a fixed order, so it does not depend
 //! on thread scheduling (exact resume relies on that).
 
-use super::util::{f32s, shape, tensor};
+use super::util::{f32s, register, shape, tensor};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -88,13 +88,7 @@ impl Backward<Flex, 2> for RmsNorm {
         let (x, w, r) = ops.state;
         let dy = grads.consume::<Flex>(&ops.node);
         let (dx, dw) = backward(&x, &w, &r, &dy);
-        let [px, pw] = ops.parents;
-        if let Some(node) = px {
-            grads.register::<Flex>(node.id, dx);
-        }
-        if let Some(node) = pw {
-            grads.register::<Flex>(node.id, dw);
-        }
+        register(grads, ops.parents.map(|p| p.map(|n| n.id)), [dx, dw]);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Fused SwiGLU gate, `silu(g) * u` (Shazeer 2020): one pass forward, one pass backward,
 //! instead of sigmoid, two products and their saved intermediates.
 
-use super::util::{f32s, shape, tensor};
+use super::util::{f32s, register, shape, tensor};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -62,13 +62,7 @@ impl Backward<Flex, 2> for SwiGlu {
         let (g, u) = ops.state;
         let dy = grads.consume::<Flex>(&ops.node);
         let (dg, du) = backward(&g, &u, &dy);
-        let [pg, pu] = ops.parents;
-        if let Some(node) = pg {
-            grads.register::<Flex>(node.id, dg);
-        }
-        if let Some(node) = pu {
-            grads.register::<Flex>(node.id, du);
-        }
+        register(grads, ops.parents.map(|p| p.map(|n| n.id)), [dg, du]);
     }
 }
 

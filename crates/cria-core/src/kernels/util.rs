@@ -1,5 +1,8 @@
 //! Moving between burn-flex tensors and slices.
 
+use burn::backend::Flex;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::grads::Gradients;
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
 
@@ -43,4 +46,18 @@ pub fn shape(t: &FlexTensor) -> Vec<usize> {
 
 pub fn tensor(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
+}
+
+/// Hands each input's gradient to its parent node, skipping inputs that need none.
+/// Pass `ops.parents.map(|p| p.map(|n| n.id))`.
+pub fn register<const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    values: [FlexTensor; N],
+) {
+    for (parent, value) in parents.into_iter().zip(values) {
+        if let Some(id) = parent {
+            grads.register::<Flex>(id, value);
+        }
+    }
 }
