@@ -70,7 +70,7 @@ fn resolve_paths(table: &mut toml::Table, base: &std::path::Path, a: &Args) {
         if let toml::Value::String(s) = v {
             let p = std::path::Path::new(s.as_str());
             if p.is_relative() {
-                *s = base.join(p).display().to_string();
+                *s = normalize(&base.join(p)).display().to_string();
             }
         }
     };
@@ -92,5 +92,28 @@ fn resolve_paths(table: &mut toml::Table, base: &std::path::Path, a: &Args) {
             table.get_mut("data").and_then(|d| d.get_mut("inputs"))
     {
         items.iter_mut().for_each(fix);
+    }
+}
+
+/// Removes `.` and folds `dir/..` without touching the file system (the target may not exist
+/// yet), so paths read `runs/tiny`, not `examples/tiny/../../runs/tiny`.
+fn normalize(p: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
     }
 }
