@@ -1,7 +1,9 @@
 //! cria-data: readers for the corpora cria trains on, token shards, and batching.
 
+pub mod chat;
 pub mod corpus;
 pub mod error;
+pub mod sft;
 pub mod shards;
 
 pub use error::{DataError, Result};

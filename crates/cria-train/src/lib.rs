@@ -6,6 +6,7 @@ pub mod error;
 pub mod optim;
 pub mod pretrain;
 pub mod schedule;
+pub mod sft;
 pub mod state;
 pub mod trainer;
 

@@ -115,6 +115,9 @@ pub struct TrainSpec<'a> {
     pub resolved_config: String,
     /// Name of that file.
     pub config_file: &'a str,
+    /// Further files for every checkpoint, written after the tokenizer files (so they may
+    /// replace one, e.g. a `tokenizer_config.json` with a chat template).
+    pub extra_files: Vec<(String, Vec<u8>)>,
 }
 
 fn fingerprint(cfg: &TrainConfig, model: &Llama, data: &dyn DataSource) -> String {
@@ -318,13 +321,16 @@ fn save_checkpoint(
     let m = model.clone().to_device(device);
     let extras = SaveExtras {
         tokenizer_from: spec.tokenizer_dir,
-        files: vec![
+        files: [
             (STATE_FILE.to_string(), st.to_bytes()),
             (
                 spec.config_file.to_string(),
                 spec.resolved_config.clone().into_bytes(),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(spec.extra_files.iter().cloned())
+        .collect(),
         tensors: vec![(OPTIMIZER_FILE.to_string(), optimizer_tensors(opt))],
     };
     checkpoint::save(&m, &spec.run.checkpoint(), extras)?;

@@ -156,6 +156,7 @@ fn ten_step_trajectory_matches_pytorch() {
         tokenizer_dir: None,
         resolved_config: String::new(),
         config_file: "train.toml",
+        extra_files: vec![],
     };
     let model =
         checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();

@@ -478,3 +478,110 @@ fn continued_pretraining_from_a_checkpoint() {
         "{err}"
     );
 }
+
+fn write_sft_config(s: &Setup, train: &str) -> PathBuf {
+    let p = s.root.join("sft.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"init = "base/checkpoint"
+out = "sft"
+[data]
+train = ["{train}"]
+seq_len = 48
+val_fraction = 0.1
+[train]
+steps = 6
+batch_size = 4
+lr = 1e-3
+warmup_steps = 1
+log_every = 1
+eval_every = 3
+eval_batches = 2
+save_every = 3
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn sft_on_chat_and_alpaca_records() {
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    let names = ["Ana", "Bo", "Cy", "Di", "Ed"];
+    let mut lines = String::new();
+    for i in 0..40 {
+        let n = names[i % 5];
+        let rec = if i % 2 == 0 {
+            serde_json::json!({"messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": format!("What does {n} like?")},
+                {"role": "assistant", "content": format!("{n} likes tea.")}]})
+        } else {
+            serde_json::json!({"instruction": format!("Say who likes tea."), "input": n, "output": format!("{n} likes tea.")})
+        };
+        lines.push_str(&format!("{rec}\n"));
+    }
+    std::fs::write(s.root.join("chat.jsonl"), lines).unwrap();
+    let sft_cfg = write_sft_config(&s, "chat.jsonl");
+    let out = run_ok(cria().arg("sft").arg("--config").arg(&sft_cfg));
+    let ckpt = s.root.join("sft/checkpoint");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        ckpt.display().to_string()
+    );
+    let tc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ckpt.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert!(
+        tc["chat_template"]
+            .as_str()
+            .unwrap()
+            .contains("<|end_of_turn|>"),
+        "chat template saved for transformers"
+    );
+    let metrics = std::fs::read_to_string(s.root.join("sft/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 6);
+    assert!(ckpt.join("sft.toml").exists());
+}
+
+#[test]
+fn sft_bad_records_name_file_line_and_field() {
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    let ok = r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}"#;
+    let cases = [
+        (
+            r#"{"messages": [{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "x"}]}"#,
+            "field `messages[0].role`: unknown role `bot`",
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]}"#,
+            "field `messages[1].content`: empty assistant turn",
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "hi"}]}"#,
+            "ends on a user turn",
+        ),
+        (
+            r#"{"conversations": [{"from": "human", "value": 3}]}"#,
+            "field `conversations[0].value`: expected a string",
+        ),
+        (r#"{"instruction": "do it"}"#, "field `output`: missing"),
+        (r#"{"text": "plain"}"#, "not a known format"),
+    ];
+    for (bad, want) in cases {
+        std::fs::write(s.root.join("bad.jsonl"), format!("{ok}\n{bad}\n")).unwrap();
+        let cfg = write_sft_config(&s, "bad.jsonl");
+        let err = run_err(cria().arg("sft").arg("--config").arg(&cfg));
+        assert!(
+            err.contains("bad.jsonl:2:") && err.contains(want),
+            "want {want:?} in: {err}"
+        );
+        assert!(!s.root.join("sft/checkpoint").exists());
+    }
+}

@@ -3,6 +3,8 @@
 pub mod generate;
 pub mod logits;
 pub mod pretrain;
+mod run_args;
+pub mod sft;
 pub mod tokenizer;
 
 use clap::Subcommand;
@@ -14,6 +16,8 @@ pub enum Command {
     Tokenizer(tokenizer::Command),
     /// Pretrain a model from scratch, or continue pretraining a checkpoint, on a text corpus.
     Pretrain(pretrain::Args),
+    /// Fine-tune a checkpoint on instruction or chat data (loss on the replies only).
+    Sft(sft::Args),
     /// Continue a prompt with a checkpoint, streaming to stdout.
     Generate(generate::Args),
     /// Write the logits of every prompt position to a safetensors file (for reference checks).
@@ -25,6 +29,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Pretrain(a) => pretrain::run(a),
+        Command::Sft(a) => sft::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Logits(a) => logits::run(a),
     }

@@ -1,0 +1,88 @@
+//! cria's chat rendering against transformers' `apply_chat_template` with the same tokenizer
+//! and template (fixture from scripts/ref/chat_fixtures.py), and the loss mask by hand.
+
+use cria_core::tokenizer::Tokenizer;
+use cria_data::chat::{ChatTokens, Message, Role, encode};
+use std::path::Path;
+
+fn fixture() -> (Tokenizer, serde_json::Value) {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat");
+    let tok = Tokenizer::from_file(&d.join("tokenizer.json")).unwrap();
+    let exp = serde_json::from_slice(&std::fs::read(d.join("expected.json")).unwrap()).unwrap();
+    (tok, exp)
+}
+
+fn messages(v: &serde_json::Value) -> Vec<Message> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            Message::new(
+                Role::parse(m["role"].as_str().unwrap()).unwrap(),
+                m["content"].as_str().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn rendering_matches_apply_chat_template() {
+    let (tok, exp) = fixture();
+    let ct = ChatTokens::of(&tok).unwrap();
+    for case in exp.as_array().unwrap() {
+        let msgs = messages(&case["messages"]);
+        let full = encode(&msgs, &tok, &ct, false, false).unwrap();
+        assert_eq!(
+            full.ids,
+            ids(&case["ids"]),
+            "conversation: {}",
+            case["text"]
+        );
+        let prompt = encode(&msgs[..msgs.len() - 1], &tok, &ct, true, false).unwrap();
+        assert_eq!(prompt.ids, ids(&case["prompt_ids"]), "generation prompt");
+    }
+}
+
+#[test]
+fn mask_covers_replies_and_their_end_of_turn_only() {
+    let (tok, _) = fixture();
+    let ct = ChatTokens::of(&tok).unwrap();
+    let msgs = vec![
+        Message::new(Role::System, "Be brief."),
+        Message::new(Role::User, "Who bakes?"),
+        Message::new(Role::Assistant, "Bram bakes."),
+        Message::new(Role::User, "When?"),
+        Message::new(Role::Assistant, "Every day."),
+    ];
+    let e = encode(&msgs, &tok, &ct, false, false).unwrap();
+    let trained: Vec<u32> = e
+        .ids
+        .iter()
+        .zip(&e.train)
+        .filter(|(_, t)| **t)
+        .map(|(i, _)| *i)
+        .collect();
+    let reply = |s: &str| tok.encode(s, false).unwrap();
+    // Exactly: "Bram bakes." EOT "Every day." EOT.
+    let mut want = reply("Bram bakes.");
+    want.push(ct.eot);
+    want.extend(reply("Every day."));
+    want.push(ct.eot);
+    assert_eq!(trained, want);
+    assert_eq!(
+        tok.decode(&trained, false).unwrap(),
+        "Bram bakes.<|end_of_turn|>Every day.<|end_of_turn|>"
+    );
+    // train_on_inputs trains every position.
+    let all = encode(&msgs, &tok, &ct, false, true).unwrap();
+    assert!(all.train.iter().all(|t| *t));
+    assert_eq!(all.ids, e.ids);
+}

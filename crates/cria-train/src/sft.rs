@@ -1,0 +1,262 @@
+//! `cria sft`: supervised fine-tuning on instruction or chat data (InstructGPT step 1; Alpaca).
+//! The loss covers assistant replies and the end-of-turn token after each (so the model learns
+//! to stop); prompts are masked unless `train_on_inputs`. Over-long examples keep their first
+//! `seq_len + 1` tokens and are counted; one left with nothing to learn is dropped and counted.
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::trainer::{self, Batch, DataSource, Reporter, RunDir, TrainSpec};
+use cria_core::{checkpoint, device, fsutil, tokenizer::PAD};
+use cria_data::chat::{self, CHAT_TEMPLATE, ChatTokens, Encoded};
+use cria_data::sft::read_all;
+use cria_data::shards::Order;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftDataConfig {
+    /// Training files: Alpaca, chat (`messages`), ShareGPT or prompt/completion; JSON or JSONL.
+    pub train: Vec<PathBuf>,
+    /// Validation files; when empty, `val_fraction` of the training records is held out.
+    pub val: Vec<PathBuf>,
+    pub val_fraction: f64,
+    /// Longest example in tokens (the rest is cut off).
+    pub seq_len: usize,
+    /// Train on prompt tokens too.
+    pub train_on_inputs: bool,
+    /// Pack examples end to end into full rows instead of padding each to its batch's longest.
+    pub packing: bool,
+}
+
+impl Default for SftDataConfig {
+    fn default() -> Self {
+        SftDataConfig {
+            train: vec![],
+            val: vec![],
+            val_fraction: 0.05,
+            seq_len: 512,
+            train_on_inputs: false,
+            packing: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftConfig {
+    /// The run directory.
+    pub out: PathBuf,
+    /// The Hugging Face checkpoint to fine-tune.
+    pub init: PathBuf,
+    pub data: SftDataConfig,
+    pub train: TrainConfig,
+}
+
+/// Encoded examples and how many were cut or dropped.
+pub struct Prepared {
+    pub examples: Vec<Encoded>,
+    pub truncated: usize,
+    pub dropped: usize,
+}
+
+/// Encodes conversations, truncating to `max` tokens.
+pub fn prepare(
+    convs: &[Vec<chat::Message>],
+    tok: &cria_core::tokenizer::Tokenizer,
+    ct: &ChatTokens,
+    max: usize,
+    train_on_inputs: bool,
+) -> Result<Prepared> {
+    let mut p = Prepared {
+        examples: vec![],
+        truncated: 0,
+        dropped: 0,
+    };
+    for c in convs {
+        let mut e = chat::encode(c, tok, ct, false, train_on_inputs)?;
+        if e.ids.len() > max {
+            e.ids.truncate(max);
+            e.train.truncate(max);
+            p.truncated += 1;
+        }
+        // Targets are ids[1..]: an example needs a trainable position after the first.
+        if e.train.iter().skip(1).any(|t| *t) {
+            p.examples.push(e);
+        } else {
+            p.dropped += 1;
+        }
+    }
+    Ok(p)
+}
+
+/// Rows of at most `max` tokens: one example each, or examples packed end to end.
+fn rows(examples: Vec<Encoded>, max: usize, packing: bool) -> Vec<Encoded> {
+    if !packing {
+        return examples;
+    }
+    let mut out = Vec::new();
+    let mut cur = Encoded {
+        ids: vec![],
+        train: vec![],
+    };
+    for e in examples {
+        if !cur.ids.is_empty() && cur.ids.len() + e.ids.len() > max {
+            out.push(std::mem::replace(
+                &mut cur,
+                Encoded {
+                    ids: vec![],
+                    train: vec![],
+                },
+            ));
+        }
+        cur.ids.extend(e.ids);
+        cur.train.extend(e.train);
+    }
+    if !cur.ids.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Padded batches of SFT rows in a seeded order.
+pub struct SftData {
+    train: Vec<Encoded>,
+    val: Vec<Encoded>,
+    order: Order,
+    batch_size: usize,
+    pad: u32,
+    fingerprint: String,
+}
+
+impl SftData {
+    fn batch<'a>(&self, rows: impl Iterator<Item = &'a Encoded>) -> Batch {
+        let rows: Vec<&Encoded> = rows.collect();
+        let t = rows.iter().map(|r| r.ids.len() - 1).max().unwrap_or(1);
+        let (mut inputs, mut targets, mut weights) = (vec![], vec![], vec![]);
+        for r in &rows {
+            let n = r.ids.len() - 1;
+            inputs.extend_from_slice(&r.ids[..n]);
+            targets.extend_from_slice(&r.ids[1..]);
+            weights.extend(r.train[1..].iter().map(|&w| if w { 1.0 } else { 0.0 }));
+            for _ in n..t {
+                inputs.push(self.pad);
+                targets.push(self.pad);
+                weights.push(0.0);
+            }
+        }
+        Batch {
+            inputs,
+            targets,
+            weights: Some(weights),
+            b: rows.len(),
+            t,
+        }
+    }
+}
+
+impl DataSource for SftData {
+    fn train_batch(&mut self, k: u64) -> Result<Batch> {
+        let bs = self.batch_size as u64;
+        let idx: Vec<usize> = (0..bs).map(|j| self.order.index(k * bs + j)).collect();
+        Ok(self.batch(idx.iter().map(|&i| &self.train[i])))
+    }
+
+    fn val_batches(&mut self, n: usize) -> Result<Vec<Batch>> {
+        Ok(self
+            .val
+            .chunks(self.batch_size)
+            .take(n)
+            .map(|c| self.batch(c.iter()))
+            .collect())
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
+/// `tokenizer_config.json` of the base with cria's chat template added.
+fn tokenizer_config_with_template(init: &Path) -> Result<Vec<u8>> {
+    let path = init.join("tokenizer_config.json");
+    let mut v = if path.exists() {
+        fsutil::read_json(&path)?
+    } else {
+        serde_json::json!({})
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.insert("chat_template".into(), CHAT_TEMPLATE.trim_end().into());
+    }
+    Ok(serde_json::to_vec_pretty(&v).expect("JSON value"))
+}
+
+/// Runs supervised fine-tuning; returns the checkpoint directory.
+pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
+    if cfg.data.train.is_empty() {
+        return Err(TrainError::Invalid(
+            "data.train is empty: name instruction or chat files".into(),
+        ));
+    }
+    let model = checkpoint::load_model(&cfg.init, &device::inference_device())?;
+    let tok = checkpoint::load_tokenizer(&cfg.init, &model.cfg)?;
+    let ct = ChatTokens::of(&tok).map_err(TrainError::Invalid)?;
+    let max = (cfg.data.seq_len + 1).min(model.max_len());
+    let mut convs = read_all(&cfg.data.train)?;
+    let mut val_convs = read_all(&cfg.data.val)?;
+    if val_convs.is_empty() && cfg.data.val_fraction > 0.0 {
+        let mut order = Order::new(cfg.train.seed, convs.len());
+        let perm: Vec<usize> = (0..convs.len() as u64).map(|k| order.index(k)).collect();
+        let n_val = ((convs.len() as f64 * cfg.data.val_fraction).round() as usize)
+            .clamp(1, convs.len().saturating_sub(1));
+        let mut shuffled: Vec<Vec<chat::Message>> =
+            perm.into_iter().map(|i| convs[i].clone()).collect();
+        val_convs = shuffled.split_off(shuffled.len() - n_val.min(shuffled.len()));
+        convs = shuffled;
+    }
+    let train = prepare(&convs, &tok, &ct, max, cfg.data.train_on_inputs)?;
+    let val = prepare(&val_convs, &tok, &ct, max, cfg.data.train_on_inputs)?;
+    tracing::info!(
+        examples = train.examples.len(),
+        val_examples = val.examples.len(),
+        truncated = train.truncated + val.truncated,
+        dropped = train.dropped + val.dropped,
+        "SFT data ready (over-long examples keep their first seq_len+1 tokens; dropped ones had no reply left)"
+    );
+    if train.examples.is_empty() {
+        return Err(TrainError::Invalid(
+            "no training example has a reply within seq_len".into(),
+        ));
+    }
+    let rows_train = rows(train.examples, max, cfg.data.packing);
+    let rows_val = rows(val.examples, max, cfg.data.packing);
+    let n_tokens: usize = rows_train.iter().map(|r| r.ids.len()).sum();
+    let mut data = SftData {
+        order: Order::new(cfg.train.seed, rows_train.len()),
+        fingerprint: format!(
+            "rows={} tokens={n_tokens} seq_len={} packing={}",
+            rows_train.len(),
+            cfg.data.seq_len,
+            cfg.data.packing
+        ),
+        train: rows_train,
+        val: rows_val,
+        batch_size: cfg.train.batch_size,
+        pad: tok.token_to_id(PAD).or(tok.eos_id).unwrap_or(0),
+    };
+    let run = RunDir {
+        root: cfg.out.clone(),
+    };
+    let spec = TrainSpec {
+        cfg: &cfg.train,
+        run: &run,
+        tokenizer_dir: Some(&cfg.init),
+        resolved_config: resolved,
+        config_file: "sft.toml",
+        extra_files: vec![(
+            "tokenizer_config.json".into(),
+            tokenizer_config_with_template(&cfg.init)?,
+        )],
+    };
+    trainer::train(model, &mut data, &spec, rep)?;
+    Ok(run.checkpoint())
+}

@@ -1,0 +1,41 @@
+"""Renders conversations with transformers' apply_chat_template using cria's tokenizer and
+chat template (crates/cria-data/tests/fixtures/chat, a tokenizer `cria tokenizer train` wrote
+for the Saltmere corpus plus crates/cria-data/src/chat_template.jinja), and writes the ids the
+Rust test compares cria's own rendering with.
+
+    .venv/bin/python scripts/ref/chat_fixtures.py
+"""
+
+import json
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+D = Path(__file__).resolve().parents[2] / "crates" / "cria-data" / "tests" / "fixtures" / "chat"
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Who keeps the lighthouse?"},
+     {"role": "assistant", "content": "Ada Finch keeps it."}],
+    [{"role": "system", "content": "Answer in one line."},
+     {"role": "user", "content": "What does Bram bake?\nTell me."},
+     {"role": "assistant", "content": " Bread, every day. "},
+     {"role": "user", "content": "And on Sunday?"},
+     {"role": "assistant", "content": "He rests."}],
+]
+
+
+def main():
+    tok = AutoTokenizer.from_pretrained(D)
+    cases = []
+    for conv in CONVERSATIONS:
+        def render(msgs, gen):
+            return list(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen,
+                                                return_dict=True)["input_ids"])
+        cases.append({"messages": conv, "text": tok.apply_chat_template(conv, tokenize=False),
+                      "ids": render(conv, False), "prompt_ids": render(conv[:-1], True)})
+    (D / "expected.json").write_text(json.dumps(cases, indent=1))
+    print("wrote", len(cases), "cases")
+
+
+if __name__ == "__main__":
+    main()
