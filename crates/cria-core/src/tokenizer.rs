@@ -168,3 +168,45 @@ pub fn write_tokenizer_config(out_dir: &Path) -> Result<()> {
     let text = serde_json::to_string_pretty(&cfg).expect("static JSON");
     fsutil::write_atomic(&path, text.as_bytes())
 }
+
+/// Turns generated ids into text as they arrive, holding back an incomplete UTF-8 sequence
+/// (byte-level tokens can split a character) until the next id completes it.
+pub struct StreamDecoder<'a> {
+    tok: &'a Tokenizer,
+    ids: Vec<u32>,
+    printed: usize,
+}
+
+impl<'a> StreamDecoder<'a> {
+    pub fn new(tok: &'a Tokenizer) -> Self {
+        StreamDecoder {
+            tok,
+            ids: Vec::new(),
+            printed: 0,
+        }
+    }
+
+    /// Adds an id; returns the text that is now complete.
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let text = self.tok.decode(&self.ids, true)?;
+        let safe = text.trim_end_matches('\u{FFFD}').len();
+        if safe > self.printed && text.is_char_boundary(self.printed) {
+            let new = text[self.printed..safe].to_string();
+            self.printed = safe;
+            Ok(new)
+        } else {
+            Ok(String::new())
+        }
+    }
+
+    /// Everything decoded so far.
+    pub fn text(&self) -> Result<String> {
+        self.tok.decode(&self.ids, true)
+    }
+
+    /// Bytes of [`StreamDecoder::text`] already returned by `push`.
+    pub fn printed(&self) -> usize {
+        self.printed
+    }
+}

@@ -546,6 +546,36 @@ fn sft_on_chat_and_alpaca_records() {
     let metrics = std::fs::read_to_string(s.root.join("sft/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 6);
     assert!(ckpt.join("sft.toml").exists());
+
+    // A scripted conversation over stdin: replies stream to stdout, commands are obeyed.
+    let chat = || {
+        use std::io::Write;
+        let mut child = cria()
+            .args(["chat", "--model"])
+            .arg(&ckpt)
+            .args(["--temperature", "0", "--max-new-tokens", "6"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"What does Ana like?\n/reset\n/system Answer briefly.\nWhat does Bo like?\n/quit\nignored\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = chat();
+    assert!(first.lines().count() >= 2, "two replies: {first:?}");
+    assert_eq!(first, chat(), "greedy chat is deterministic");
 }
 
 #[test]

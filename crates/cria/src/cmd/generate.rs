@@ -4,9 +4,43 @@ use anyhow::Context;
 use clap::Args as ClapArgs;
 use cria_core::generate::{GenerateOptions, generate};
 use cria_core::sampling::SamplingParams;
+use cria_core::tokenizer::StreamDecoder;
 use cria_core::{checkpoint, device};
 use std::io::Write;
 use std::path::PathBuf;
+
+/// Sampling flags shared by `generate` and `chat`.
+#[derive(ClapArgs, Clone)]
+pub struct Sampling {
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// 0 means greedy decoding.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl Sampling {
+    pub fn params(&self) -> anyhow::Result<SamplingParams> {
+        if self.temperature < 0.0 {
+            anyhow::bail!("--temperature must be >= 0 (0 is greedy)");
+        }
+        if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            anyhow::bail!("--top-p {p} must be in (0, 1]");
+        }
+        Ok(SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        })
+    }
+}
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -15,29 +49,15 @@ pub struct Args {
     model: PathBuf,
     #[arg(long)]
     prompt: String,
-    #[arg(long, default_value_t = 128)]
-    max_new_tokens: usize,
-    /// 0 means greedy decoding.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f64,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f64>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: Sampling,
     /// Stop when the output contains this text (repeatable); the stop text is not printed.
     #[arg(long)]
     stop: Vec<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if a.temperature < 0.0 {
-        anyhow::bail!("--temperature must be >= 0 (0 is greedy)");
-    }
-    if let Some(p) = a.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
-        anyhow::bail!("--top-p {p} must be in (0, 1]");
-    }
+    let sampling = a.sampling.params()?;
     let dev = device::inference_device();
     let model = checkpoint::load_model(&a.model, &dev)
         .with_context(|| format!("loading {}", a.model.display()))?;
@@ -46,45 +66,39 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut stop_ids = model.cfg.eos_token_id.clone();
     stop_ids.extend(tok.eos_id);
     let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        sampling: SamplingParams {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            seed: a.seed,
-        },
+        max_new_tokens: a.sampling.max_new_tokens,
+        sampling,
         stop_ids: stop_ids.clone(),
     };
     let mut out = std::io::stdout().lock();
-    let mut ids: Vec<u32> = Vec::new();
-    let mut printed = 0usize;
-    let mut io_err = None;
-    let (_, finish) = generate(&model, &prompt, &opts, |id| {
+    let mut dec = StreamDecoder::new(&tok);
+    let mut failure: Option<anyhow::Error> = None;
+    generate(&model, &prompt, &opts, |id| {
         if stop_ids.contains(&id) {
             return true;
         }
-        ids.push(id);
-        let text = tok.decode(&ids, true).unwrap_or_default();
-        if let Some(pos) = a.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-            if pos > printed {
-                io_err = write!(out, "{}", &text[printed..pos]).err();
+        let res = (|| -> anyhow::Result<bool> {
+            let new = dec.push(id)?;
+            let text = dec.text()?;
+            if let Some(pos) = a.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                let start = dec.printed() - new.len();
+                if pos > start {
+                    write!(out, "{}", &text[start..pos])?;
+                }
+                return Ok(false);
             }
-            return false;
-        }
-        // Hold back a trailing replacement char: the next token may complete a UTF-8 sequence.
-        let safe = text.trim_end_matches('\u{FFFD}').len();
-        if safe > printed && text.is_char_boundary(printed) {
-            io_err = write!(out, "{}", &text[printed..safe])
-                .and_then(|_| out.flush())
-                .err();
-            printed = safe;
-        }
-        io_err.is_none()
+            write!(out, "{new}")?;
+            out.flush()?;
+            Ok(true)
+        })();
+        res.unwrap_or_else(|e| {
+            failure = Some(e);
+            false
+        })
     })?;
-    if let Some(e) = io_err {
-        return Err(e).context("writing to stdout");
+    if let Some(e) = failure {
+        return Err(e).context("writing the generated text");
     }
     writeln!(out)?;
-    tracing::debug!(?finish, tokens = ids.len(), "generation finished");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! One module per command; each exposes `Args` and `run`.
 
+pub mod chat;
 pub mod generate;
 pub mod logits;
 pub mod pretrain;
@@ -18,6 +19,8 @@ pub enum Command {
     Pretrain(pretrain::Args),
     /// Fine-tune a checkpoint on instruction or chat data (loss on the replies only).
     Sft(sft::Args),
+    /// Chat with a fine-tuned checkpoint in the terminal (or over piped lines).
+    Chat(chat::Args),
     /// Continue a prompt with a checkpoint, streaming to stdout.
     Generate(generate::Args),
     /// Write the logits of every prompt position to a safetensors file (for reference checks).
@@ -30,6 +33,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Sft(a) => sft::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Logits(a) => logits::run(a),
     }

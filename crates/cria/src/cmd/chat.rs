@@ -1,0 +1,143 @@
+//! `cria chat`: a multi-turn conversation in the terminal, streaming replies. Lines starting
+//! with `/` are commands (`/reset`, `/system TEXT`, `/quit`); when stdin is not a terminal it
+//! reads plain lines, so a conversation can be scripted.
+
+use super::generate::Sampling;
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use cria_core::generate::{GenerateOptions, generate};
+use cria_core::tokenizer::StreamDecoder;
+use cria_core::{checkpoint, device};
+use cria_data::chat::{ChatTokens, Message, Role, encode};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// A Hugging Face checkpoint directory (fine-tuned with cria's chat format).
+    #[arg(long)]
+    model: PathBuf,
+    /// A system message that starts the conversation.
+    #[arg(long)]
+    system: Option<String>,
+    #[command(flatten)]
+    sampling: Sampling,
+}
+
+struct Session {
+    system: Option<String>,
+    turns: Vec<Message>,
+}
+
+impl Session {
+    fn messages(&self) -> Vec<Message> {
+        let sys = self
+            .system
+            .iter()
+            .map(|s| Message::new(Role::System, s.clone()));
+        sys.chain(self.turns.iter().cloned()).collect()
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let sampling = a.sampling.params()?;
+    let dev = device::inference_device();
+    let model = checkpoint::load_model(&a.model, &dev)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    let tok = checkpoint::load_tokenizer(&a.model, &model.cfg)?;
+    let ct = ChatTokens::of(&tok).map_err(anyhow::Error::msg)?;
+    let budget = model.max_len().saturating_sub(a.sampling.max_new_tokens);
+    let mut stop_ids = vec![ct.eot];
+    stop_ids.extend(tok.eos_id);
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!(
+            "cria chat — /reset clears the conversation, /system TEXT sets the system message, /quit exits"
+        );
+    }
+    let mut s = Session {
+        system: a.system.clone(),
+        turns: vec![],
+    };
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    let mut lines = stdin.lock().lines();
+    let mut turn = 0u64;
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next().transpose()? else {
+            break;
+        };
+        let line = line.trim_end().to_string();
+        match line.as_str() {
+            "" => continue,
+            "/quit" | "/exit" => break,
+            "/reset" => {
+                s.turns.clear();
+                continue;
+            }
+            l if l.starts_with("/system") => {
+                let text = l["/system".len()..].trim();
+                s.system = (!text.is_empty()).then(|| text.to_string());
+                s.turns.clear();
+                continue;
+            }
+            _ => {}
+        }
+        s.turns.push(Message::new(Role::User, line));
+        // Keep the conversation inside the context: drop the oldest exchanges first.
+        let prompt = loop {
+            let ids = encode(&s.messages(), &tok, &ct, true, false)?.ids;
+            if ids.len() <= budget || s.turns.len() <= 1 {
+                break ids;
+            }
+            s.turns.drain(..2.min(s.turns.len() - 1));
+        };
+        if prompt.len() > budget {
+            eprintln!(
+                "error: that message does not fit the model's context ({} tokens, {budget} available)",
+                prompt.len()
+            );
+            s.turns.pop();
+            continue;
+        }
+        let opts = GenerateOptions {
+            max_new_tokens: a.sampling.max_new_tokens,
+            sampling: cria_core::sampling::SamplingParams {
+                seed: sampling.seed.wrapping_add(turn),
+                ..sampling.clone()
+            },
+            stop_ids: stop_ids.clone(),
+        };
+        turn += 1;
+        let mut dec = StreamDecoder::new(&tok);
+        let mut io_err = None;
+        generate(&model, &prompt, &opts, |id| {
+            if stop_ids.contains(&id) {
+                return true;
+            }
+            match dec
+                .push(id)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| Ok(write!(out, "{t}").and_then(|_| out.flush())?))
+            {
+                Ok(()) => true,
+                Err(e) => {
+                    io_err = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = io_err {
+            return Err(e);
+        }
+        writeln!(out)?;
+        s.turns.push(Message::new(
+            Role::Assistant,
+            dec.text()?.trim().to_string(),
+        ));
+    }
+    Ok(())
+}
