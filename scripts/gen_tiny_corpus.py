@@ -72,6 +72,37 @@ def main():
             paras.append(" ".join(body))
         (out / f"saltmere-{k + 1}.txt").write_text("\n\n".join(paras) + "\n")
     (out / "people.md").write_text("# People of Saltmere\n\n" + "\n".join(f"- {f}" for f in facts) + "\n")
+    write_instructions(out.parent)
+
+
+def qa_pairs():
+    """Questions about the people of Saltmere with short answers, in several phrasings."""
+    pairs = []
+    for i, (name, pron, job) in enumerate(PEOPLE):
+        first = name.split()[0]
+        place = PLACES[i]
+        cat = ["Pip", "Moss", "Tam", "Bo"][i % 4]
+        pairs += [
+            (f"What is {name}'s job?", f"{name} is the {job} of Saltmere."),
+            (f"Who is the {job} of Saltmere?", f"The {job} is {name}."),
+            (f"Where does {first} work?", f"{first} works at {place}."),
+            (f"What is the name of {first}'s cat?", f"{first}'s cat is named {cat}."),
+            (f"What colour is {first}'s door?", f"{first} has a {COLOURS[i % len(COLOURS)]} door."),
+            (f"On which day does {first} go to the market?", f"{first} goes to the market every {DAYS[i % 7]}."),
+        ]
+    return pairs
+
+
+def write_instructions(root):
+    """examples/tiny/sft.jsonl (chat records) and sft-val.jsonl: one held-out phrasing per
+    person, so validation asks questions the model was not tuned on verbatim."""
+    train, val = [], []
+    for k, (q, a) in enumerate(qa_pairs()):
+        rec = {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        (val if k % 6 == (k // 6) % 6 else train).append(rec)
+    import json
+    (root / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (root / "sft-val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
 
 
 if __name__ == "__main__":
