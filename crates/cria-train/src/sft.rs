@@ -252,6 +252,7 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         tokenizer_dir: Some(&cfg.init),
         resolved_config: resolved,
         config_file: "sft.toml",
+        trainable: None,
         extra_files: vec![(
             "tokenizer_config.json".into(),
             tokenizer_config_with_template(&cfg.init)?,

@@ -115,6 +115,9 @@ pub struct TrainSpec<'a> {
     pub resolved_config: String,
     /// Name of that file.
     pub config_file: &'a str,
+    /// Which parameters train (by Hugging Face name); `None` trains all. Frozen parameters get
+    /// no gradient and no optimizer state.
+    pub trainable: Option<&'a dyn Fn(&str) -> bool>,
     /// Further files for every checkpoint, written after the tokenizer files (so they may
     /// replace one, e.g. a `tokenizer_config.json` with a chat template).
     pub extra_files: Vec<(String, Vec<u8>)>,
@@ -166,7 +169,9 @@ pub fn train(
         (model, AdamW::default(), st)
     };
     truncate_metrics(&spec.run.metrics(), st.step)?;
-    model = model.to_device(&train_dev).require_grad();
+    let all = |_: &str| true;
+    let trainable: &dyn Fn(&str) -> bool = spec.trainable.unwrap_or(&all);
+    model = model.to_device(&train_dev).require_grad_where(trainable);
     let hp = AdamWParams {
         beta1: cfg.beta1,
         beta2: cfg.beta2,
@@ -177,7 +182,8 @@ pub fn train(
     let started = Instant::now();
     while st.step < cfg.steps {
         let t0 = Instant::now();
-        let (loss, tokens, mut grads) = accumulate(&model, data, cfg, &mut st, &train_dev, &ckpt)?;
+        let (loss, tokens, mut grads) =
+            accumulate(&model, data, cfg, &mut st, &train_dev, &ckpt, trainable)?;
         let norm = global_norm(&grads.values().map(|g| g.as_slice()).collect::<Vec<_>>());
         if !norm.is_finite() {
             return Err(non_finite(st.step + 1, norm, &ckpt));
@@ -186,7 +192,9 @@ pub fn train(
         let lr = lr_at(cfg, st.step);
         opt.begin_step();
         model.visit("", &mut |name, p| {
-            let g = grads.get_mut(name).expect("every parameter has a gradient");
+            let Some(g) = grads.get_mut(name) else {
+                return; // frozen
+            };
             if factor != 1.0 {
                 g.iter_mut().for_each(|x| *x *= factor);
             }
@@ -231,6 +239,7 @@ fn accumulate(
     st: &mut TrainerState,
     device: &Device,
     ckpt: &Path,
+    trainable: &dyn Fn(&str) -> bool,
 ) -> Result<(f64, usize, BTreeMap<String, Vec<f32>>)> {
     let mut grads: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
@@ -247,6 +256,9 @@ fn accumulate(
         let mut missing = None;
         let mut m = model.clone();
         m.visit("", &mut |name, p| {
+            if !trainable(name) {
+                return;
+            }
             let grad = match &p {
                 ParamMut::Vector(t) => t.grad(&g).map(to_vec),
                 ParamMut::Matrix { t, .. } => t.grad(&g).map(to_vec),

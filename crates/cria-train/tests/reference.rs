@@ -156,6 +156,7 @@ fn ten_step_trajectory_matches_pytorch() {
         tokenizer_dir: None,
         resolved_config: String::new(),
         config_file: "train.toml",
+        trainable: None,
         extra_files: vec![],
     };
     let model =
@@ -215,5 +216,47 @@ fn ten_step_trajectory_matches_pytorch() {
         "final weight {} off by {:e}",
         worst.1,
         worst.0
+    );
+}
+
+#[test]
+fn frozen_parameters_stay_put_and_carry_no_optimizer_state() {
+    let cfg = TrainConfig {
+        steps: 3,
+        batch_size: 2,
+        warmup_steps: 0,
+        lr: 1e-2,
+        eval_every: 0,
+        save_every: 0,
+        ..TrainConfig::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = RunDir {
+        root: tmp.path().to_path_buf(),
+    };
+    let only = |name: &str| name.contains("layers.1.mlp") || name == "model.norm.weight";
+    let spec = TrainSpec {
+        cfg: &cfg,
+        run: &run,
+        tokenizer_dir: None,
+        resolved_config: String::new(),
+        config_file: "train.toml",
+        trainable: Some(&only),
+        extra_files: vec![],
+    };
+    let model =
+        checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
+    let before = checkpoint::named_tensors(&model);
+    let trained = trainer::train(model, &mut Fixed::load(), &spec, &mut Silent).unwrap();
+    let after = checkpoint::named_tensors(&trained);
+    for (name, (_, v)) in &before {
+        let moved = after[name].1 != *v;
+        assert_eq!(moved, only(name), "{name}: moved={moved}");
+    }
+    let opt = cria_train::state::read_optimizer(&run.checkpoint()).unwrap();
+    assert!(
+        !opt.state.is_empty() && opt.state.keys().all(|k| only(k)),
+        "{:?}",
+        opt.state.keys().collect::<Vec<_>>()
     );
 }

@@ -97,6 +97,7 @@ fn train(steps: u64) {
         tokenizer_dir: None,
         resolved_config: String::new(),
         config_file: "bench.toml",
+        trainable: None,
         extra_files: vec![],
     };
     // The final checkpoint write is outside the timed steps (read from the metrics).

@@ -187,10 +187,20 @@ impl Llama {
     }
 
     /// Marks every parameter as requiring gradients (call on a model on an autodiff device).
-    pub fn require_grad(mut self) -> Self {
-        self.visit("", &mut |_, p| match p {
-            ParamMut::Vector(t) => *t = t.clone().require_grad(),
-            ParamMut::Matrix { t, .. } => *t = t.clone().require_grad(),
+    pub fn require_grad(self) -> Self {
+        self.require_grad_where(&|_| true)
+    }
+
+    /// Marks the parameters whose names `trainable` accepts as requiring gradients; the rest
+    /// stay frozen (no gradient is computed or kept for them).
+    pub fn require_grad_where(mut self, trainable: &dyn Fn(&str) -> bool) -> Self {
+        self.visit("", &mut |name, p| {
+            if trainable(name) {
+                match p {
+                    ParamMut::Vector(t) => *t = t.clone().require_grad(),
+                    ParamMut::Matrix { t, .. } => *t = t.clone().require_grad(),
+                }
+            }
         });
         self
     }
