@@ -53,3 +53,10 @@ pub fn max_diff(a: &[f32], b: &[f64]) -> (f64, usize) {
         .map(|(i, (x, y))| ((*x as f64 - y).abs(), i))
         .fold((0.0, 0), |m, x| if x.0 > m.0 { x } else { m })
 }
+
+/// All tensors of one safetensors file.
+pub fn weights(path: &Path) -> cria_core::weights::WeightMap {
+    let mut m = cria_core::weights::WeightMap::default();
+    cria_core::weights::WeightMap::read_file(path, &mut m).unwrap();
+    m
+}

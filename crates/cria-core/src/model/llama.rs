@@ -53,6 +53,22 @@ impl Block {
     }
 }
 
+impl Block {
+    /// The seven projections by their Hugging Face module names.
+    pub fn projections_mut(&mut self) -> [(&'static str, &mut crate::nn::Linear); 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [
+            ("q_proj", &mut a.q_proj),
+            ("k_proj", &mut a.k_proj),
+            ("v_proj", &mut a.v_proj),
+            ("o_proj", &mut a.o_proj),
+            ("gate_proj", &mut m.gate_proj),
+            ("up_proj", &mut m.up_proj),
+            ("down_proj", &mut m.down_proj),
+        ]
+    }
+}
+
 impl Params for Block {
     fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
         self.input_layernorm

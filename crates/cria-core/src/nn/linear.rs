@@ -10,6 +10,8 @@ use burn::tensor::{Tensor, module::linear};
 pub struct Linear {
     pub weight: Tensor<2>,
     pub bias: Option<Tensor<1>>,
+    /// A LoRA update on top of the (then frozen) weight.
+    pub lora: Option<crate::nn::lora::Lora>,
 }
 
 impl Linear {
@@ -26,7 +28,11 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight,
+            bias,
+            lora: None,
+        })
     }
 
     /// # Shapes
@@ -35,11 +41,11 @@ impl Linear {
         // Folding (B, T) into rows makes forward and both backward products single 2-D GEMMs;
         // a broadcast batched matmul would compute the weight gradient per batch and sum.
         let [b, t, c] = x.dims();
-        let y = linear(
-            x.reshape([b * t, c]),
-            self.weight.clone(),
-            self.bias.clone(),
-        );
+        let x = x.reshape([b * t, c]);
+        let mut y = linear(x.clone(), self.weight.clone(), self.bias.clone());
+        if let Some(l) = &self.lora {
+            y = y + l.forward(x);
+        }
         let [_, out] = y.dims();
         y.reshape([b, t, out])
     }
@@ -56,6 +62,9 @@ impl Params for Linear {
         );
         if let Some(b) = &mut self.bias {
             f(&join(prefix, "bias"), ParamMut::Vector(b));
+        }
+        if let Some(l) = &mut self.lora {
+            l.visit(prefix, f);
         }
     }
 }
