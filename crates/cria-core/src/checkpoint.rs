@@ -79,12 +79,15 @@ pub fn check_vocab(tok: &Tokenizer, cfg: &ModelConfig, path: &Path) -> Result<()
     Ok(())
 }
 
-/// Every parameter by Hugging Face name and layout.
+/// Every base parameter by Hugging Face name and layout (LoRA adapters are not part of an HF
+/// checkpoint: merge them first, or save them with [`SaveExtras::adapter`]).
 pub fn named_tensors(model: &Llama) -> NamedTensors {
     let mut out = NamedTensors::new();
     let mut m = model.clone();
     m.visit("", &mut |name, p| {
-        out.insert(name.to_string(), (p.hf_shape(), p.to_hf_vec()));
+        if !crate::nn::lora::is_lora_param(name) {
+            out.insert(name.to_string(), (p.hf_shape(), p.to_hf_vec()));
+        }
     });
     out
 }
@@ -98,6 +101,8 @@ pub struct SaveExtras<'a> {
     pub files: Vec<(String, Vec<u8>)>,
     /// Further safetensors files (name, tensors).
     pub tensors: Vec<(String, NamedTensors)>,
+    /// Write only the LoRA adapter (PEFT layout), recording this base path, instead of the model.
+    pub adapter: Option<(&'a crate::nn::lora::LoraConfig, &'a str)>,
 }
 
 /// Writes a complete checkpoint directory atomically.
@@ -119,6 +124,28 @@ pub fn save(model: &Llama, dir: &Path, extras: SaveExtras<'_>) -> Result<()> {
 }
 
 fn write_into(model: &Llama, dir: &Path, extras: &SaveExtras<'_>) -> Result<()> {
+    match extras.adapter {
+        Some((cfg, base)) => model.save_lora(cfg, base, dir)?,
+        None => write_model(model, dir)?,
+    }
+    if let Some(src) = extras.tokenizer_from {
+        for f in TOKENIZER_FILES {
+            let p = src.join(f);
+            if p.exists() {
+                fsutil::write_atomic(&dir.join(f), &fsutil::read(&p)?)?;
+            }
+        }
+    }
+    for (name, bytes) in &extras.files {
+        fsutil::write_atomic(&dir.join(name), bytes)?;
+    }
+    for (name, tensors) in &extras.tensors {
+        save_safetensors(&dir.join(name), tensors, None)?;
+    }
+    Ok(())
+}
+
+fn write_model(model: &Llama, dir: &Path) -> Result<()> {
     let cfg_text = serde_json::to_string_pretty(&model.cfg.to_json()).expect("JSON value");
     fsutil::write_atomic(&dir.join("config.json"), cfg_text.as_bytes())?;
     let gen_cfg = json!({
@@ -139,20 +166,5 @@ fn write_into(model: &Llama, dir: &Path, extras: &SaveExtras<'_>) -> Result<()> 
         &dir.join("model.safetensors"),
         &named_tensors(model),
         Some(meta),
-    )?;
-    if let Some(src) = extras.tokenizer_from {
-        for f in TOKENIZER_FILES {
-            let p = src.join(f);
-            if p.exists() {
-                fsutil::write_atomic(&dir.join(f), &fsutil::read(&p)?)?;
-            }
-        }
-    }
-    for (name, bytes) in &extras.files {
-        fsutil::write_atomic(&dir.join(name), bytes)?;
-    }
-    for (name, tensors) in &extras.tensors {
-        save_safetensors(&dir.join(name), tensors, None)?;
-    }
-    Ok(())
+    )
 }

@@ -300,6 +300,7 @@ pub fn run(cfg: &PretrainConfig, resolved: String, rep: &mut dyn Reporter) -> Re
         tokenizer_dir: Some(&tok_dir),
         resolved_config: resolved,
         config_file: "pretrain.toml",
+        adapter: None,
         trainable: None,
         extra_files: vec![],
     };

@@ -6,6 +6,7 @@
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::trainer::{self, Batch, DataSource, Reporter, RunDir, TrainSpec};
+use cria_core::nn::lora::{LoraConfig, is_lora_param};
 use cria_core::{checkpoint, device, fsutil, tokenizer::PAD};
 use cria_data::chat::{self, CHAT_TEMPLATE, ChatTokens, Encoded};
 use cria_data::sft::read_all;
@@ -42,6 +43,17 @@ impl Default for SftDataConfig {
     }
 }
 
+/// What fine-tuning changes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Every weight.
+    #[default]
+    Full,
+    /// A LoRA adapter on a frozen base (settings in `[lora]`); checkpoints hold the adapter.
+    Lora,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SftConfig {
@@ -49,6 +61,8 @@ pub struct SftConfig {
     pub out: PathBuf,
     /// The Hugging Face checkpoint to fine-tune.
     pub init: PathBuf,
+    pub method: Method,
+    pub lora: LoraConfig,
     pub data: SftDataConfig,
     pub train: TrainConfig,
 }
@@ -197,7 +211,11 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
             "data.train is empty: name instruction or chat files".into(),
         ));
     }
-    let model = checkpoint::load_model(&cfg.init, &device::inference_device())?;
+    let mut model = checkpoint::load_model(&cfg.init, &device::inference_device())?;
+    let lora = cfg.method == Method::Lora;
+    if lora {
+        model.add_lora(&cfg.lora, cfg.train.seed)?;
+    }
     let tok = checkpoint::load_tokenizer(&cfg.init, &model.cfg)?;
     let ct = ChatTokens::of(&tok).map_err(TrainError::Invalid)?;
     let max = (cfg.data.seq_len + 1).min(model.max_len());
@@ -252,7 +270,8 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         tokenizer_dir: Some(&cfg.init),
         resolved_config: resolved,
         config_file: "sft.toml",
-        trainable: None,
+        adapter: lora.then_some((&cfg.lora, cfg.init.as_path())),
+        trainable: if lora { Some(&is_lora_param) } else { None },
         extra_files: vec![(
             "tokenizer_config.json".into(),
             tokenizer_config_with_template(&cfg.init)?,

@@ -9,6 +9,7 @@ use crate::schedule::lr_at;
 use crate::state::{OPTIMIZER_FILE, STATE_FILE, TrainerState, optimizer_tensors, read_optimizer};
 use cria_core::checkpoint::{self, SaveExtras};
 use cria_core::model::cross_entropy;
+use cria_core::nn::lora::LoraConfig;
 use cria_core::params::{ParamMut, Params, to_vec};
 use cria_core::{Device, Int, Llama, Tensor, TensorData};
 use serde::Serialize;
@@ -115,6 +116,9 @@ pub struct TrainSpec<'a> {
     pub resolved_config: String,
     /// Name of that file.
     pub config_file: &'a str,
+    /// `Some((lora, base))`: checkpoints hold only the LoRA adapter (PEFT layout) and a resume
+    /// rebuilds the model from the base checkpoint plus that adapter.
+    pub adapter: Option<(&'a LoraConfig, &'a Path)>,
     /// Which parameters train (by Hugging Face name); `None` trains all. Frozen parameters get
     /// no gradient and no optimizer state.
     pub trainable: Option<&'a dyn Fn(&str) -> bool>,
@@ -123,9 +127,14 @@ pub struct TrainSpec<'a> {
     pub extra_files: Vec<(String, Vec<u8>)>,
 }
 
-fn fingerprint(cfg: &TrainConfig, model: &Llama, data: &dyn DataSource) -> String {
+fn fingerprint(
+    cfg: &TrainConfig,
+    model: &Llama,
+    data: &dyn DataSource,
+    adapter: Option<&LoraConfig>,
+) -> String {
     format!(
-        "model={} batch_size={} grad_accum={} seed={} data={}",
+        "model={} lora={adapter:?} batch_size={} grad_accum={} seed={} data={}",
         serde_json::to_string(&model.cfg.to_json()).expect("JSON"),
         cfg.batch_size,
         cfg.grad_accum,
@@ -151,13 +160,13 @@ pub fn train(
     }
     let train_dev = cria_core::device::training_device();
     let infer_dev = cria_core::device::inference_device();
-    let fp = fingerprint(cfg, &model, data);
+    let fp = fingerprint(cfg, &model, data, spec.adapter.map(|a| a.0));
     let root = &spec.run.root;
     std::fs::create_dir_all(root).map_err(|e| cria_core::CoreError::io(root, e))?;
     let ckpt = spec.run.checkpoint();
     cria_core::fsutil::recover_dir(&ckpt)?;
     let (mut model, mut opt, mut st) = if ckpt.join(STATE_FILE).exists() {
-        resume(&ckpt, &fp, &infer_dev)?
+        resume(&ckpt, &fp, &infer_dev, spec.adapter)?
     } else {
         let st = TrainerState {
             step: 0,
@@ -344,12 +353,20 @@ fn save_checkpoint(
         .chain(spec.extra_files.iter().cloned())
         .collect(),
         tensors: vec![(OPTIMIZER_FILE.to_string(), optimizer_tensors(opt))],
+        adapter: spec
+            .adapter
+            .map(|(cfg, base)| (cfg, base.to_str().unwrap_or_default())),
     };
     checkpoint::save(&m, &spec.run.checkpoint(), extras)?;
     Ok(())
 }
 
-fn resume(ckpt: &Path, fp: &str, device: &Device) -> Result<(Llama, AdamW, TrainerState)> {
+fn resume(
+    ckpt: &Path,
+    fp: &str,
+    device: &Device,
+    adapter: Option<(&LoraConfig, &Path)>,
+) -> Result<(Llama, AdamW, TrainerState)> {
     let st = TrainerState::read(ckpt)?;
     if st.fingerprint != fp {
         return Err(TrainError::Resume {
@@ -361,7 +378,14 @@ fn resume(ckpt: &Path, fp: &str, device: &Device) -> Result<(Llama, AdamW, Train
             ),
         });
     }
-    let model = checkpoint::load_model(ckpt, device)?;
+    let model = match adapter {
+        None => checkpoint::load_model(ckpt, device)?,
+        Some((_, base)) => {
+            let mut m = checkpoint::load_model(base, device)?;
+            m.load_lora(ckpt)?;
+            m
+        }
+    };
     let opt = read_optimizer(ckpt)?;
     tracing::info!(step = st.step, dir = %ckpt.display(), "resuming");
     Ok((model, opt, st))

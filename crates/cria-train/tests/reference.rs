@@ -156,6 +156,7 @@ fn ten_step_trajectory_matches_pytorch() {
         tokenizer_dir: None,
         resolved_config: String::new(),
         config_file: "train.toml",
+        adapter: None,
         trainable: None,
         extra_files: vec![],
     };
@@ -241,6 +242,7 @@ fn frozen_parameters_stay_put_and_carry_no_optimizer_state() {
         tokenizer_dir: None,
         resolved_config: String::new(),
         config_file: "train.toml",
+        adapter: None,
         trainable: Some(&only),
         extra_files: vec![],
     };

@@ -97,6 +97,7 @@ fn train(steps: u64) {
         tokenizer_dir: None,
         resolved_config: String::new(),
         config_file: "bench.toml",
+        adapter: None,
         trainable: None,
         extra_files: vec![],
     };

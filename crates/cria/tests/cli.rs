@@ -615,3 +615,126 @@ fn sft_bad_records_name_file_line_and_field() {
         assert!(!s.root.join("sft/checkpoint").exists());
     }
 }
+
+#[test]
+fn lora_sft_saves_a_peft_adapter_resumes_and_merges() {
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    let lines: String = (0..30)
+        .map(|i| {
+            let n = ["Ana", "Bo", "Cy"][i % 3];
+            format!("{}\n", serde_json::json!({"prompt": format!("Who likes tea? {i}"), "completion": format!("{n} likes tea.")}))
+        })
+        .collect();
+    std::fs::write(s.root.join("pc.jsonl"), lines).unwrap();
+    let sft_cfg = write_sft_config(&s, "pc.jsonl");
+    let lora = [
+        "--set",
+        "method=\"lora\"",
+        "--set",
+        "lora.r=4",
+        "--set",
+        "lora.alpha=8",
+        "--set",
+        "lora.target_modules=[\"q_proj\",\"v_proj\",\"down_proj\"]",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "train.min_lr=1e-3",
+    ];
+    let sft = |out: &str, steps: &str| {
+        run_ok(
+            cria()
+                .arg("sft")
+                .arg("--config")
+                .arg(&sft_cfg)
+                .args(lora)
+                .args(["--out", out, "--steps", steps])
+                .current_dir(&s.root),
+        );
+    };
+    sft("straight", "6");
+    sft("split", "3");
+    sft("split", "6");
+    let ad = s.root.join("straight/checkpoint");
+    assert!(
+        ad.join("adapter_config.json").exists() && ad.join("adapter_model.safetensors").exists()
+    );
+    assert!(
+        !ad.join("model.safetensors").exists(),
+        "only the adapter is saved"
+    );
+    let cfg_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ad.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (cfg_json["peft_type"].as_str(), cfg_json["r"].as_u64()),
+        (Some("LORA"), Some(4))
+    );
+    assert_eq!(
+        std::fs::read(ad.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(s.root.join("split/checkpoint/adapter_model.safetensors")).unwrap(),
+        "a resumed LoRA run ends where an uninterrupted one does"
+    );
+
+    // Base + adapter generates what the merged export generates.
+    let base = s.root.join("base/checkpoint");
+    let greedy = |extra: &[&std::ffi::OsStr], model: &Path| {
+        let out = run_ok(
+            cria()
+                .args([
+                    "generate",
+                    "--temperature",
+                    "0",
+                    "--max-new-tokens",
+                    "12",
+                    "--prompt",
+                    "Who likes",
+                ])
+                .arg("--model")
+                .arg(model)
+                .args(extra),
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let with_adapter = greedy(&["--adapter".as_ref(), ad.as_os_str()], &base);
+    let merged = s.root.join("merged");
+    run_ok(
+        cria()
+            .args(["export", "--merge-lora", "--model"])
+            .arg(&base)
+            .arg("--adapter")
+            .arg(&ad)
+            .arg("--out")
+            .arg(&merged),
+    );
+    assert!(merged.join("model.safetensors").exists() && merged.join("config.json").exists());
+    assert_eq!(with_adapter, greedy(&[], &merged));
+    assert_ne!(
+        std::fs::read(merged.join("model.safetensors")).unwrap(),
+        std::fs::read(base.join("model.safetensors")).unwrap(),
+        "merging changed the weights"
+    );
+    // The adapter is refused on a different base.
+    let other = s.root.join("other");
+    let small = s.config(1, 1);
+    run_ok(pretrain(&s, &small, "other").args([
+        "--set",
+        "model.hidden_size=16",
+        "--set",
+        "model.num_attention_heads=2",
+        "--set",
+        "model.num_key_value_heads=1",
+    ]));
+    let err = run_err(
+        cria()
+            .args(["generate", "--prompt", "x", "--model"])
+            .arg(other.join("checkpoint"))
+            .arg("--adapter")
+            .arg(&ad),
+    );
+    assert!(
+        err.contains("adapter_model.safetensors") && err.contains("shape"),
+        "{err}"
+    );
+}

@@ -20,6 +20,9 @@ pub struct Args {
     /// A system message that starts the conversation.
     #[arg(long)]
     system: Option<String>,
+    /// A LoRA adapter (PEFT layout, e.g. from `cria sft` with method = "lora") to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     #[command(flatten)]
     sampling: Sampling,
 }
@@ -42,8 +45,13 @@ impl Session {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let sampling = a.sampling.params()?;
     let dev = device::inference_device();
-    let model = checkpoint::load_model(&a.model, &dev)
+    let mut model = checkpoint::load_model(&a.model, &dev)
         .with_context(|| format!("loading {}", a.model.display()))?;
+    if let Some(ad) = &a.adapter {
+        model
+            .load_lora(ad)
+            .with_context(|| format!("loading the adapter {}", ad.display()))?;
+    }
     let tok = checkpoint::load_tokenizer(&a.model, &model.cfg)?;
     let ct = ChatTokens::of(&tok).map_err(anyhow::Error::msg)?;
     let budget = model.max_len().saturating_sub(a.sampling.max_new_tokens);

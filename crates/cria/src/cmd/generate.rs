@@ -49,6 +49,9 @@ pub struct Args {
     model: PathBuf,
     #[arg(long)]
     prompt: String,
+    /// A LoRA adapter (PEFT layout, e.g. from `cria sft` with method = "lora") to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     #[command(flatten)]
     sampling: Sampling,
     /// Stop when the output contains this text (repeatable); the stop text is not printed.
@@ -59,8 +62,13 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let sampling = a.sampling.params()?;
     let dev = device::inference_device();
-    let model = checkpoint::load_model(&a.model, &dev)
+    let mut model = checkpoint::load_model(&a.model, &dev)
         .with_context(|| format!("loading {}", a.model.display()))?;
+    if let Some(ad) = &a.adapter {
+        model
+            .load_lora(ad)
+            .with_context(|| format!("loading the adapter {}", ad.display()))?;
+    }
     let tok = checkpoint::load_tokenizer(&a.model, &model.cfg)?;
     let prompt = tok.encode(&a.prompt, true)?;
     let mut stop_ids = model.cfg.eos_token_id.clone();

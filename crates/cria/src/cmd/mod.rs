@@ -1,6 +1,7 @@
 //! One module per command; each exposes `Args` and `run`.
 
 pub mod chat;
+pub mod export;
 pub mod generate;
 pub mod logits;
 pub mod pretrain;
@@ -21,6 +22,8 @@ pub enum Command {
     Sft(sft::Args),
     /// Chat with a fine-tuned checkpoint in the terminal (or over piped lines).
     Chat(chat::Args),
+    /// Write a plain Hugging Face checkpoint (`--merge-lora` folds an adapter into the base).
+    Export(export::Args),
     /// Continue a prompt with a checkpoint, streaming to stdout.
     Generate(generate::Args),
     /// Write the logits of every prompt position to a safetensors file (for reference checks).
@@ -34,6 +37,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Pretrain(a) => pretrain::run(a),
         Command::Sft(a) => sft::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Export(a) => export::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Logits(a) => logits::run(a),
     }
