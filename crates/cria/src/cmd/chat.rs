@@ -3,11 +3,10 @@
 //! reads plain lines, so a conversation can be scripted.
 
 use super::generate::Sampling;
-use anyhow::Context;
 use clap::Args as ClapArgs;
 use cria_core::generate::{GenerateOptions, generate};
 use cria_core::tokenizer::StreamDecoder;
-use cria_core::{checkpoint, device};
+
 use cria_data::chat::{ChatTokens, Message, Role, encode};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -44,15 +43,7 @@ impl Session {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let sampling = a.sampling.params()?;
-    let dev = device::inference_device();
-    let mut model = checkpoint::load_model(&a.model, &dev)
-        .with_context(|| format!("loading {}", a.model.display()))?;
-    if let Some(ad) = &a.adapter {
-        model
-            .load_lora(ad)
-            .with_context(|| format!("loading the adapter {}", ad.display()))?;
-    }
-    let tok = checkpoint::load_tokenizer(&a.model, &model.cfg)?;
+    let (model, tok) = super::load_for_inference(&a.model, a.adapter.as_deref())?;
     let ct = ChatTokens::of(&tok).map_err(anyhow::Error::msg)?;
     let budget = model.max_len().saturating_sub(a.sampling.max_new_tokens);
     let mut stop_ids = vec![ct.eot];

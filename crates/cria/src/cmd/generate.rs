@@ -5,7 +5,7 @@ use clap::Args as ClapArgs;
 use cria_core::generate::{GenerateOptions, generate};
 use cria_core::sampling::SamplingParams;
 use cria_core::tokenizer::StreamDecoder;
-use cria_core::{checkpoint, device};
+
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -61,15 +61,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let sampling = a.sampling.params()?;
-    let dev = device::inference_device();
-    let mut model = checkpoint::load_model(&a.model, &dev)
-        .with_context(|| format!("loading {}", a.model.display()))?;
-    if let Some(ad) = &a.adapter {
-        model
-            .load_lora(ad)
-            .with_context(|| format!("loading the adapter {}", ad.display()))?;
-    }
-    let tok = checkpoint::load_tokenizer(&a.model, &model.cfg)?;
+    let (model, tok) = super::load_for_inference(&a.model, a.adapter.as_deref())?;
     let prompt = tok.encode(&a.prompt, true)?;
     let mut stop_ids = model.cfg.eos_token_id.clone();
     stop_ids.extend(tok.eos_id);

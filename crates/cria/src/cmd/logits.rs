@@ -1,10 +1,9 @@
 //! `cria logits` (hidden, for scripts/ref/check_cria_checkpoint.py): the logits of every
 //! position of a prompt, written as safetensors (`input_ids`, `logits`).
 
-use anyhow::Context;
 use clap::Args as ClapArgs;
 use cria_core::params::to_vec;
-use cria_core::{Int, Tensor, TensorData, checkpoint, device};
+use cria_core::{Int, Tensor, TensorData};
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]
@@ -18,10 +17,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let dev = device::inference_device();
-    let model = checkpoint::load_model(&a.model, &dev)
-        .with_context(|| format!("loading {}", a.model.display()))?;
-    let tok = checkpoint::load_tokenizer(&a.model, &model.cfg)?;
+    let (model, tok) = super::load_for_inference(&a.model, None)?;
+    let dev = model.device();
     let ids = tok.encode(&a.prompt, true)?;
     let t = ids.len();
     let input = Tensor::<2, Int>::from_data(

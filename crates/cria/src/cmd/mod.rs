@@ -42,3 +42,20 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Logits(a) => logits::run(a),
     }
 }
+
+/// Loads a checkpoint for inference, with a LoRA adapter applied when given, and its tokenizer.
+pub fn load_for_inference(
+    model: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+) -> anyhow::Result<(cria_core::Llama, cria_core::tokenizer::Tokenizer)> {
+    use anyhow::Context;
+    let dev = cria_core::device::inference_device();
+    let mut m = cria_core::checkpoint::load_model(model, &dev)
+        .with_context(|| format!("loading {}", model.display()))?;
+    if let Some(ad) = adapter {
+        m.load_lora(ad)
+            .with_context(|| format!("loading the adapter {}", ad.display()))?;
+    }
+    let tok = cria_core::checkpoint::load_tokenizer(model, &m.cfg)?;
+    Ok((m, tok))
+}
