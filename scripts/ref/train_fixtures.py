@@ -73,12 +73,24 @@ def main():
         losses.append(total)
         norms.append(norm.item())
 
+    # Masked SFT loss: transformers' own causal-LM loss with prompt labels set to -100, on
+    # the initial weights (reloaded), for a batch whose rows have different prompt lengths.
+    init = LlamaForCausalLM.from_pretrained(OUT / "init", attn_implementation="eager")
+    sft_ids = seqs[0]
+    labels = sft_ids.clone()
+    prompt_len = [5, 9]
+    for r, n in enumerate(prompt_len):
+        labels[r, :n] = -100
+    with torch.no_grad():
+        sft_loss = init(input_ids=sft_ids, labels=labels).loss.item()
+
     save_file({"sequences": seqs.to(torch.int64).contiguous()}, OUT / "batches.safetensors")
     final = {n: p.detach().contiguous() for n, p in model.named_parameters()}
     save_file(final, OUT / "final.safetensors")
     (OUT / "expected.json").write_text(json.dumps({
         "hp": HP, "steps": STEPS, "seq_len": T,
         "loss0": loss0.item(), "grad_norms0": grad_norms0,
+        "sft_prompt_len": prompt_len, "sft_loss": sft_loss,
         "losses": losses, "grad_norms": norms}, indent=1))
     print("loss0", loss0.item(), "losses", losses)
 

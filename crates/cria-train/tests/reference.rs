@@ -262,3 +262,35 @@ fn frozen_parameters_stay_put_and_carry_no_optimizer_state() {
         opt.state.keys().collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn masked_sft_loss_matches_transformers_labels_with_ignore_index() {
+    // transformers: labels = ids with the first `prompt_len[r]` set to -100, loss averaged over
+    // the remaining (shifted) targets. cria: the same positions with weight 1, the rest 0.
+    let exp = expected();
+    let mut data = Fixed::load();
+    let mut batch = data.train_batch(0).unwrap();
+    let prompt: Vec<usize> = exp["sft_prompt_len"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let t = batch.t;
+    batch.weights = Some(
+        (0..batch.b)
+            .flat_map(|r| {
+                let n = prompt[r];
+                (0..t).map(move |j| if j + 1 >= n { 1.0 } else { 0.0 })
+            })
+            .collect(),
+    );
+    let dev = device::inference_device();
+    let model = checkpoint::load_model(&fixture().join("init"), &dev).unwrap();
+    let loss = trainer::batch_loss(&model, &batch, &dev).into_scalar::<f32>() as f64;
+    let want = exp["sft_loss"].as_f64().unwrap();
+    assert!(
+        rel(loss, want) < 1e-5,
+        "masked loss {loss} vs transformers {want}"
+    );
+}
