@@ -85,7 +85,7 @@ pub fn named_tensors(model: &Llama) -> NamedTensors {
     let mut out = NamedTensors::new();
     let mut m = model.clone();
     m.visit("", &mut |name, p| {
-        if !crate::nn::lora::is_lora_param(name) {
+        if !crate::nn::is_adapter_param(name) {
             out.insert(name.to_string(), (p.hf_shape(), p.to_hf_vec()));
         }
     });
@@ -102,7 +102,7 @@ pub struct SaveExtras<'a> {
     /// Further safetensors files (name, tensors).
     pub tensors: Vec<(String, NamedTensors)>,
     /// Write only the LoRA adapter (PEFT layout), recording this base path, instead of the model.
-    pub adapter: Option<(&'a crate::nn::lora::LoraConfig, &'a str)>,
+    pub adapter: Option<(crate::nn::AdapterConfig<'a>, &'a str)>,
 }
 
 /// Writes a complete checkpoint directory atomically.
@@ -125,7 +125,7 @@ pub fn save(model: &Llama, dir: &Path, extras: SaveExtras<'_>) -> Result<()> {
 
 fn write_into(model: &Llama, dir: &Path, extras: &SaveExtras<'_>) -> Result<()> {
     match extras.adapter {
-        Some((cfg, base)) => model.save_lora(cfg, base, dir)?,
+        Some((cfg, base)) => model.save_adapter(cfg, base, dir)?,
         None => write_model(model, dir)?,
     }
     if let Some(src) = extras.tokenizer_from {

@@ -6,7 +6,9 @@
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::trainer::{self, Batch, DataSource, Reporter, RunDir, TrainSpec};
+use cria_core::nn::AdapterConfig;
 use cria_core::nn::lora::{LoraConfig, is_lora_param};
+use cria_core::nn::prefix::{PrefixConfig, is_prefix_param};
 use cria_core::{checkpoint, device, fsutil, tokenizer::PAD};
 use cria_data::chat::{self, CHAT_TEMPLATE, ChatTokens, Encoded};
 use cria_data::sft::read_all;
@@ -52,6 +54,9 @@ pub enum Method {
     Full,
     /// A LoRA adapter on a frozen base (settings in `[lora]`); checkpoints hold the adapter.
     Lora,
+    /// A LLaMA-Adapter prompt on the top layers of a frozen base (settings in `[adapter]`).
+    #[serde(rename = "llama-adapter")]
+    LlamaAdapter,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -63,9 +68,13 @@ pub struct SftConfig {
     pub init: PathBuf,
     pub method: Method,
     pub lora: LoraConfig,
+    pub adapter: PrefixConfig,
     pub data: SftDataConfig,
     pub train: TrainConfig,
 }
+
+/// A predicate over parameter names: which ones train.
+type Trainable = dyn Fn(&str) -> bool;
 
 /// Encoded examples and how many were cut or dropped.
 pub struct Prepared {
@@ -212,10 +221,20 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         ));
     }
     let mut model = checkpoint::load_model(&cfg.init, &device::inference_device())?;
-    let lora = cfg.method == Method::Lora;
-    if lora {
-        model.add_lora(&cfg.lora, cfg.train.seed)?;
-    }
+    let (adapter, trainable): (Option<AdapterConfig<'_>>, Option<&Trainable>) = match cfg.method {
+        Method::Full => (None, None),
+        Method::Lora => {
+            model.add_lora(&cfg.lora, cfg.train.seed)?;
+            (Some(AdapterConfig::Lora(&cfg.lora)), Some(&is_lora_param))
+        }
+        Method::LlamaAdapter => {
+            model.add_prefix_adapter(&cfg.adapter, cfg.train.seed)?;
+            (
+                Some(AdapterConfig::Prefix(&cfg.adapter)),
+                Some(&is_prefix_param),
+            )
+        }
+    };
     let tok = checkpoint::load_tokenizer(&cfg.init, &model.cfg)?;
     let ct = ChatTokens::of(&tok).map_err(TrainError::Invalid)?;
     let max = (cfg.data.seq_len + 1).min(model.max_len());
@@ -270,8 +289,8 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         tokenizer_dir: Some(&cfg.init),
         resolved_config: resolved,
         config_file: "sft.toml",
-        adapter: lora.then_some((&cfg.lora, cfg.init.as_path())),
-        trainable: if lora { Some(&is_lora_param) } else { None },
+        adapter: adapter.map(|a| (a, cfg.init.as_path())),
+        trainable,
         extra_files: vec![(
             "tokenizer_config.json".into(),
             tokenizer_config_with_template(&cfg.init)?,

@@ -9,7 +9,7 @@ use crate::schedule::lr_at;
 use crate::state::{OPTIMIZER_FILE, STATE_FILE, TrainerState, optimizer_tensors, read_optimizer};
 use cria_core::checkpoint::{self, SaveExtras};
 use cria_core::model::cross_entropy;
-use cria_core::nn::lora::LoraConfig;
+use cria_core::nn::AdapterConfig;
 use cria_core::params::{ParamMut, Params, to_vec};
 use cria_core::{Device, Int, Llama, Tensor, TensorData};
 use serde::Serialize;
@@ -118,7 +118,7 @@ pub struct TrainSpec<'a> {
     pub config_file: &'a str,
     /// `Some((lora, base))`: checkpoints hold only the LoRA adapter (PEFT layout) and a resume
     /// rebuilds the model from the base checkpoint plus that adapter.
-    pub adapter: Option<(&'a LoraConfig, &'a Path)>,
+    pub adapter: Option<(AdapterConfig<'a>, &'a Path)>,
     /// Which parameters train (by Hugging Face name); `None` trains all. Frozen parameters get
     /// no gradient and no optimizer state.
     pub trainable: Option<&'a dyn Fn(&str) -> bool>,
@@ -131,7 +131,7 @@ fn fingerprint(
     cfg: &TrainConfig,
     model: &Llama,
     data: &dyn DataSource,
-    adapter: Option<&LoraConfig>,
+    adapter: Option<AdapterConfig<'_>>,
 ) -> String {
     format!(
         "model={} lora={adapter:?} batch_size={} grad_accum={} seed={} data={}",
@@ -365,7 +365,7 @@ fn resume(
     ckpt: &Path,
     fp: &str,
     device: &Device,
-    adapter: Option<(&LoraConfig, &Path)>,
+    adapter: Option<(AdapterConfig<'_>, &Path)>,
 ) -> Result<(Llama, AdamW, TrainerState)> {
     let st = TrainerState::read(ckpt)?;
     if st.fingerprint != fp {
@@ -382,7 +382,7 @@ fn resume(
         None => checkpoint::load_model(ckpt, device)?,
         Some((_, base)) => {
             let mut m = checkpoint::load_model(base, device)?;
-            m.load_lora(ckpt)?;
+            m.load_adapter(ckpt)?;
             m
         }
     };

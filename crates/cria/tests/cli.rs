@@ -738,3 +738,86 @@ fn lora_sft_saves_a_peft_adapter_resumes_and_merges() {
         "{err}"
     );
 }
+
+#[test]
+fn llama_adapter_sft_trains_gates_resumes_and_chats() {
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    let lines: String = (0..24)
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({"prompt": format!("Name {i}?"), "completion": "Cy likes tea."})
+            )
+        })
+        .collect();
+    std::fs::write(s.root.join("pc.jsonl"), lines).unwrap();
+    let sft_cfg = write_sft_config(&s, "pc.jsonl");
+    let args = [
+        "--set",
+        "method=\"llama-adapter\"",
+        "--set",
+        "adapter.len=3",
+        "--set",
+        "adapter.layers=1",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "train.min_lr=1e-3",
+    ];
+    let sft = |out: &str, steps: &str| {
+        run_ok(
+            cria()
+                .arg("sft")
+                .arg("--config")
+                .arg(&sft_cfg)
+                .args(args)
+                .args(["--out", out, "--steps", steps])
+                .current_dir(&s.root),
+        );
+    };
+    sft("straight", "6");
+    sft("split", "3");
+    sft("split", "6");
+    let ad = s.root.join("straight/checkpoint");
+    assert!(
+        !ad.join("model.safetensors").exists(),
+        "only the adapter is saved"
+    );
+    assert_eq!(
+        std::fs::read(ad.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(s.root.join("split/checkpoint/adapter_model.safetensors")).unwrap(),
+        "a resumed run ends where an uninterrupted one does"
+    );
+    let mut child = cria()
+        .args([
+            "chat",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "4",
+            "--model",
+        ])
+        .arg(s.root.join("base/checkpoint"))
+        .arg("--adapter")
+        .arg(&ad)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"Name 3?\n").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    // A LLaMA-Adapter cannot be merged into the base.
+    let err = run_err(
+        cria()
+            .args(["export", "--merge-lora", "--model"])
+            .arg(s.root.join("base/checkpoint"))
+            .arg("--adapter")
+            .arg(&ad)
+            .arg("--out")
+            .arg(s.root.join("m")),
+    );
+    assert!(err.contains("only LORA adapters"), "{err}");
+}

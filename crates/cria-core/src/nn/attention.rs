@@ -19,6 +19,8 @@ pub struct Attention {
     pub n_kv_heads: usize,
     pub head_dim: usize,
     pub window: Option<usize>,
+    /// A LLaMA-Adapter prompt with its gate, on the layers it adapts.
+    pub prefix: Option<crate::nn::prefix::PrefixAdapter>,
 }
 
 /// Keys and values of earlier positions for one layer, `(B, S, n_kv, hs)`.
@@ -81,6 +83,7 @@ impl Attention {
             n_kv_heads: nkv,
             head_dim: hs,
             window,
+            prefix: None,
         })
     }
 
@@ -114,7 +117,10 @@ impl Attention {
             }
             cache.kv = Some((k.clone(), v.clone()));
         }
-        let y = kernels::attention(q, k, v, offset, self.window);
+        let mut y = kernels::attention(q.clone(), k, v, offset, self.window);
+        if let Some(p) = &self.prefix {
+            y = y + p.forward(q, &self.k_proj, &self.v_proj, self.n_kv_heads);
+        }
         self.o_proj
             .forward(y.reshape([b, t, self.n_heads * self.head_dim]))
     }
@@ -126,5 +132,8 @@ impl Params for Attention {
         self.k_proj.visit(&join(prefix, "k_proj"), f);
         self.v_proj.visit(&join(prefix, "v_proj"), f);
         self.o_proj.visit(&join(prefix, "o_proj"), f);
+        if let Some(p) = &mut self.prefix {
+            p.visit(prefix, f);
+        }
     }
 }

@@ -53,7 +53,7 @@ pub fn load_for_inference(
     let mut m = cria_core::checkpoint::load_model(model, &dev)
         .with_context(|| format!("loading {}", model.display()))?;
     if let Some(ad) = adapter {
-        m.load_lora(ad)
+        m.load_adapter(ad)
             .with_context(|| format!("loading the adapter {}", ad.display()))?;
     }
     let tok = cria_core::checkpoint::load_tokenizer(model, &m.cfg)?;
