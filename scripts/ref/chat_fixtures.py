@@ -35,6 +35,30 @@ def main():
                       "ids": render(conv, False), "prompt_ids": render(conv[:-1], True)})
     (D / "expected.json").write_text(json.dumps(cases, indent=1))
     print("wrote", len(cases), "cases")
+    chatml()
+
+
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def chatml():
+    """A checkpoint that ships its own (ChatML-style) template: transformers' rendering of it."""
+    d = D.parent / "chat_chatml"
+    d.mkdir(exist_ok=True)
+    (d / "tokenizer.json").write_text((D / "tokenizer.json").read_text())
+    cfg = json.loads((D / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = CHATML
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    tok = AutoTokenizer.from_pretrained(d)
+    cases = []
+    for conv in CONVERSATIONS:
+        def render(msgs, gen):
+            return list(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen,
+                                                return_dict=True)["input_ids"])
+        cases.append({"messages": conv, "text": tok.apply_chat_template(conv, tokenize=False),
+                      "ids": render(conv, False), "prompt_ids": render(conv[:-1], True)})
+    (d / "expected.json").write_text(json.dumps(cases, indent=1))
 
 
 if __name__ == "__main__":

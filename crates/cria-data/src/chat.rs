@@ -140,3 +140,51 @@ pub fn encode(
     }
     Ok(e)
 }
+
+/// How conversations become tokens for a checkpoint: cria's own format, or the Jinja
+/// `chat_template` the checkpoint ships (e.g. Qwen2's ChatML).
+pub enum ChatFormat {
+    Cria(ChatTokens),
+    Template(Box<crate::template::ChatTemplate>),
+}
+
+impl ChatFormat {
+    /// The checkpoint's template when it has one other than cria's; otherwise cria's format,
+    /// which needs cria's special tokens (an error names the missing one).
+    pub fn for_checkpoint(dir: &std::path::Path, tok: &Tokenizer) -> cria_core::Result<ChatFormat> {
+        match crate::template::ChatTemplate::from_checkpoint(dir)? {
+            Some(t) if !t.is_cria() => Ok(ChatFormat::Template(Box::new(t))),
+            _ => ChatTokens::of(tok)
+                .map(ChatFormat::Cria)
+                .map_err(cria_core::CoreError::Invalid),
+        }
+    }
+
+    pub fn encode(
+        &self,
+        messages: &[Message],
+        tok: &Tokenizer,
+        add_generation_prompt: bool,
+        train_on_inputs: bool,
+    ) -> cria_core::Result<Encoded> {
+        match self {
+            ChatFormat::Cria(ct) => {
+                encode(messages, tok, ct, add_generation_prompt, train_on_inputs)
+            }
+            ChatFormat::Template(t) => {
+                t.encode(messages, tok, add_generation_prompt, train_on_inputs)
+            }
+        }
+    }
+
+    /// Ids that end a reply: the end-of-turn token for cria's format, plus the tokenizer's and
+    /// the model's end-of-sequence ids.
+    pub fn stop_ids(&self, tok: &Tokenizer, model_eos: &[u32]) -> Vec<u32> {
+        let mut ids: Vec<u32> = model_eos.to_vec();
+        ids.extend(tok.eos_id);
+        if let ChatFormat::Cria(ct) = self {
+            ids.push(ct.eot);
+        }
+        ids
+    }
+}

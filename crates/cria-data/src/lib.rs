@@ -5,5 +5,6 @@ pub mod corpus;
 pub mod error;
 pub mod sft;
 pub mod shards;
+pub mod template;
 
 pub use error::{DataError, Result};

@@ -86,3 +86,85 @@ fn mask_covers_replies_and_their_end_of_turn_only() {
     assert!(all.train.iter().all(|t| *t));
     assert_eq!(all.ids, e.ids);
 }
+
+#[test]
+fn a_checkpoints_own_template_renders_as_transformers_and_masks_replies() {
+    use cria_data::chat::ChatFormat;
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_chatml");
+    let tok = Tokenizer::from_file(&d.join("tokenizer.json")).unwrap();
+    let fmt = ChatFormat::for_checkpoint(&d, &tok).unwrap();
+    assert!(
+        matches!(fmt, ChatFormat::Template(_)),
+        "the shipped template is used"
+    );
+    let exp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("expected.json")).unwrap()).unwrap();
+    for case in exp.as_array().unwrap() {
+        let msgs = messages(&case["messages"]);
+        let e = fmt.encode(&msgs, &tok, false, false).unwrap();
+        assert_eq!(e.ids, ids(&case["ids"]), "conversation: {}", case["text"]);
+        let p = fmt
+            .encode(&msgs[..msgs.len() - 1], &tok, true, false)
+            .unwrap();
+        assert_eq!(p.ids, ids(&case["prompt_ids"]));
+        // The trained span of the last reply is its text and the template's turn ending.
+        let trained: Vec<u32> = e
+            .ids
+            .iter()
+            .zip(&e.train)
+            .skip(p.ids.len())
+            .filter(|(_, t)| **t)
+            .map(|(i, _)| *i)
+            .collect();
+        let last = msgs.last().unwrap().content.clone();
+        assert_eq!(
+            tok.decode(&trained, false).unwrap(),
+            format!("{last}<|im_end|>\n")
+        );
+    }
+    // The cria-format fixture is recognised as cria's own format.
+    let c = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat");
+    assert!(matches!(
+        ChatFormat::for_checkpoint(&c, &tok).unwrap(),
+        ChatFormat::Cria(_)
+    ));
+}
+
+#[test]
+fn a_template_that_fails_to_render_names_the_file() {
+    use cria_data::template::ChatTemplate;
+    let src = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}x";
+    let t = ChatTemplate::new(
+        src,
+        Path::new("ckpt/tokenizer_config.json"),
+        String::new(),
+        String::new(),
+    )
+    .unwrap();
+    let e = t
+        .render(
+            &[
+                Message::new(Role::System, "s"),
+                Message::new(Role::User, "u"),
+            ],
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ckpt/tokenizer_config.json")
+            && e.contains("chat_template")
+            && e.contains("System role not supported"),
+        "{e}"
+    );
+    let e = ChatTemplate::new(
+        "{% for %}",
+        Path::new("t.jinja"),
+        String::new(),
+        String::new(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("t.jinja") && e.contains("does not parse"), "{e}");
+}

@@ -10,7 +10,7 @@ use cria_core::nn::AdapterConfig;
 use cria_core::nn::lora::{LoraConfig, is_lora_param};
 use cria_core::nn::prefix::{PrefixConfig, is_prefix_param};
 use cria_core::{checkpoint, device, fsutil, tokenizer::PAD};
-use cria_data::chat::{self, CHAT_TEMPLATE, ChatTokens, Encoded};
+use cria_data::chat::{self, CHAT_TEMPLATE, ChatFormat, Encoded};
 use cria_data::sft::read_all;
 use cria_data::shards::Order;
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,7 @@ pub struct Prepared {
 pub fn prepare(
     convs: &[Vec<chat::Message>],
     tok: &cria_core::tokenizer::Tokenizer,
-    ct: &ChatTokens,
+    fmt: &ChatFormat,
     max: usize,
     train_on_inputs: bool,
 ) -> Result<Prepared> {
@@ -97,7 +97,7 @@ pub fn prepare(
         dropped: 0,
     };
     for c in convs {
-        let mut e = chat::encode(c, tok, ct, false, train_on_inputs)?;
+        let mut e = fmt.encode(c, tok, false, train_on_inputs)?;
         if e.ids.len() > max {
             e.ids.truncate(max);
             e.train.truncate(max);
@@ -236,7 +236,7 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         }
     };
     let tok = checkpoint::load_tokenizer(&cfg.init, &model.cfg)?;
-    let ct = ChatTokens::of(&tok).map_err(TrainError::Invalid)?;
+    let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
     let max = (cfg.data.seq_len + 1).min(model.max_len());
     let mut convs = read_all(&cfg.data.train)?;
     let mut val_convs = read_all(&cfg.data.val)?;
@@ -250,8 +250,8 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         val_convs = shuffled.split_off(shuffled.len() - n_val.min(shuffled.len()));
         convs = shuffled;
     }
-    let train = prepare(&convs, &tok, &ct, max, cfg.data.train_on_inputs)?;
-    let val = prepare(&val_convs, &tok, &ct, max, cfg.data.train_on_inputs)?;
+    let train = prepare(&convs, &tok, &fmt, max, cfg.data.train_on_inputs)?;
+    let val = prepare(&val_convs, &tok, &fmt, max, cfg.data.train_on_inputs)?;
     tracing::info!(
         examples = train.examples.len(),
         val_examples = val.examples.len(),
@@ -291,10 +291,14 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         config_file: "sft.toml",
         adapter: adapter.map(|a| (a, cfg.init.as_path())),
         trainable,
-        extra_files: vec![(
-            "tokenizer_config.json".into(),
-            tokenizer_config_with_template(&cfg.init)?,
-        )],
+        // cria's format is written into the checkpoint; a checkpoint's own template is kept.
+        extra_files: match fmt {
+            ChatFormat::Cria(_) => vec![(
+                "tokenizer_config.json".into(),
+                tokenizer_config_with_template(&cfg.init)?,
+            )],
+            ChatFormat::Template(_) => vec![],
+        },
     };
     trainer::train(model, &mut data, &spec, rep)?;
     Ok(run.checkpoint())

@@ -7,7 +7,7 @@ use clap::Args as ClapArgs;
 use cria_core::generate::{GenerateOptions, generate};
 use cria_core::tokenizer::StreamDecoder;
 
-use cria_data::chat::{ChatTokens, Message, Role, encode};
+use cria_data::chat::{ChatFormat, Message, Role};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -44,10 +44,10 @@ impl Session {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let sampling = a.sampling.params()?;
     let (model, tok) = super::load_for_inference(&a.model, a.adapter.as_deref())?;
-    let ct = ChatTokens::of(&tok).map_err(anyhow::Error::msg)?;
+    // An adapter directory carries the chat template it was trained with.
+    let fmt = ChatFormat::for_checkpoint(a.adapter.as_deref().unwrap_or(&a.model), &tok)?;
     let budget = model.max_len().saturating_sub(a.sampling.max_new_tokens);
-    let mut stop_ids = vec![ct.eot];
-    stop_ids.extend(tok.eos_id);
+    let stop_ids = fmt.stop_ids(&tok, &model.cfg.eos_token_id);
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!(
@@ -88,7 +88,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         s.turns.push(Message::new(Role::User, line));
         // Keep the conversation inside the context: drop the oldest exchanges first.
         let prompt = loop {
-            let ids = encode(&s.messages(), &tok, &ct, true, false)?.ids;
+            let ids = fmt.encode(&s.messages(), &tok, true, false)?.ids;
             if ids.len() <= budget || s.turns.len() <= 1 {
                 break ids;
             }

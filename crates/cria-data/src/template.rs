@@ -1,0 +1,177 @@
+//! Chat templates shipped with checkpoints (`chat_template` in `tokenizer_config.json`, or
+//! `chat_template.jinja`), rendered with minijinja the way transformers' `apply_chat_template`
+//! renders them, then tokenised without added special tokens. The loss mask of each assistant
+//! turn is the span between the rendering that ends with the reply prompt and the rendering that
+//! ends with the reply (how TRL masks completions for arbitrary templates).
+
+use crate::chat::{Encoded, Message};
+use cria_core::error::{CoreError, Result};
+use cria_core::tokenizer::Tokenizer;
+use minijinja::{Environment, Error, ErrorKind, context};
+use std::path::{Path, PathBuf};
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+    pub source: PathBuf,
+}
+
+fn token_string(cfg: &serde_json::Value, key: &str) -> String {
+    match cfg.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Object(o)) => o
+            .get("content")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Messages as the `[{role, content}]` list templates iterate over.
+fn as_values(messages: &[Message]) -> minijinja::Value {
+    let role = |r: crate::chat::Role| match r {
+        crate::chat::Role::System => "system",
+        crate::chat::Role::User => "user",
+        crate::chat::Role::Assistant => "assistant",
+    };
+    messages
+        .iter()
+        .map(|m| {
+            minijinja::Value::from_pairs([
+                ("role", minijinja::Value::from(role(m.role))),
+                ("content", minijinja::Value::from(m.content.clone())),
+            ])
+        })
+        .collect::<Vec<_>>()
+        .into()
+}
+
+impl ChatTemplate {
+    /// The template a checkpoint ships, if any.
+    pub fn from_checkpoint(dir: &Path) -> Result<Option<ChatTemplate>> {
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg = if cfg_path.exists() {
+            cria_core::fsutil::read_json(&cfg_path)?
+        } else {
+            serde_json::json!({})
+        };
+        let jinja = dir.join("chat_template.jinja");
+        let (source, text) = if jinja.exists() {
+            let text = std::fs::read_to_string(&jinja).map_err(|e| CoreError::io(&jinja, e))?;
+            (jinja, text)
+        } else {
+            match cfg.get("chat_template") {
+                Some(serde_json::Value::String(s)) => (cfg_path.clone(), s.clone()),
+                Some(serde_json::Value::Array(list)) => {
+                    let default = list
+                        .iter()
+                        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"));
+                    match default
+                        .and_then(|t| t.get("template"))
+                        .and_then(|t| t.as_str())
+                    {
+                        Some(s) => (cfg_path.clone(), s.to_string()),
+                        None => {
+                            return Err(CoreError::config(
+                                &cfg_path,
+                                "chat_template",
+                                "a list without a `default` template",
+                            ));
+                        }
+                    }
+                }
+                _ => return Ok(None),
+            }
+        };
+        Self::new(
+            &text,
+            &source,
+            token_string(&cfg, "bos_token"),
+            token_string(&cfg, "eos_token"),
+        )
+        .map(Some)
+    }
+
+    pub fn new(text: &str, source: &Path, bos: String, eos: String) -> Result<ChatTemplate> {
+        let mut env = Environment::new();
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, Error> {
+                Err(Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_template_owned("chat", text.to_string())
+            .map_err(|e| {
+                CoreError::config(source, "chat_template", format!("does not parse: {e}"))
+            })?;
+        Ok(ChatTemplate {
+            env,
+            bos,
+            eos,
+            source: source.to_path_buf(),
+        })
+    }
+
+    /// True when this is cria's own format (rendered by the faster piecewise path instead).
+    pub fn is_cria(&self) -> bool {
+        self.env
+            .get_template("chat")
+            .ok()
+            .and_then(|t| {
+                t.source()
+                    .trim_end()
+                    .eq(crate::chat::CHAT_TEMPLATE.trim_end())
+                    .then_some(())
+            })
+            .is_some()
+    }
+
+    /// Renders `messages` as transformers' `apply_chat_template(tokenize=False)` does.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let tmpl = self.env.get_template("chat").expect("added in new()");
+        tmpl.render(context! {
+            messages => as_values(messages),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos.clone(),
+            eos_token => self.eos.clone(),
+        })
+        .map_err(|e| {
+            CoreError::config(
+                &self.source,
+                "chat_template",
+                format!("failed to render: {e}"),
+            )
+        })
+    }
+
+    /// Ids and loss mask of a conversation under this template.
+    pub fn encode(
+        &self,
+        messages: &[Message],
+        tok: &Tokenizer,
+        add_generation_prompt: bool,
+        train_on_inputs: bool,
+    ) -> Result<Encoded> {
+        let ids = tok.encode(&self.render(messages, add_generation_prompt)?, false)?;
+        let mut train = vec![train_on_inputs; ids.len()];
+        if !train_on_inputs {
+            for (i, m) in messages.iter().enumerate() {
+                if m.role != crate::chat::Role::Assistant {
+                    continue;
+                }
+                let start = tok
+                    .encode(&self.render(&messages[..i], true)?, false)?
+                    .len();
+                let end = tok
+                    .encode(&self.render(&messages[..=i], false)?, false)?
+                    .len();
+                for t in train.iter_mut().take(end.min(ids.len())).skip(start) {
+                    *t = true;
+                }
+            }
+        }
+        Ok(Encoded { ids, train })
+    }
+}
