@@ -3,24 +3,10 @@
 //! model neither answers in the format nor stops; the tuned one answers some exactly and ends
 //! every reply at the end-of-turn token. (Deterministic: fixed seeds, exact resume guarantees.)
 
+mod common;
+
+use common::{cria, run_ok as ok};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn cria() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cria"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-fn ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tiny")
