@@ -24,15 +24,18 @@ CONVERSATIONS = [
 ]
 
 
+def render_cases(tok):
+    """Each conversation rendered whole, and without its last reply plus the reply prompt."""
+    def render(msgs, gen):
+        return list(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen,
+                                            return_dict=True)["input_ids"])
+    return [{"messages": conv, "text": tok.apply_chat_template(conv, tokenize=False),
+             "ids": render(conv, False), "prompt_ids": render(conv[:-1], True)} for conv in CONVERSATIONS]
+
+
 def main():
     tok = AutoTokenizer.from_pretrained(D)
-    cases = []
-    for conv in CONVERSATIONS:
-        def render(msgs, gen):
-            return list(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen,
-                                                return_dict=True)["input_ids"])
-        cases.append({"messages": conv, "text": tok.apply_chat_template(conv, tokenize=False),
-                      "ids": render(conv, False), "prompt_ids": render(conv[:-1], True)})
+    cases = render_cases(tok)
     (D / "expected.json").write_text(json.dumps(cases, indent=1))
     print("wrote", len(cases), "cases")
     chatml()
@@ -51,13 +54,7 @@ def chatml():
     cfg["chat_template"] = CHATML
     (d / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
     tok = AutoTokenizer.from_pretrained(d)
-    cases = []
-    for conv in CONVERSATIONS:
-        def render(msgs, gen):
-            return list(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen,
-                                                return_dict=True)["input_ids"])
-        cases.append({"messages": conv, "text": tok.apply_chat_template(conv, tokenize=False),
-                      "ids": render(conv, False), "prompt_ids": render(conv[:-1], True)})
+    cases = render_cases(tok)
     (d / "expected.json").write_text(json.dumps(cases, indent=1))
 
 

@@ -143,20 +143,7 @@ fn lora_sft_saves_a_peft_adapter_resumes_and_merges() {
         "--set",
         "train.min_lr=1e-3",
     ];
-    let sft = |out: &str, steps: &str| {
-        run_ok(
-            cria()
-                .arg("sft")
-                .arg("--config")
-                .arg(&sft_cfg)
-                .args(lora)
-                .args(["--out", out, "--steps", steps])
-                .current_dir(&s.root),
-        );
-    };
-    sft("straight", "6");
-    sft("split", "3");
-    sft("split", "6");
+    sft_straight_and_resumed(&s, &sft_cfg, &lora);
     let ad = s.root.join("straight/checkpoint");
     assert!(
         ad.join("adapter_config.json").exists() && ad.join("adapter_model.safetensors").exists()
@@ -266,20 +253,7 @@ fn llama_adapter_sft_trains_gates_resumes_and_chats() {
         "--set",
         "train.min_lr=1e-3",
     ];
-    let sft = |out: &str, steps: &str| {
-        run_ok(
-            cria()
-                .arg("sft")
-                .arg("--config")
-                .arg(&sft_cfg)
-                .args(args)
-                .args(["--out", out, "--steps", steps])
-                .current_dir(&s.root),
-        );
-    };
-    sft("straight", "6");
-    sft("split", "3");
-    sft("split", "6");
+    sft_straight_and_resumed(&s, &sft_cfg, &args);
     let ad = s.root.join("straight/checkpoint");
     assert!(
         !ad.join("model.safetensors").exists(),

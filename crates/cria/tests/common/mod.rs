@@ -149,3 +149,22 @@ save_every = 3
     .unwrap();
     p
 }
+
+/// Runs `cria sft` for 6 steps straight (into `straight/`) and as 3 steps then a resume to 6
+/// (into `split/`), with a constant learning rate so both runs see the same schedule.
+pub fn sft_straight_and_resumed(s: &Setup, cfg: &Path, args: &[&str]) {
+    let sft = |out: &str, steps: &str| {
+        run_ok(
+            cria()
+                .arg("sft")
+                .arg("--config")
+                .arg(cfg)
+                .args(args)
+                .args(["--out", out, "--steps", steps])
+                .current_dir(&s.root),
+        );
+    };
+    sft("straight", "6");
+    sft("split", "3");
+    sft("split", "6");
+}
