@@ -24,13 +24,13 @@ CONVERSATIONS = [
 ]
 
 
-def render_cases(tok):
+def render_cases(tok, conversations=CONVERSATIONS):
     """Each conversation rendered whole, and without its last reply plus the reply prompt."""
     def render(msgs, gen):
         return list(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen,
                                             return_dict=True)["input_ids"])
     return [{"messages": conv, "text": tok.apply_chat_template(conv, tokenize=False),
-             "ids": render(conv, False), "prompt_ids": render(conv[:-1], True)} for conv in CONVERSATIONS]
+             "ids": render(conv, False), "prompt_ids": render(conv[:-1], True)} for conv in conversations]
 
 
 def main():
@@ -39,6 +39,32 @@ def main():
     (D / "expected.json").write_text(json.dumps(cases, indent=1))
     print("wrote", len(cases), "cases")
     chatml()
+    alpaca()
+
+
+ALPACA_CONVERSATIONS = [
+    [{"role": "user", "content": "Name the harbour master."},
+     {"role": "assistant", "content": "Ada Finch is the harbour master."}],
+    [{"role": "user", "content": "Summarise the note.", "input": "The ferry leaves at nine.\nIt returns at six."},
+     {"role": "assistant", "content": "The ferry runs from nine to six."}],
+    [{"role": "system", "content": "You answer questions about Saltmere."},
+     {"role": "user", "content": "What does Bram bake?"},
+     {"role": "assistant", "content": " Bread, every day. "}],
+]
+
+
+def alpaca():
+    """The Alpaca prompt (crates/cria-data/src/alpaca_template.jinja) as transformers renders it,
+    the Alpaca `input` passed as an extra message key."""
+    d = D.parent / "chat_alpaca"
+    d.mkdir(exist_ok=True)
+    (d / "tokenizer.json").write_text((D / "tokenizer.json").read_text())
+    cfg = json.loads((D / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = (D.parents[2] / "src" / "alpaca_template.jinja").read_text().rstrip()
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    tok = AutoTokenizer.from_pretrained(d)
+    cases = render_cases(tok, ALPACA_CONVERSATIONS)
+    (d / "expected.json").write_text(json.dumps(cases, indent=1))
 
 
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"

@@ -121,3 +121,83 @@ fn adapter_for_another_base_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn dropout_masks_the_adapter_input_while_training_only() {
+    use cria_core::nn::lora::{Lora, LoraConfig, dropout_mask};
+    use cria_core::{Tensor, TensorData};
+    use rand::SeedableRng;
+
+    // The mask: about p zeros, the rest 1/(1-p), the same for the same key.
+    let m = dropout_mask(7, 100_000, 0.25);
+    let zeros = m.iter().filter(|x| **x == 0.0).count() as f64 / m.len() as f64;
+    assert!((zeros - 0.25).abs() < 0.01, "zero fraction {zeros}");
+    assert!(m.iter().all(|x| *x == 0.0 || (*x - 4.0 / 3.0).abs() < 1e-6));
+    assert_eq!(m, dropout_mask(7, 100_000, 0.25));
+    assert_ne!(m, dropout_mask(8, 100_000, 0.25));
+
+    // One adapter: B(A(x * mask)) * scale, as PEFT's lora_B(lora_A(dropout(x))) * scaling.
+    let dev = device::inference_device();
+    let cfg = LoraConfig {
+        r: 3,
+        alpha: 6.0,
+        dropout: 0.5,
+        ..LoraConfig::default()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut l = Lora::init(8, 5, &cfg, &mut rng, &dev);
+    let bv: Vec<f32> = (0..15).map(|i| (i as f32 - 7.0) / 10.0).collect();
+    l.b = Tensor::from_data(TensorData::new(bv, [3, 5]), &dev);
+    let xv: Vec<f32> = (0..32).map(|i| (i as f32 * 0.37).sin()).collect();
+    let x = || Tensor::<2>::from_data(TensorData::new(xv.clone(), [4, 8]), &dev);
+    let plain = to_vec(l.forward(x()));
+    l.train_key = Some(42);
+    let dropped = to_vec(l.forward(x()));
+    let mask = dropout_mask(42, 32, 0.5);
+    let xm: Vec<f32> = xv.iter().zip(&mask).map(|(a, b)| a * b).collect();
+    let manual = to_vec(
+        Tensor::<2>::from_data(TensorData::new(xm, [4, 8]), &dev)
+            .matmul(l.a.clone())
+            .matmul(l.b.clone())
+            * 2.0,
+    );
+    let (d, _) = max_diff(
+        &dropped,
+        &manual.iter().map(|x| *x as f64).collect::<Vec<_>>(),
+    );
+    assert!(
+        d < 1e-6,
+        "dropout forward differs from the manual product by {d:e}"
+    );
+    assert!(
+        max_diff(
+            &plain,
+            &dropped.iter().map(|x| *x as f64).collect::<Vec<_>>()
+        )
+        .0 > 1e-3,
+        "the mask changed the output"
+    );
+
+    // A model: the key changes training forwards only; None is inference.
+    let mut model = checkpoint::load_model(&dir().join("base"), &dev).unwrap();
+    model.load_lora(&dir().join("adapter")).unwrap();
+    let ids: Vec<f64> = (1..9).map(|i| i as f64).collect();
+    let logits = |m: &cria_core::Llama| to_vec(m.forward(ids_tensor(&ids, 1, 8, &dev), None));
+    let mut keyed = model.clone();
+    for layer in &mut keyed.layers {
+        for (_, lin) in layer.projections_mut() {
+            if let Some(l) = &mut lin.lora {
+                l.dropout = 0.3;
+            }
+        }
+    }
+    let inference = logits(&keyed);
+    let base = logits(&model);
+    assert_eq!(inference, base, "no key: dropout is off");
+    keyed.set_train_key(Some(5));
+    let a = logits(&keyed);
+    assert_eq!(a, logits(&keyed), "the same key draws the same masks");
+    assert_ne!(a, base);
+    keyed.set_train_key(Some(6));
+    assert_ne!(a, logits(&keyed), "another micro-batch, another mask");
+}

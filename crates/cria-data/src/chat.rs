@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 /// The chat format as a Jinja template, for `tokenizer_config.json`.
 pub const CHAT_TEMPLATE: &str = include_str!("chat_template.jinja");
 
+/// The Stanford Alpaca prompt (with and without an input) as a Jinja template: a system turn
+/// replaces the preamble, the reply ends with the end-of-sequence token, one exchange only.
+pub const ALPACA_TEMPLATE: &str = include_str!("alpaca_template.jinja");
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -44,6 +48,10 @@ impl Role {
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// Context attached to a user turn (Alpaca's `input`). The Alpaca template gives it its own
+    /// section; other formats append it to the content after a blank line ([`Message::text`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
 }
 
 impl Message {
@@ -51,6 +59,15 @@ impl Message {
         Message {
             role,
             content: content.into(),
+            input: None,
+        }
+    }
+
+    /// The content with any attached input after a blank line.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match &self.input {
+            Some(i) if !i.trim().is_empty() => format!("{}\n\n{i}", self.content).into(),
+            _ => self.content.as_str().into(),
         }
     }
 }
@@ -122,7 +139,7 @@ pub fn encode(
     for m in messages {
         let reply = m.role == Role::Assistant;
         push(&mut e, &[ct.role(m.role)], train_on_inputs);
-        let piece = tok.encode(&format!("\n{}", m.content), false)?;
+        let piece = tok.encode(&format!("\n{}", m.text()), false)?;
         // The leading newline belongs to the prompt `<|assistant|>\n`; the reply starts after.
         let lead = if piece.starts_with(&newline) {
             newline.len()
@@ -141,8 +158,21 @@ pub fn encode(
     Ok(e)
 }
 
-/// How conversations become tokens for a checkpoint: cria's own format, or the Jinja
-/// `chat_template` the checkpoint ships (e.g. Qwen2's ChatML).
+/// Which format `cria sft` trains in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatChoice {
+    /// The checkpoint's own `chat_template` if it ships one, else cria's format.
+    #[default]
+    Auto,
+    /// cria's format (needs cria's special tokens).
+    Cria,
+    /// The Alpaca prompt ([`ALPACA_TEMPLATE`]), for Alpaca-style data and base models.
+    Alpaca,
+}
+
+/// How conversations become tokens for a checkpoint: cria's own format, or a Jinja
+/// `chat_template` (the checkpoint's own, e.g. Qwen2's ChatML, or the Alpaca prompt).
 pub enum ChatFormat {
     Cria(ChatTokens),
     Template(Box<crate::template::ChatTemplate>),
@@ -157,6 +187,30 @@ impl ChatFormat {
             _ => ChatTokens::of(tok)
                 .map(ChatFormat::Cria)
                 .map_err(cria_core::CoreError::Invalid),
+        }
+    }
+
+    /// The format `choice` names for the checkpoint in `dir`.
+    pub fn choose(
+        choice: FormatChoice,
+        dir: &std::path::Path,
+        tok: &Tokenizer,
+    ) -> cria_core::Result<ChatFormat> {
+        match choice {
+            FormatChoice::Auto => Self::for_checkpoint(dir, tok),
+            FormatChoice::Cria => ChatTokens::of(tok)
+                .map(ChatFormat::Cria)
+                .map_err(cria_core::CoreError::Invalid),
+            FormatChoice::Alpaca => {
+                let (bos, eos) = crate::template::special_strings(dir, tok)?;
+                crate::template::ChatTemplate::new(
+                    ALPACA_TEMPLATE,
+                    std::path::Path::new("(built-in Alpaca template)"),
+                    bos,
+                    eos,
+                )
+                .map(|t| ChatFormat::Template(Box::new(t)))
+            }
         }
     }
 

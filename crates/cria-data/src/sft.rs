@@ -116,13 +116,12 @@ fn conversation(at: &At, rec: &Value) -> Result<Vec<Message>> {
             None | Some(Value::Null) => "",
             Some(_) => string(at, rec, "input", "input")?,
         };
-        let user = if input.trim().is_empty() {
-            instruction.to_string()
-        } else {
-            format!("{instruction}\n\n{input}")
-        };
+        let mut user = Message::new(Role::User, instruction);
+        if !input.trim().is_empty() {
+            user.input = Some(input.to_string());
+        }
         vec![
-            Message::new(Role::User, user),
+            user,
             Message::new(Role::Assistant, string(at, rec, "output", "output")?),
         ]
     } else if rec.get("prompt").is_some() {

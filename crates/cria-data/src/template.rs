@@ -29,8 +29,30 @@ fn token_string(cfg: &serde_json::Value, key: &str) -> String {
     }
 }
 
-/// Messages as the `[{role, content}]` list templates iterate over.
-fn as_values(messages: &[Message]) -> minijinja::Value {
+/// The BOS and EOS strings templates see: `tokenizer_config.json`'s `bos_token`/`eos_token`,
+/// else the tokenizer's own (cria's tokenizers have both).
+pub fn special_strings(dir: &Path, tok: &Tokenizer) -> Result<(String, String)> {
+    let cfg_path = dir.join("tokenizer_config.json");
+    let cfg = if cfg_path.exists() {
+        cria_core::fsutil::read_json(&cfg_path)?
+    } else {
+        serde_json::json!({})
+    };
+    let name = |key: &str, id: Option<u32>| {
+        let s = token_string(&cfg, key);
+        if s.is_empty() {
+            id.and_then(|i| tok.inner.id_to_token(i))
+                .unwrap_or_default()
+        } else {
+            s
+        }
+    };
+    Ok((name("bos_token", tok.bos_id), name("eos_token", tok.eos_id)))
+}
+
+/// Messages as the `[{role, content}]` list templates iterate over. Templates that know the
+/// Alpaca `input` field get it apart; the others see it appended to the content.
+fn as_values(messages: &[Message], takes_input: bool) -> minijinja::Value {
     let role = |r: crate::chat::Role| match r {
         crate::chat::Role::System => "system",
         crate::chat::Role::User => "user",
@@ -39,10 +61,15 @@ fn as_values(messages: &[Message]) -> minijinja::Value {
     messages
         .iter()
         .map(|m| {
-            minijinja::Value::from_pairs([
-                ("role", minijinja::Value::from(role(m.role))),
-                ("content", minijinja::Value::from(m.content.clone())),
-            ])
+            let mut pairs = vec![("role", minijinja::Value::from(role(m.role)))];
+            match (&m.input, takes_input) {
+                (Some(input), true) => {
+                    pairs.push(("content", minijinja::Value::from(m.content.clone())));
+                    pairs.push(("input", minijinja::Value::from(input.clone())));
+                }
+                _ => pairs.push(("content", minijinja::Value::from(m.text().into_owned()))),
+            }
+            minijinja::Value::from_pairs(pairs)
         })
         .collect::<Vec<_>>()
         .into()
@@ -116,23 +143,21 @@ impl ChatTemplate {
 
     /// True when this is cria's own format (rendered by the faster piecewise path instead).
     pub fn is_cria(&self) -> bool {
+        self.is(crate::chat::CHAT_TEMPLATE)
+    }
+
+    /// True when this template's source is `text` (up to trailing whitespace).
+    pub fn is(&self, text: &str) -> bool {
         self.env
             .get_template("chat")
-            .ok()
-            .and_then(|t| {
-                t.source()
-                    .trim_end()
-                    .eq(crate::chat::CHAT_TEMPLATE.trim_end())
-                    .then_some(())
-            })
-            .is_some()
+            .is_ok_and(|t| t.source().trim_end() == text.trim_end())
     }
 
     /// Renders `messages` as transformers' `apply_chat_template(tokenize=False)` does.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let tmpl = self.env.get_template("chat").expect("added in new()");
         tmpl.render(context! {
-            messages => as_values(messages),
+            messages => as_values(messages, self.is(crate::chat::ALPACA_TEMPLATE)),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.clone(),
             eos_token => self.eos.clone(),

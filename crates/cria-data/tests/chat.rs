@@ -17,10 +17,12 @@ fn messages(v: &serde_json::Value) -> Vec<Message> {
         .unwrap()
         .iter()
         .map(|m| {
-            Message::new(
+            let mut msg = Message::new(
                 Role::parse(m["role"].as_str().unwrap()).unwrap(),
                 m["content"].as_str().unwrap(),
-            )
+            );
+            msg.input = m["input"].as_str().map(String::from);
+            msg
         })
         .collect()
 }
@@ -167,4 +169,69 @@ fn a_template_that_fails_to_render_names_the_file() {
     .unwrap()
     .to_string();
     assert!(e.contains("t.jinja") && e.contains("does not parse"), "{e}");
+}
+
+#[test]
+fn alpaca_prompt_renders_as_transformers_with_and_without_input() {
+    use cria_data::chat::{ALPACA_TEMPLATE, ChatFormat, FormatChoice};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let d = root.join("chat_alpaca");
+    let tok = Tokenizer::from_file(&d.join("tokenizer.json")).unwrap();
+    // Chosen for a cria checkpoint, and found in a checkpoint tuned with it: same rendering.
+    let chosen = ChatFormat::choose(FormatChoice::Alpaca, &root.join("chat"), &tok).unwrap();
+    let shipped = ChatFormat::for_checkpoint(&d, &tok).unwrap();
+    for fmt in [&chosen, &shipped] {
+        assert!(matches!(fmt, ChatFormat::Template(t) if t.is(ALPACA_TEMPLATE)));
+    }
+    let exp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("expected.json")).unwrap()).unwrap();
+    for case in exp.as_array().unwrap() {
+        let msgs = messages(&case["messages"]);
+        for fmt in [&chosen, &shipped] {
+            let e = fmt.encode(&msgs, &tok, false, false).unwrap();
+            assert_eq!(e.ids, ids(&case["ids"]), "conversation: {}", case["text"]);
+            let p = fmt
+                .encode(&msgs[..msgs.len() - 1], &tok, true, false)
+                .unwrap();
+            assert_eq!(p.ids, ids(&case["prompt_ids"]));
+            // Only the response and the end-of-sequence token after it train.
+            let trained: Vec<u32> = e
+                .ids
+                .iter()
+                .zip(&e.train)
+                .filter(|(_, t)| **t)
+                .map(|(i, _)| *i)
+                .collect();
+            let last = msgs.last().unwrap().content.clone();
+            assert_eq!(
+                tok.decode(&trained, false).unwrap(),
+                format!("{last}<|end_of_text|>")
+            );
+        }
+    }
+    // The input has its own section under Alpaca and follows the instruction elsewhere.
+    let mut user = Message::new(Role::User, "Summarise.");
+    user.input = Some("Two ships came in.".into());
+    let conv = [user, Message::new(Role::Assistant, "Ships came.")];
+    let text = |f: &ChatFormat| {
+        tok.decode(&f.encode(&conv, &tok, false, false).unwrap().ids, false)
+            .unwrap()
+    };
+    assert!(
+        text(&chosen).contains("### Instruction:\nSummarise.\n\n### Input:\nTwo ships came in.")
+    );
+    let cria = ChatFormat::choose(FormatChoice::Cria, &root.join("chat"), &tok).unwrap();
+    assert!(text(&cria).contains("<|user|>\nSummarise.\n\nTwo ships came in.<|end_of_turn|>"));
+    // More than one exchange does not fit the Alpaca prompt.
+    let two = [
+        Message::new(Role::User, "a"),
+        Message::new(Role::Assistant, "b"),
+        Message::new(Role::User, "c"),
+        Message::new(Role::Assistant, "d"),
+    ];
+    let err = chosen
+        .encode(&two, &tok, false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("one instruction and one response"), "{err}");
 }

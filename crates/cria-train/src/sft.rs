@@ -10,7 +10,7 @@ use cria_core::nn::AdapterConfig;
 use cria_core::nn::lora::{LoraConfig, is_lora_param};
 use cria_core::nn::prefix::{PrefixConfig, is_prefix_param};
 use cria_core::{checkpoint, device, fsutil, tokenizer::PAD};
-use cria_data::chat::{self, CHAT_TEMPLATE, ChatFormat, Encoded};
+use cria_data::chat::{self, ALPACA_TEMPLATE, CHAT_TEMPLATE, ChatFormat, Encoded, FormatChoice};
 use cria_data::sft::read_all;
 use cria_data::shards::Order;
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,9 @@ pub struct SftDataConfig {
     pub train_on_inputs: bool,
     /// Pack examples end to end into full rows instead of padding each to its batch's longest.
     pub packing: bool,
+    /// Prompt format: `auto` (the checkpoint's own chat template, else cria's), `cria` or
+    /// `alpaca`. The checkpoint written carries it as its `chat_template`.
+    pub format: FormatChoice,
 }
 
 impl Default for SftDataConfig {
@@ -41,6 +44,7 @@ impl Default for SftDataConfig {
             seq_len: 512,
             train_on_inputs: false,
             packing: false,
+            format: FormatChoice::Auto,
         }
     }
 }
@@ -96,8 +100,10 @@ pub fn prepare(
         truncated: 0,
         dropped: 0,
     };
-    for c in convs {
-        let mut e = fmt.encode(c, tok, false, train_on_inputs)?;
+    for (i, c) in convs.iter().enumerate() {
+        let mut e = fmt
+            .encode(c, tok, false, train_on_inputs)
+            .map_err(|e| TrainError::Invalid(format!("example {}: {e}", i + 1)))?;
         if e.ids.len() > max {
             e.ids.truncate(max);
             e.train.truncate(max);
@@ -199,16 +205,27 @@ impl DataSource for SftData {
     }
 }
 
-/// `tokenizer_config.json` of the base with cria's chat template added.
-fn tokenizer_config_with_template(init: &Path) -> Result<Vec<u8>> {
+/// `tokenizer_config.json` of the base with `template` as its chat template (and the BOS/EOS
+/// strings the template uses, so transformers renders it the same).
+fn tokenizer_config_with_template(
+    init: &Path,
+    template: &str,
+    tok: &cria_core::tokenizer::Tokenizer,
+) -> Result<Vec<u8>> {
     let path = init.join("tokenizer_config.json");
     let mut v = if path.exists() {
         fsutil::read_json(&path)?
     } else {
         serde_json::json!({})
     };
+    let (bos, eos) = cria_data::template::special_strings(init, tok)?;
     if let Some(o) = v.as_object_mut() {
-        o.insert("chat_template".into(), CHAT_TEMPLATE.trim_end().into());
+        o.insert("chat_template".into(), template.trim_end().into());
+        for (k, s) in [("bos_token", bos), ("eos_token", eos)] {
+            if !o.contains_key(k) && !s.is_empty() {
+                o.insert(k.into(), s.into());
+            }
+        }
     }
     Ok(serde_json::to_vec_pretty(&v).expect("JSON value"))
 }
@@ -236,7 +253,7 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         }
     };
     let tok = checkpoint::load_tokenizer(&cfg.init, &model.cfg)?;
-    let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
+    let fmt = ChatFormat::choose(cfg.data.format, &cfg.init, &tok)?;
     let max = (cfg.data.seq_len + 1).min(model.max_len());
     let mut convs = read_all(&cfg.data.train)?;
     let mut val_convs = read_all(&cfg.data.val)?;
@@ -260,9 +277,10 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         "SFT data ready (over-long examples keep their first seq_len+1 tokens; dropped ones had no reply left)"
     );
     if train.examples.is_empty() {
-        return Err(TrainError::Invalid(
-            "no training example has a reply within seq_len".into(),
-        ));
+        return Err(TrainError::Invalid(format!(
+            "no training example has a reply within data.seq_len = {} tokens ({} cut short)",
+            cfg.data.seq_len, train.truncated
+        )));
     }
     let rows_train = rows(train.examples, max, cfg.data.packing);
     let rows_val = rows(val.examples, max, cfg.data.packing);
@@ -291,11 +309,16 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         config_file: "sft.toml",
         adapter: adapter.map(|a| (a, cfg.init.as_path())),
         trainable,
-        // cria's format is written into the checkpoint; a checkpoint's own template is kept.
-        extra_files: match fmt {
+        // The format trained in is written into the checkpoint, so chat and transformers
+        // render prompts the same way; a checkpoint's own template is kept as it is.
+        extra_files: match &fmt {
             ChatFormat::Cria(_) => vec![(
                 "tokenizer_config.json".into(),
-                tokenizer_config_with_template(&cfg.init)?,
+                tokenizer_config_with_template(&cfg.init, CHAT_TEMPLATE, &tok)?,
+            )],
+            ChatFormat::Template(t) if t.is(ALPACA_TEMPLATE) => vec![(
+                "tokenizer_config.json".into(),
+                tokenizer_config_with_template(&cfg.init, ALPACA_TEMPLATE, &tok)?,
             )],
             ChatFormat::Template(_) => vec![],
         },

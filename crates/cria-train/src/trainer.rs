@@ -10,6 +10,7 @@ use crate::state::{OPTIMIZER_FILE, STATE_FILE, TrainerState, optimizer_tensors, 
 use cria_core::checkpoint::{self, SaveExtras};
 use cria_core::model::cross_entropy;
 use cria_core::nn::AdapterConfig;
+use cria_core::nn::lora::mix;
 use cria_core::params::{ParamMut, Params, to_vec};
 use cria_core::{Device, Int, Llama, Tensor, TensorData};
 use serde::Serialize;
@@ -255,7 +256,10 @@ fn accumulate(
     for _ in 0..cfg.grad_accum {
         let batch = data.train_batch(st.micro_cursor)?;
         tokens += batch.num_tokens();
-        let loss = batch_loss(model, &batch, device) / cfg.grad_accum as f64;
+        // Dropout masks are keyed by seed and micro-batch, so a resume draws the same ones.
+        let mut keyed = model.clone();
+        keyed.set_train_key(Some(mix(cfg.seed ^ mix(st.micro_cursor))));
+        let loss = batch_loss(&keyed, &batch, device) / cfg.grad_accum as f64;
         let value = loss.clone().into_scalar::<f32>() as f64;
         if !value.is_finite() {
             return Err(non_finite(st.step + 1, value, ckpt));

@@ -48,11 +48,11 @@ fn sft_on_chat_and_alpaca_records() {
     assert!(ckpt.join("sft.toml").exists());
 
     // A scripted conversation over stdin: replies stream to stdout, commands are obeyed.
-    let chat = || {
+    let chat = |ckpt: &Path| {
         use std::io::Write;
         let mut child = cria()
             .args(["chat", "--model"])
-            .arg(&ckpt)
+            .arg(ckpt)
             .args(["--temperature", "0", "--max-new-tokens", "6"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -73,9 +73,40 @@ fn sft_on_chat_and_alpaca_records() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let first = chat();
+    let first = chat(&ckpt);
     assert!(first.lines().count() >= 2, "two replies: {first:?}");
-    assert_eq!(first, chat(), "greedy chat is deterministic");
+    assert_eq!(first, chat(&ckpt), "greedy chat is deterministic");
+
+    // The same records in the Alpaca prompt: the checkpoint carries that template and chat
+    // renders with it.
+    let alpaca = s.root.join("sft-alpaca");
+    run_ok(
+        cria()
+            .arg("sft")
+            .arg("--config")
+            .arg(&sft_cfg)
+            .args([
+                "--set",
+                "data.format=\"alpaca\"",
+                "--set",
+                "data.seq_len=192",
+                "--set",
+            ])
+            .arg(format!("out={:?}", alpaca.display().to_string())),
+    );
+    let ckpt = alpaca.join("checkpoint");
+    let tc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ckpt.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert!(
+        tc["chat_template"]
+            .as_str()
+            .unwrap()
+            .contains("### Instruction:"),
+        "Alpaca template saved"
+    );
+    assert_eq!(tc["eos_token"].as_str(), Some("<|end_of_text|>"));
+    assert!(chat(&ckpt).lines().count() >= 2);
 }
 
 #[test]
@@ -137,6 +168,8 @@ fn lora_sft_saves_a_peft_adapter_resumes_and_merges() {
         "--set",
         "lora.alpha=8",
         "--set",
+        "lora.dropout=0.1",
+        "--set",
         "lora.target_modules=[\"q_proj\",\"v_proj\",\"down_proj\"]",
         "--set",
         "train.warmup_steps=0",
@@ -158,10 +191,11 @@ fn lora_sft_saves_a_peft_adapter_resumes_and_merges() {
         (cfg_json["peft_type"].as_str(), cfg_json["r"].as_u64()),
         (Some("LORA"), Some(4))
     );
+    assert_eq!(cfg_json["lora_dropout"].as_f64(), Some(0.1));
     assert_eq!(
         std::fs::read(ad.join("adapter_model.safetensors")).unwrap(),
         std::fs::read(s.root.join("split/checkpoint/adapter_model.safetensors")).unwrap(),
-        "a resumed LoRA run ends where an uninterrupted one does"
+        "a resumed LoRA run (with dropout) ends where an uninterrupted one does"
     );
 
     // Base + adapter generates what the merged export generates.

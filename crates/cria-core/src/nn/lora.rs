@@ -34,7 +34,8 @@ pub const PEFT_PREFIX: &str = "base_model.model.";
 pub struct LoraConfig {
     pub r: usize,
     pub alpha: f64,
-    /// Dropout on the adapter's input; only 0 is implemented.
+    /// Probability of zeroing each input feature of the adapter path while training (PEFT's
+    /// `lora_dropout`: `B(A(dropout(x)))`); inference never drops.
     pub dropout: f64,
     pub target_modules: Vec<String>,
 }
@@ -56,9 +57,9 @@ impl LoraConfig {
         if self.r == 0 {
             return bad("r must be at least 1".into());
         }
-        if self.dropout != 0.0 {
+        if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!(
-                "dropout {} is not implemented; set lora.dropout = 0",
+                "dropout {} must be at least 0 and below 1",
                 self.dropout
             ));
         }
@@ -164,8 +165,13 @@ impl LoraConfig {
             alpha: field("lora_alpha")?
                 .as_f64()
                 .ok_or_else(|| CoreError::config(path, "lora_alpha", "expected a number"))?,
-            // Dropout does not change inference; a trained adapter with dropout still loads.
-            dropout: 0.0,
+            // Kept so a resumed run goes on dropping as it did; inference ignores it.
+            dropout: match v.get("lora_dropout") {
+                None | Some(serde_json::Value::Null) => 0.0,
+                Some(x) => x
+                    .as_f64()
+                    .ok_or_else(|| CoreError::config(path, "lora_dropout", "expected a number"))?,
+            },
             target_modules: targets,
         };
         cfg.validate()
@@ -182,6 +188,28 @@ pub struct Lora {
     /// `(r, out)`
     pub b: Tensor<2>,
     pub scale: f64,
+    /// Dropout probability on the adapter's input.
+    pub dropout: f64,
+    /// Seed of this forward pass's dropout mask while training; `None` at inference.
+    pub train_key: Option<u64>,
+}
+
+/// SplitMix64: turns (seed, counter) pairs into well-spread, independent keys.
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// An inverted-dropout mask of `n` values: 0 with probability `p`, else `1 / (1 - p)`; the same
+/// `key` gives the same mask (what makes a resumed run identical to an uninterrupted one).
+pub fn dropout_mask(key: u64, n: usize, p: f64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(key);
+    let keep = (1.0 / (1.0 - p)) as f32;
+    (0..n)
+        .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+        .collect()
 }
 
 impl Lora {
@@ -201,12 +229,23 @@ impl Lora {
             a: Tensor::from_data(TensorData::new(a, [d_in, cfg.r]), device),
             b: Tensor::zeros([cfg.r, d_out], device),
             scale: cfg.scale(),
+            dropout: cfg.dropout,
+            train_key: None,
         }
     }
 
     /// # Shapes
     /// `(N, in)` -> `(N, out)`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = match self.train_key {
+            Some(key) if self.dropout > 0.0 => {
+                let dims = x.dims();
+                let mask = dropout_mask(key, dims[0] * dims[1], self.dropout);
+                let mask = Tensor::<2>::from_data(TensorData::new(mask, dims), &x.device());
+                x * mask
+            }
+            _ => x,
+        };
         linear(linear(x, self.a.clone(), None), self.b.clone(), None) * self.scale
     }
 
@@ -253,6 +292,21 @@ impl Llama {
             }
         }
         Ok(())
+    }
+
+    /// Turns training-time randomness (LoRA dropout) on with masks derived from `key` (one key
+    /// per micro-batch gives a fresh mask per forward pass that a resume reproduces), or off
+    /// with `None` (inference, validation).
+    pub fn set_train_key(&mut self, key: Option<u64>) {
+        let mut i = 0u64;
+        for block in &mut self.layers {
+            for (_, lin) in block.projections_mut() {
+                if let Some(l) = &mut lin.lora {
+                    l.train_key = key.map(|k| mix(k ^ mix(i)));
+                }
+                i += 1;
+            }
+        }
     }
 
     /// Folds every adapter into its base weight and removes it.
