@@ -18,12 +18,29 @@ pub enum Arch {
     Qwen2,
 }
 
+/// What sits on top of the final norm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Head {
+    /// Vocabulary logits (`…ForCausalLM`).
+    #[default]
+    Lm,
+    /// One scalar per sequence, read at its last token (`…ForSequenceClassification` with
+    /// `num_labels = 1`): a reward or value model.
+    Score,
+}
+
 impl Arch {
     pub fn class_name(self) -> &'static str {
-        match self {
-            Arch::Llama => "LlamaForCausalLM",
-            Arch::Mistral => "MistralForCausalLM",
-            Arch::Qwen2 => "Qwen2ForCausalLM",
+        self.class_name_with(Head::Lm)
+    }
+    pub fn class_name_with(self, head: Head) -> &'static str {
+        match (self, head) {
+            (Arch::Llama, Head::Lm) => "LlamaForCausalLM",
+            (Arch::Mistral, Head::Lm) => "MistralForCausalLM",
+            (Arch::Qwen2, Head::Lm) => "Qwen2ForCausalLM",
+            (Arch::Llama, Head::Score) => "LlamaForSequenceClassification",
+            (Arch::Mistral, Head::Score) => "MistralForSequenceClassification",
+            (Arch::Qwen2, Head::Score) => "Qwen2ForSequenceClassification",
         }
     }
     pub fn model_type(self) -> &'static str {
@@ -33,13 +50,16 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
         }
     }
-    fn from_class(name: &str) -> Option<Arch> {
-        match name {
-            "LlamaForCausalLM" | "LlamaForSequenceClassification" => Some(Arch::Llama),
-            "MistralForCausalLM" => Some(Arch::Mistral),
-            "Qwen2ForCausalLM" => Some(Arch::Qwen2),
-            _ => None,
-        }
+    fn from_class(name: &str) -> Option<(Arch, Head)> {
+        Some(match name {
+            "LlamaForCausalLM" => (Arch::Llama, Head::Lm),
+            "MistralForCausalLM" => (Arch::Mistral, Head::Lm),
+            "Qwen2ForCausalLM" => (Arch::Qwen2, Head::Lm),
+            "LlamaForSequenceClassification" => (Arch::Llama, Head::Score),
+            "MistralForSequenceClassification" => (Arch::Mistral, Head::Score),
+            "Qwen2ForSequenceClassification" => (Arch::Qwen2, Head::Score),
+            _ => return None,
+        })
     }
 }
 
@@ -60,6 +80,11 @@ pub enum RopeScaling {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub arch: Arch,
+    pub head: Head,
+    /// Subtracted from a score head's output (`cria_reward_offset` in `config.json`): set after
+    /// reward-model training so a reference set's rewards average 0. transformers' classes
+    /// have no bias on `score`, so their raw score is cria's reward plus this offset.
+    pub reward_offset: f64,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -128,6 +153,7 @@ const KNOWN_KEYS: &[&str] = &[
     "intermediate_size",
     "num_hidden_layers",
     "num_attention_heads",
+    "cria_reward_offset",
     "tokenizer_class",
     "chunk_size_feed_forward",
     "is_encoder_decoder",
@@ -217,7 +243,21 @@ impl ModelConfig {
             .as_object()
             .ok_or_else(|| CoreError::config(path, "(root)", "expected a JSON object"))?;
         let r = Reader { path, obj };
-        let arch = read_arch(&r)?;
+        let (arch, head) = read_arch(&r)?;
+        if head == Head::Score {
+            let labels = match (obj.get("num_labels"), obj.get("id2label")) {
+                (Some(n), _) => n.as_u64(),
+                (None, Some(Value::Object(m))) => Some(m.len() as u64),
+                (None, _) => Some(2), // transformers' default
+            };
+            if labels != Some(1) {
+                return Err(r.err(
+                    "id2label",
+                    "a sequence-classification checkpoint is read as a reward model only with \
+                     num_labels = 1",
+                ));
+            }
+        }
         for key in obj.keys() {
             if !KNOWN_KEYS.contains(&key.as_str()) {
                 return Err(r.err(key, "unknown config key for this architecture"));
@@ -253,6 +293,8 @@ impl ModelConfig {
         };
         let cfg = ModelConfig {
             arch,
+            head,
+            reward_offset: r.f64_or("cria_reward_offset", 0.0)?,
             vocab_size: r.usize("vocab_size")?,
             hidden_size,
             intermediate_size: r.usize("intermediate_size")?,
@@ -281,7 +323,7 @@ impl ModelConfig {
     /// fields are written in the older spelling too, which every transformers version reads).
     pub fn to_json(&self) -> Value {
         let mut v = json!({
-            "architectures": [self.arch.class_name()],
+            "architectures": [self.arch.class_name_with(self.head)],
             "model_type": self.arch.model_type(),
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -321,6 +363,11 @@ impl ModelConfig {
         }
         if let Some(s) = &self.rope_scaling {
             o.insert("rope_scaling".into(), rope_scaling_json(s));
+        }
+        if self.head == Head::Score {
+            o.insert("id2label".into(), json!({"0": "LABEL_0"}));
+            o.insert("label2id".into(), json!({"LABEL_0": 0}));
+            o.insert("cria_reward_offset".into(), json!(self.reward_offset));
         }
         let ids = |x: Option<u32>| x.map_or(Value::Null, |x| json!(x));
         o.insert("bos_token_id".into(), ids(self.bos_token_id));
@@ -365,7 +412,7 @@ fn rope_scaling_json(s: &RopeScaling) -> Value {
     }
 }
 
-fn read_arch(r: &Reader) -> Result<Arch> {
+fn read_arch(r: &Reader) -> Result<(Arch, Head)> {
     if let Some(list) = r.obj.get("architectures") {
         let name = list
             .as_array()
@@ -376,16 +423,16 @@ fn read_arch(r: &Reader) -> Result<Arch> {
             r.err(
                 "architectures",
                 format!(
-                    "unknown architecture `{name}` (cria reads LlamaForCausalLM, \
-                     MistralForCausalLM, Qwen2ForCausalLM)"
+                    "unknown architecture `{name}` (cria reads Llama, Mistral and Qwen2 \
+                     …ForCausalLM and …ForSequenceClassification)"
                 ),
             )
         });
     }
     match r.obj.get("model_type").and_then(Value::as_str) {
-        Some("llama") => Ok(Arch::Llama),
-        Some("mistral") => Ok(Arch::Mistral),
-        Some("qwen2") => Ok(Arch::Qwen2),
+        Some("llama") => Ok((Arch::Llama, Head::Lm)),
+        Some("mistral") => Ok((Arch::Mistral, Head::Lm)),
+        Some("qwen2") => Ok((Arch::Qwen2, Head::Lm)),
         Some(other) => Err(r.err("model_type", format!("unknown architecture `{other}`"))),
         None => Err(r.err("architectures", "missing (and no model_type)")),
     }

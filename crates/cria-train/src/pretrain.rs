@@ -108,6 +108,8 @@ impl ModelShape {
         }
         Ok(ModelConfig {
             arch: arch_of(&self.arch)?,
+            head: Default::default(),
+            reward_offset: 0.0,
             vocab_size: tok.vocab_size(),
             hidden_size: self.hidden_size,
             intermediate_size: self.intermediate_size,
@@ -220,6 +222,7 @@ impl PretrainData {
             weights: None,
             b,
             t,
+            ..Default::default()
         }
     }
 }
@@ -303,6 +306,7 @@ pub fn run(cfg: &PretrainConfig, resolved: String, rep: &mut dyn Reporter) -> Re
         adapter: None,
         trainable: None,
         extra_files: vec![],
+        objective: &trainer::LmLoss,
     };
     trainer::train(model, &mut data, &spec, rep)?;
     Ok(run.checkpoint())

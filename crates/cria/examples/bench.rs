@@ -22,6 +22,8 @@ const BATCH: usize = 8;
 fn config() -> ModelConfig {
     ModelConfig {
         arch: Arch::Llama,
+        head: Default::default(),
+        reward_offset: 0.0,
         vocab_size: 4096,
         hidden_size: 384,
         intermediate_size: 1024,
@@ -63,6 +65,7 @@ impl DataSource for Random {
             weights: None,
             b: BATCH,
             t: SEQ,
+            ..Default::default()
         })
     }
     fn val_batches(&mut self, _: usize) -> cria_train::Result<Vec<Batch>> {
@@ -100,6 +103,7 @@ fn train(steps: u64) {
         adapter: None,
         trainable: None,
         extra_files: vec![],
+        objective: &cria_train::trainer::LmLoss,
     };
     // The final checkpoint write is outside the timed steps (read from the metrics).
     trainer::train(model(), &mut Random, &spec, &mut Silent).expect("training");

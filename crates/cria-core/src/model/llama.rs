@@ -2,7 +2,7 @@
 //! 2023): pre-norm blocks of grouped-query attention and SwiGLU with RMSNorm, rotary positions,
 //! tied or untied output head. Weight names are Hugging Face's (`model.layers.{i}.self_attn.q_proj`).
 
-use crate::config::ModelConfig;
+use crate::config::{Head, ModelConfig};
 use crate::error::Result;
 use crate::nn::attention::LayerCache;
 use crate::nn::{Attention, Mlp, RmsNorm, Rope};
@@ -108,8 +108,10 @@ pub struct Llama {
     pub embed_tokens: Tensor<2>,
     pub layers: Vec<Block>,
     pub norm: RmsNorm,
-    /// `None` when the output head is tied to the embeddings.
+    /// `None` when the output head is tied to the embeddings (or the model has a score head).
     pub lm_head: Option<crate::nn::Linear>,
+    /// The scalar head of a reward or value model (`score`, hidden → 1, no bias).
+    pub score: Option<crate::nn::Linear>,
     pub rope: Rope,
 }
 
@@ -127,8 +129,21 @@ impl Llama {
             .map(|i| Block::new(vb, &format!("model.layers.{i}"), cfg, i))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(vb, "model.norm", cfg.hidden_size, cfg.rms_norm_eps)?;
+        let score = if cfg.head == Head::Score {
+            Some(crate::nn::Linear::new(
+                vb,
+                "score",
+                cfg.hidden_size,
+                1,
+                false,
+            )?)
+        } else {
+            None
+        };
         // Some tied checkpoints still carry lm_head.weight; it equals the embeddings then.
-        let lm_head = if cfg.tie_word_embeddings {
+        let lm_head = if cfg.head == Head::Score {
+            None
+        } else if cfg.tie_word_embeddings {
             if vb.contains("lm_head.weight") {
                 vb.matrix("lm_head.weight", cfg.vocab_size, cfg.hidden_size, true)?;
             }
@@ -153,6 +168,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            score,
             rope,
         })
     }
@@ -188,6 +204,58 @@ impl Llama {
             Some(head) => head.forward(h),
             None => burn::tensor::module::linear(h, self.embed_tokens.clone().transpose(), None),
         }
+    }
+
+    /// The score head's output at each row's last token (position `lengths[i] - 1`), minus the
+    /// reward offset: one reward per sequence, as `…ForSequenceClassification` computes it
+    /// for right-padded rows.
+    ///
+    /// # Shapes
+    /// `ids`: `(B, T)` -> `(B,)`
+    pub fn rewards(&self, ids: Tensor<2, Int>, lengths: &[usize]) -> Tensor<1> {
+        let [b, t] = ids.dims();
+        assert_eq!(lengths.len(), b, "one length per row");
+        let score = self
+            .score
+            .as_ref()
+            .expect("rewards() needs a model with a score head");
+        let h = self.hidden(ids, None);
+        let c = h.dims()[2];
+        let last: Vec<i64> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (i * t + n.clamp(1, t) - 1) as i64)
+            .collect();
+        let idx =
+            Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(last, [b]), &h.device());
+        let rows = h.reshape([b * t, c]).select(0, idx);
+        let r = burn::tensor::module::linear(rows, score.weight.clone(), None).reshape([b]);
+        if self.cfg.reward_offset != 0.0 {
+            r - self.cfg.reward_offset
+        } else {
+            r
+        }
+    }
+
+    /// Replaces the language-model head with a fresh score head (`N(0, initializer_range)`),
+    /// turning a causal LM (an SFT checkpoint) into the start of a reward or value model.
+    pub fn into_reward_model(mut self, seed: u64) -> Self {
+        let device = self.device();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+        let values =
+            crate::weights::normal_vec(&mut rng, self.cfg.hidden_size, self.cfg.initializer_range);
+        self.score = Some(crate::nn::Linear {
+            weight: Tensor::from_data(
+                burn::tensor::TensorData::new(values, [self.cfg.hidden_size, 1]),
+                &device,
+            ),
+            bias: None,
+            lora: None,
+        });
+        self.lm_head = None;
+        self.cfg.head = Head::Score;
+        self.cfg.reward_offset = 0.0;
+        self
     }
 
     /// Logits for every position.
@@ -260,6 +328,9 @@ impl Params for Llama {
         self.norm.visit(&join(prefix, "model.norm"), f);
         if let Some(h) = &mut self.lm_head {
             h.visit(&join(prefix, "lm_head"), f);
+        }
+        if let Some(h) = &mut self.score {
+            h.visit(&join(prefix, "score"), f);
         }
     }
 }
