@@ -11,14 +11,14 @@ use serde_json::Value;
 use std::path::Path;
 
 /// Where a record sits, for error messages.
-struct At<'a> {
-    path: &'a Path,
-    line: usize,
-    record: Option<usize>,
+pub(crate) struct At<'a> {
+    pub path: &'a Path,
+    pub line: usize,
+    pub record: Option<usize>,
 }
 
 impl At<'_> {
-    fn err(&self, field: &str, msg: impl std::fmt::Display) -> DataError {
+    pub(crate) fn err(&self, field: &str, msg: impl std::fmt::Display) -> DataError {
         let what = match self.record {
             Some(r) => format!("record {r}: field `{field}`: {msg}"),
             None => format!("field `{field}`: {msg}"),
@@ -31,7 +31,7 @@ impl At<'_> {
     }
 }
 
-fn string<'v>(at: &At, obj: &'v Value, field: &str, path: &str) -> Result<&'v str> {
+pub(crate) fn string<'v>(at: &At, obj: &'v Value, field: &str, path: &str) -> Result<&'v str> {
     match obj.get(field) {
         Some(Value::String(s)) => Ok(s),
         Some(other) => Err(at.err(path, format!("expected a string, got {other}"))),
@@ -41,6 +41,14 @@ fn string<'v>(at: &At, obj: &'v Value, field: &str, path: &str) -> Result<&'v st
 
 /// Reads every conversation of one file.
 pub fn read_conversations(path: &Path) -> Result<Vec<Vec<Message>>> {
+    read_records(path, conversation)
+}
+
+/// Reads one JSON list or JSONL file (optionally gzipped), turning each record into a `T`.
+pub(crate) fn read_records<T>(
+    path: &Path,
+    parse: impl Fn(&At, &Value) -> Result<T>,
+) -> Result<Vec<T>> {
     let text = to_utf8(path, read_bytes(path)?)?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
@@ -59,7 +67,7 @@ pub fn read_conversations(path: &Path) -> Result<Vec<Vec<Message>>> {
                     line: 0,
                     record: Some(i + 1),
                 };
-                conversation(&at, rec)
+                parse(&at, rec)
             })
             .collect()
     } else {
@@ -78,7 +86,7 @@ pub fn read_conversations(path: &Path) -> Result<Vec<Vec<Message>>> {
                 line: i + 1,
                 msg: format!("invalid JSON: {e}"),
             })?;
-            out.push(conversation(&at, &rec)?);
+            out.push(parse(&at, &rec)?);
         }
         Ok(out)
     }
@@ -142,7 +150,7 @@ fn conversation(at: &At, rec: &Value) -> Result<Vec<Message>> {
     Ok(msgs)
 }
 
-fn turns(
+pub(crate) fn turns(
     at: &At,
     list: &Value,
     field: &str,

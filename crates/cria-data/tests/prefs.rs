@@ -1,0 +1,64 @@
+//! Preference readers: what each accepted shape becomes (prompt, responses best first).
+
+use cria_data::chat::{Message, Role};
+use cria_data::prefs::{parse_hh, read_preferences};
+
+fn m(role: Role, s: &str) -> Message {
+    Message::new(role, s)
+}
+
+#[test]
+fn each_shape_becomes_a_prompt_and_ranked_responses() {
+    use Role::{Assistant as A, System as S, User as U};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.jsonl");
+    let hh_c = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: Tea?\n\nAssistant: Yes, please.";
+    let hh_r = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: Tea?\n\nAssistant: No.";
+    let lines = [
+        serde_json::json!({"prompt": "Q", "chosen": "good", "rejected": "bad"}),
+        serde_json::json!({"chosen": hh_c, "rejected": hh_r}),
+        serde_json::json!({
+            "chosen": [{"role": "system", "content": "sys"}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "good"}],
+            "rejected": [{"role": "system", "content": "sys"}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "bad"}]
+        }),
+        serde_json::json!({"prompt": [{"role": "user", "content": "Q"}], "responses": ["x", "y", "z"], "ranking": [2, 0, 1]}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&p, text).unwrap();
+    let prefs = read_preferences(&p).unwrap();
+    assert_eq!(prefs.len(), 4);
+    assert_eq!(prefs[0].prompt, vec![m(U, "Q")]);
+    assert_eq!(
+        prefs[0].responses,
+        vec![vec![m(A, "good")], vec![m(A, "bad")]]
+    );
+    // HH-RLHF: the shared turns are the prompt, the final assistant turns the responses.
+    assert_eq!(
+        prefs[1].prompt,
+        vec![m(U, "Hi there"), m(A, "Hello!"), m(U, "Tea?")]
+    );
+    assert_eq!(
+        prefs[1].responses,
+        vec![vec![m(A, "Yes, please.")], vec![m(A, "No.")]]
+    );
+    assert_eq!(prefs[2].prompt, vec![m(S, "sys"), m(U, "Q")]);
+    assert_eq!(
+        prefs[3].responses,
+        vec![vec![m(A, "z")], vec![m(A, "x")], vec![m(A, "y")]],
+        "ranking lists indices best first"
+    );
+}
+
+#[test]
+fn hh_transcripts_split_into_turns() {
+    let turns = parse_hh("\n\nHuman: a\nb\n\nAssistant: c").unwrap();
+    assert_eq!(
+        turns,
+        vec![
+            Message::new(Role::User, "a\nb"),
+            Message::new(Role::Assistant, "c")
+        ]
+    );
+    assert!(parse_hh("Human: no leading blank line").is_none());
+    assert!(parse_hh("\n\nHuman: a\n\nRobot: b").is_some_and(|t| t.len() == 1));
+}
