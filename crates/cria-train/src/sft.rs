@@ -78,7 +78,7 @@ pub struct SftConfig {
 }
 
 /// A predicate over parameter names: which ones train.
-type Trainable = dyn Fn(&str) -> bool;
+pub type Trainable = dyn Fn(&str) -> bool;
 
 /// Encoded examples and how many were cut or dropped.
 pub struct Prepared {
@@ -180,6 +180,7 @@ impl SftData {
             weights: Some(weights),
             b: rows.len(),
             t,
+            ..Default::default()
         }
     }
 }
@@ -322,6 +323,7 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
             )],
             ChatFormat::Template(_) => vec![],
         },
+        objective: &trainer::LmLoss,
     };
     trainer::train(model, &mut data, &spec, rep)?;
     Ok(run.checkpoint())

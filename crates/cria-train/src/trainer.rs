@@ -21,13 +21,55 @@ use std::time::Instant;
 
 /// One micro-batch: `b` rows of `t` input ids and their targets; `weights` (0/1 per target)
 /// select which positions count toward the loss (all when `None`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub inputs: Vec<u32>,
     pub targets: Vec<u32>,
     pub weights: Option<Vec<f32>>,
     pub b: usize,
     pub t: usize,
+    /// What preference objectives need besides tokens.
+    pub aux: Aux,
+}
+
+/// Per-row facts of preference batches: rows come in groups of one prompt's responses, best
+/// first.
+#[derive(Debug, Clone, Default)]
+pub struct Aux {
+    /// Tokens before padding, per row (the reward is read at `lengths[i] - 1`).
+    pub lengths: Vec<usize>,
+    /// Rows per group, in order.
+    pub groups: Vec<usize>,
+    /// The frozen reference model's log-probability of each row's response (DPO).
+    pub ref_logps: Vec<f32>,
+}
+
+/// Named figures a stage logs besides the loss (averaged over a step's micro-batches).
+pub type Metrics = BTreeMap<String, f64>;
+
+/// What a stage minimises: the loss of a micro-batch, and figures to log with it.
+pub trait Objective {
+    fn loss(&self, model: &Llama, batch: &Batch, device: &Device) -> Result<(Tensor<1>, Metrics)>;
+}
+
+/// Next-token cross-entropy over the batch's weighted positions (pretraining, SFT).
+pub struct LmLoss;
+
+impl Objective for LmLoss {
+    fn loss(&self, model: &Llama, batch: &Batch, device: &Device) -> Result<(Tensor<1>, Metrics)> {
+        Ok((batch_loss(model, batch, device), Metrics::new()))
+    }
+}
+
+/// `(B, T)` int ids of a batch's inputs.
+pub fn input_ids(batch: &Batch, device: &Device) -> Tensor<2, Int> {
+    Tensor::<2, Int>::from_data(
+        TensorData::new(
+            batch.inputs.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+            [batch.b, batch.t],
+        ),
+        device,
+    )
 }
 
 impl Batch {
@@ -80,6 +122,9 @@ pub struct StepLog {
     pub elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
+    /// The objective's figures; validation ones are prefixed `val_`.
+    #[serde(flatten)]
+    pub metrics: Metrics,
 }
 
 /// What the loop tells its caller (progress bars and log lines live in the binary).
@@ -126,6 +171,8 @@ pub struct TrainSpec<'a> {
     /// Further files for every checkpoint, written after the tokenizer files (so they may
     /// replace one, e.g. a `tokenizer_config.json` with a chat template).
     pub extra_files: Vec<(String, Vec<u8>)>,
+    /// The loss (and figures) the stage minimises.
+    pub objective: &'a dyn Objective,
 }
 
 fn fingerprint(
@@ -192,8 +239,16 @@ pub fn train(
     let started = Instant::now();
     while st.step < cfg.steps {
         let t0 = Instant::now();
-        let (loss, tokens, mut grads) =
-            accumulate(&model, data, cfg, &mut st, &train_dev, &ckpt, trainable)?;
+        let (loss, tokens, mut grads, metrics) = accumulate(
+            &model,
+            data,
+            cfg,
+            &mut st,
+            &train_dev,
+            &ckpt,
+            trainable,
+            spec.objective,
+        )?;
         let norm = global_norm(&grads.values().map(|g| g.as_slice()).collect::<Vec<_>>());
         if !norm.is_finite() {
             return Err(non_finite(st.step + 1, norm, &ckpt));
@@ -224,11 +279,14 @@ pub fn train(
             tokens_seen: st.tokens_seen,
             elapsed_s: started.elapsed().as_secs_f64(),
             val_loss: None,
+            metrics,
         };
         let last = st.step == cfg.steps;
         if last || (cfg.eval_every > 0 && st.step % cfg.eval_every == 0) {
-            let v = validate(&model, data, cfg.eval_batches, &infer_dev)?;
+            let (v, vm) = validate(&model, data, cfg.eval_batches, &infer_dev, spec.objective)?;
             log.val_loss = v;
+            log.metrics
+                .extend(vm.into_iter().map(|(k, x)| (format!("val_{k}"), x)));
             st.last_val_loss = v;
         }
         append_metrics(&spec.run.metrics(), &log)?;
@@ -241,7 +299,11 @@ pub fn train(
     Ok(model.to_device(&infer_dev))
 }
 
-/// Runs the micro-batches of one step, returning the mean loss, tokens and summed gradients.
+type Grads = BTreeMap<String, Vec<f32>>;
+
+/// Runs the micro-batches of one step, returning the mean loss, tokens, summed gradients and
+/// the objective's figures averaged over the micro-batches.
+#[allow(clippy::too_many_arguments)]
 fn accumulate(
     model: &Llama,
     data: &mut dyn DataSource,
@@ -250,8 +312,10 @@ fn accumulate(
     device: &Device,
     ckpt: &Path,
     trainable: &dyn Fn(&str) -> bool,
-) -> Result<(f64, usize, BTreeMap<String, Vec<f32>>)> {
-    let mut grads: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    objective: &dyn Objective,
+) -> Result<(f64, usize, Grads, Metrics)> {
+    let mut grads: Grads = BTreeMap::new();
+    let mut metrics = Metrics::new();
     let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
     for _ in 0..cfg.grad_accum {
         let batch = data.train_batch(st.micro_cursor)?;
@@ -259,7 +323,11 @@ fn accumulate(
         // Dropout masks are keyed by seed and micro-batch, so a resume draws the same ones.
         let mut keyed = model.clone();
         keyed.set_train_key(Some(mix(cfg.seed ^ mix(st.micro_cursor))));
-        let loss = batch_loss(&keyed, &batch, device) / cfg.grad_accum as f64;
+        let (loss, m) = objective.loss(&keyed, &batch, device)?;
+        for (k, v) in m {
+            *metrics.entry(k).or_default() += v / cfg.grad_accum as f64;
+        }
+        let loss = loss / cfg.grad_accum as f64;
         let value = loss.clone().into_scalar::<f32>() as f64;
         if !value.is_finite() {
             return Err(non_finite(st.step + 1, value, ckpt));
@@ -293,7 +361,7 @@ fn accumulate(
         }
         st.micro_cursor += 1;
     }
-    Ok((loss_sum, tokens, grads))
+    Ok((loss_sum, tokens, grads, metrics))
 }
 
 fn set_flat(p: ParamMut<'_>, values: Vec<f32>, device: &Device) {
@@ -317,23 +385,30 @@ fn non_finite(step: u64, value: f64, ckpt: &Path) -> TrainError {
     }
 }
 
-/// Mean validation loss over up to `n` batches; `None` when there is no validation data.
+/// Mean validation loss and figures over up to `n` batches; `None` when there is no
+/// validation data.
 pub fn validate(
     model: &Llama,
     data: &mut dyn DataSource,
     n: usize,
     device: &Device,
-) -> Result<Option<f64>> {
+    objective: &dyn Objective,
+) -> Result<(Option<f64>, Metrics)> {
     let batches = data.val_batches(n)?;
+    let mut metrics = Metrics::new();
     if batches.is_empty() {
-        return Ok(None);
+        return Ok((None, metrics));
     }
     let m = model.clone().to_device(device);
     let mut sum = 0.0;
     for b in &batches {
-        sum += batch_loss(&m, b, device).into_scalar::<f32>() as f64;
+        let (loss, bm) = objective.loss(&m, b, device)?;
+        sum += loss.into_scalar::<f32>() as f64;
+        for (k, v) in bm {
+            *metrics.entry(k).or_default() += v / batches.len() as f64;
+        }
     }
-    Ok(Some(sum / batches.len() as f64))
+    Ok((Some(sum / batches.len() as f64), metrics))
 }
 
 fn save_checkpoint(

@@ -59,6 +59,7 @@ impl DataSource for Fixed {
             weights: None,
             b: 2,
             t,
+            ..Default::default()
         })
     }
     fn val_batches(&mut self, _n: usize) -> cria_train::Result<Vec<Batch>> {
@@ -159,6 +160,7 @@ fn ten_step_trajectory_matches_pytorch() {
         adapter: None,
         trainable: None,
         extra_files: vec![],
+        objective: &cria_train::trainer::LmLoss,
     };
     let model =
         checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
@@ -245,6 +247,7 @@ fn frozen_parameters_stay_put_and_carry_no_optimizer_state() {
         adapter: None,
         trainable: Some(&only),
         extra_files: vec![],
+        objective: &cria_train::trainer::LmLoss,
     };
     let model =
         checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();

@@ -49,10 +49,17 @@ impl Reporter for TrainProgress {
     }
 
     fn step(&mut self, l: &StepLog) {
-        let val = l
+        let mut val = l
             .val_loss
             .map(|v| format!(" | val {v:.4}"))
             .unwrap_or_default();
+        // The objective's own figures (accuracy, margins, ...), training then validation.
+        for (k, v) in l.metrics.iter().filter(|(k, _)| !k.starts_with("val_")) {
+            val.push_str(&format!(" | {k} {v:.3}"));
+        }
+        for (k, v) in l.metrics.iter().filter(|(k, _)| k.starts_with("val_")) {
+            val.push_str(&format!(" | {k} {v:.3}"));
+        }
         let w = self.total.to_string().len().max(5);
         let line = format!(
             "step {:0w$}/{:0w$} | loss {:.4} | lr {:.1e} | gnorm {:.2} | {} tok/s{val}",
