@@ -2,9 +2,14 @@
 //! accumulation, clipping, validation, atomic checkpoints, exact resume), and the stages.
 
 pub mod config;
+pub mod dpo;
 pub mod error;
+pub mod losses;
 pub mod optim;
+pub mod prefs;
 pub mod pretrain;
+pub mod rm;
+pub mod rollout;
 pub mod schedule;
 pub mod sft;
 pub mod state;

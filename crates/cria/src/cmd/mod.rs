@@ -1,10 +1,12 @@
 //! One module per command; each exposes `Args` and `run`.
 
 pub mod chat;
+pub mod dpo;
 pub mod export;
 pub mod generate;
 pub mod logits;
 pub mod pretrain;
+pub mod rm;
 mod run_args;
 pub mod sft;
 pub mod tokenizer;
@@ -20,6 +22,10 @@ pub enum Command {
     Pretrain(pretrain::Args),
     /// Fine-tune a checkpoint on instruction or chat data (loss on the replies only).
     Sft(sft::Args),
+    /// Train a reward model (scalar head on the SFT trunk) on ranked or paired responses.
+    Rm(rm::Args),
+    /// Direct Preference Optimization of an SFT checkpoint on preference pairs.
+    Dpo(dpo::Args),
     /// Chat with a fine-tuned checkpoint in the terminal (or over piped lines).
     Chat(chat::Args),
     /// Write a plain Hugging Face checkpoint (`--merge-lora` folds an adapter into the base).
@@ -36,6 +42,8 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Sft(a) => sft::run(a),
+        Command::Rm(a) => rm::run(a),
+        Command::Dpo(a) => dpo::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Export(a) => export::run(a),
         Command::Generate(a) => generate::run(a),

@@ -48,3 +48,27 @@ impl RunArgs {
         overrides::parse(table, &self.origin())
     }
 }
+
+/// Runs a fine-tuning stage whose config has `out`, `init` and `train`: resolves the config,
+/// checks both paths are set, trains with a progress display and prints the checkpoint path.
+pub fn run_stage<C: serde::Serialize + serde::de::DeserializeOwned>(
+    args: &RunArgs,
+    path_keys: &[&str],
+    parts: impl Fn(&C) -> (&std::path::Path, &std::path::Path, u64),
+    stage: impl Fn(&C, String, &mut dyn cria_train::trainer::Reporter) -> cria_train::Result<PathBuf>,
+) -> anyhow::Result<()> {
+    let cfg: C = args.resolve(path_keys)?;
+    let (out, init, log_every) = parts(&cfg);
+    if out.as_os_str().is_empty() || init.as_os_str().is_empty() {
+        anyhow::bail!(
+            "{}: set `out` and `init` (or pass --out DIR --init CHECKPOINT)",
+            args.origin()
+        );
+    }
+    let resolved = toml::to_string_pretty(&cfg)?;
+    let mut progress = crate::progress::TrainProgress::new(log_every);
+    let ckpt = stage(&cfg, resolved, &mut progress)?;
+    drop(progress);
+    println!("{}", ckpt.display());
+    Ok(())
+}

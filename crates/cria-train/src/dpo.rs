@@ -1,0 +1,178 @@
+//! `cria dpo`: Direct Preference Optimization (Rafailov et al. 2023) with the sigmoid loss. The
+//! reference is the starting checkpoint, frozen: with LoRA that is the base with the adapter
+//! off. Its log-probabilities depend only on the data, so they are computed once before
+//! training (one forward pass over the data) and the reference model is then dropped: only the
+//! policy stays in memory. K-way rankings contribute every ordered pair of their responses.
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::losses::{dpo_loss, sequence_logps};
+use crate::prefs::{
+    Group, Layout, PrefData, PrefDataConfig, encode, fingerprint, make_batch, split,
+};
+use crate::sft::{Method, Trainable};
+use crate::trainer::{self, Batch, Metrics, Objective, Reporter, RunDir, TrainSpec};
+use cria_core::nn::AdapterConfig;
+use cria_core::nn::lora::{LoraConfig, is_lora_param};
+use cria_core::{Device, Llama, Tensor, TensorData, checkpoint, device, tokenizer::PAD};
+use cria_data::chat::ChatFormat;
+use cria_data::shards::Order;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpoConfig {
+    /// The run directory.
+    pub out: PathBuf,
+    /// The SFT checkpoint: the policy's start and the frozen reference.
+    pub init: PathBuf,
+    /// `full` or `lora` (`llama-adapter` is not offered for DPO).
+    pub method: Method,
+    pub lora: LoraConfig,
+    /// Strength of the implicit KL constraint: larger stays closer to the reference.
+    pub beta: f64,
+    pub data: PrefDataConfig,
+    pub train: TrainConfig,
+}
+
+impl Default for DpoConfig {
+    fn default() -> Self {
+        DpoConfig {
+            out: PathBuf::new(),
+            init: PathBuf::new(),
+            method: Method::Full,
+            lora: LoraConfig::default(),
+            beta: 0.1,
+            data: PrefDataConfig::default(),
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+/// DPO's loss on rows in chosen/rejected pairs carrying their reference log-probs.
+pub struct DpoObjective {
+    pub beta: f64,
+}
+
+/// Sum of log-probabilities of each row's response tokens.
+pub fn batch_logps(model: &Llama, batch: &Batch, device: &Device) -> Tensor<1> {
+    let logits = model.forward(trainer::input_ids(batch, device), None);
+    let targets = Tensor::from_data(
+        TensorData::new(
+            batch.targets.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+            [batch.b, batch.t],
+        ),
+        device,
+    );
+    let w = batch.weights.clone().expect("token layout has weights");
+    let weights = Tensor::<2>::from_data(TensorData::new(w, [batch.b, batch.t]), device);
+    sequence_logps(logits, targets, weights)
+}
+
+impl Objective for DpoObjective {
+    fn loss(&self, model: &Llama, batch: &Batch, device: &Device) -> Result<(Tensor<1>, Metrics)> {
+        let lp = batch_logps(model, batch, device);
+        Ok(dpo_loss(lp, &batch.aux.ref_logps, self.beta))
+    }
+}
+
+/// Every (better, worse) pair of each group, as two-row groups.
+fn pairs(groups: Vec<Group>) -> Vec<Group> {
+    let mut out = Vec::new();
+    for g in groups {
+        for i in 0..g.len() {
+            for j in i + 1..g.len() {
+                out.push(vec![g[i].clone(), g[j].clone()]);
+            }
+        }
+    }
+    out
+}
+
+/// Fills in each row's reference log-probability with `reference`.
+fn fill_reference(reference: &Llama, groups: &mut [Group], pad: u32, batch: usize) {
+    let device = reference.device();
+    for chunk in groups.chunks_mut(batch.max(1)) {
+        let b = make_batch(chunk.iter(), pad, Layout::Tokens);
+        let lp = batch_logps(reference, &b, &device)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        for (row, v) in chunk.iter_mut().flatten().zip(lp) {
+            row.ref_logp = v;
+        }
+    }
+}
+
+/// Runs DPO; returns the checkpoint directory.
+pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
+    if cfg.beta <= 0.0 || !cfg.beta.is_finite() {
+        return Err(TrainError::Invalid(format!(
+            "beta must be positive, got {}",
+            cfg.beta
+        )));
+    }
+    if cfg.method == Method::LlamaAdapter {
+        return Err(TrainError::Invalid(
+            "method: DPO trains `full` or `lora`".into(),
+        ));
+    }
+    let inf = device::inference_device();
+    let reference = checkpoint::load_model(&cfg.init, &inf)?;
+    let tok = checkpoint::load_tokenizer(&cfg.init, &reference.cfg)?;
+    let pad = tok.token_to_id(PAD).or(tok.eos_id).unwrap_or(0);
+    let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
+    let (train_p, val_p) = split(&cfg.data, cfg.train.seed)?;
+    let max = (cfg.data.seq_len + 1).min(reference.max_len());
+    let (train, cut_t) = encode(&train_p, &tok, &fmt, max)?;
+    let (val, cut_v) = encode(&val_p, &tok, &fmt, max)?;
+    let (mut train, mut val) = (pairs(train), pairs(val));
+    let fp = format!(
+        "dpo {} beta={} seq_len={}",
+        fingerprint(&train),
+        cfg.beta,
+        cfg.data.seq_len
+    );
+    tracing::info!(
+        pairs = train.len(),
+        val_pairs = val.len(),
+        truncated = cut_t + cut_v,
+        "DPO data ready; computing the reference log-probabilities"
+    );
+    fill_reference(&reference, &mut train, pad, cfg.train.batch_size);
+    fill_reference(&reference, &mut val, pad, cfg.train.batch_size);
+    let mut model = reference;
+    let (adapter, trainable): (Option<AdapterConfig<'_>>, Option<&Trainable>) = match cfg.method {
+        Method::Lora => {
+            model.add_lora(&cfg.lora, cfg.train.seed)?;
+            (Some(AdapterConfig::Lora(&cfg.lora)), Some(&is_lora_param))
+        }
+        _ => (None, None),
+    };
+    let mut data = PrefData {
+        order: Order::new(cfg.train.seed, train.len()),
+        fingerprint: fp,
+        train,
+        val,
+        batch_size: cfg.train.batch_size,
+        pad,
+        layout: Layout::Tokens,
+    };
+    let run = RunDir {
+        root: cfg.out.clone(),
+    };
+    let spec = TrainSpec {
+        cfg: &cfg.train,
+        run: &run,
+        tokenizer_dir: Some(&cfg.init),
+        resolved_config: resolved,
+        config_file: "dpo.toml",
+        adapter: adapter.map(|a| (a, cfg.init.as_path())),
+        trainable,
+        extra_files: vec![],
+        objective: &DpoObjective { beta: cfg.beta },
+    };
+    trainer::train(model, &mut data, &spec, rep)?;
+    Ok(run.checkpoint())
+}

@@ -1,0 +1,239 @@
+//! Preference learning against PyTorch (fixtures from scripts/ref/pref_fixtures.py):
+//! InstructGPT's ranking loss for K = 4 and K = 2 groups and DPO's loss on fixed values (loss and
+//! gradients within 1e-6), a `LlamaForSequenceClassification` reward model's rewards (1e-5) and
+//! every gradient norm of its ranking loss (1e-4 relative), and DPO through a model: masked
+//! sequence log-probs (1e-4), loss and every gradient norm (1e-4 relative).
+
+use cria_core::params::{ParamMut, Params, to_vec};
+use cria_core::{Int, Llama, Tensor, TensorData, checkpoint, device};
+use cria_train::dpo::{DpoObjective, batch_logps};
+use cria_train::losses::{dpo_loss, ranking_loss};
+use cria_train::prefs::{Layout, Row, make_batch};
+use cria_train::rm::RankingObjective;
+use cria_train::trainer::Objective;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pref_ref")
+}
+
+fn json(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(dir().join(name)).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn usizes(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
+}
+
+fn close(a: f64, b: f64, tol: f64, what: &str) {
+    assert!(
+        (a - b).abs() <= tol * b.abs().max(1.0),
+        "{what}: {a} vs PyTorch {b}"
+    );
+}
+
+/// A leaf tensor on the training device, tracking gradients.
+fn leaf(v: Vec<f32>) -> Tensor<1> {
+    let n = v.len();
+    Tensor::<1>::from_data(TensorData::new(v, [n]), &device::training_device()).require_grad()
+}
+
+#[test]
+fn ranking_and_dpo_losses_on_fixed_values() {
+    let exp = json("losses.json");
+    let rk = &exp["ranking"];
+    let r = leaf(floats(&rk["rewards"]));
+    let (loss, m) = ranking_loss(r.clone(), &usizes(&rk["groups"]));
+    close(
+        loss.clone().into_scalar::<f32>() as f64,
+        rk["loss"].as_f64().unwrap(),
+        1e-6,
+        "ranking loss",
+    );
+    let g = to_vec(r.grad(&loss.backward()).unwrap());
+    for (a, b) in g.iter().zip(floats(&rk["grad"])) {
+        close(*a as f64, b as f64, 1e-6, "ranking gradient");
+    }
+    // By hand: the K=4 group ranks 5 of its 6 pairs right (0.2 < 0.9 is wrong) and the pair
+    // (0.3, 0.8) is wrong: 5 of 7.
+    close(m["accuracy"], 5.0 / 7.0, 1e-12, "pair accuracy");
+
+    let d = &exp["dpo"];
+    let p = leaf(floats(&d["policy"]));
+    let (loss, m) = dpo_loss(
+        p.clone(),
+        &floats(&d["reference"]),
+        d["beta"].as_f64().unwrap(),
+    );
+    close(
+        loss.clone().into_scalar::<f32>() as f64,
+        d["loss"].as_f64().unwrap(),
+        1e-6,
+        "DPO loss",
+    );
+    let g = to_vec(p.grad(&loss.backward()).unwrap());
+    for (a, b) in g.iter().zip(floats(&d["grad"])) {
+        close(*a as f64, b as f64, 1e-6, "DPO gradient");
+    }
+    for k in ["reward_chosen", "reward_rejected", "reward_accuracy"] {
+        close(m[k], d[k].as_f64().unwrap(), 1e-6, k);
+    }
+}
+
+/// Every parameter's gradient norm against PyTorch's, all parameters covered.
+fn check_grad_norms(model: &Llama, grads: &burn::tensor::Gradients, want: &Value) {
+    let want = want.as_object().unwrap();
+    let mut seen = 0;
+    model.clone().visit("", &mut |name, p| {
+        let g = match &p {
+            ParamMut::Vector(t) => t.grad(grads).map(to_vec),
+            ParamMut::Matrix { t, .. } => t.grad(grads).map(to_vec),
+        }
+        .unwrap_or_else(|| panic!("{name} got no gradient"));
+        let norm = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let w = want[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} unknown to PyTorch"));
+        assert!(
+            (norm - w).abs() <= 1e-4 * w.max(1e-6),
+            "{name}: grad norm {norm} vs {w}"
+        );
+        seen += 1;
+    });
+    assert_eq!(seen, want.len(), "every parameter compared");
+}
+
+#[test]
+fn reward_model_matches_sequence_classification() {
+    let exp = json("rm.json");
+    let inf = device::inference_device();
+    let model = checkpoint::load_model(&dir().join("rm"), &inf).unwrap();
+    assert_eq!(model.cfg.head, cria_core::config::Head::Score);
+    let ids: Vec<i64> = exp["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()))
+        .collect();
+    let lengths = usizes(&exp["lengths"]);
+    let (b, t) = (lengths.len(), ids.len() / lengths.len());
+    let ids_t = |d: &cria_core::Device| {
+        Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [b, t]), d)
+    };
+    let r = to_vec(model.rewards(ids_t(&inf), &lengths));
+    for (a, w) in r.iter().zip(floats(&exp["rewards"])) {
+        assert!((a - w).abs() < 1e-5, "reward {a} vs transformers {w}");
+    }
+
+    // The ranking loss through the model, and every parameter's gradient.
+    let dev = device::training_device();
+    let m = model.to_device(&dev).require_grad();
+    let batch = cria_train::trainer::Batch {
+        inputs: ids.iter().map(|x| *x as u32).collect(),
+        b,
+        t,
+        aux: cria_train::trainer::Aux {
+            lengths,
+            groups: usizes(&exp["groups"]),
+            ref_logps: vec![],
+        },
+        ..Default::default()
+    };
+    let (loss, _) = RankingObjective.loss(&m, &batch, &dev).unwrap();
+    close(
+        loss.clone().into_scalar::<f32>() as f64,
+        exp["loss"].as_f64().unwrap(),
+        1e-5,
+        "RM loss",
+    );
+    check_grad_norms(&m, &loss.backward(), &exp["grad_norms"]);
+
+    // Saved by cria, it is still a one-label sequence classifier with `score.weight`.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut saved = m.to_device(&inf);
+    saved.cfg.reward_offset = 0.25;
+    checkpoint::save(&saved, tmp.path(), Default::default()).unwrap();
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architectures"][0], "LlamaForSequenceClassification");
+    assert_eq!(cfg["id2label"].as_object().unwrap().len(), 1);
+    let back = checkpoint::load_model(tmp.path(), &inf).unwrap();
+    let r2 = to_vec(back.rewards(ids_t(&inf), &usizes(&exp["lengths"])));
+    for (a, w) in r2.iter().zip(&r) {
+        assert!((a - (w - 0.25)).abs() < 1e-6, "the offset is subtracted");
+    }
+    let mut st = cria_core::weights::WeightMap::default();
+    cria_core::weights::WeightMap::read_file(&tmp.path().join("model.safetensors"), &mut st)
+        .unwrap();
+    assert_eq!(st.tensors["score.weight"].shape, vec![1, 32]);
+    assert!(!st.tensors.contains_key("lm_head.weight"));
+}
+
+#[test]
+fn dpo_through_a_model_matches_pytorch() {
+    let exp = json("dpo.json");
+    let lengths = usizes(&exp["lengths"]);
+    let prompt = usizes(&exp["prompt"]);
+    let rows: Vec<Row> = exp["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(lengths.iter().zip(&prompt))
+        .map(|(r, (&n, &p))| {
+            let ids: Vec<u32> = r.as_array().unwrap()[..n]
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            Row {
+                response: (0..n).map(|i| i >= p).collect(),
+                ids,
+                ref_logp: 0.0,
+            }
+        })
+        .collect();
+    let mut groups = [rows[..2].to_vec(), rows[2..].to_vec()];
+    let inf = device::inference_device();
+    let reference = checkpoint::load_model(&dir().join("ref"), &inf).unwrap();
+    let b = make_batch(groups.iter(), 0, Layout::Tokens);
+    let ref_lp = to_vec(batch_logps(&reference, &b, &inf));
+    for (a, w) in ref_lp.iter().zip(floats(&exp["ref_logps"])) {
+        assert!((a - w).abs() < 1e-4, "reference log-prob {a} vs {w}");
+    }
+    for (row, v) in groups.iter_mut().flatten().zip(&ref_lp) {
+        row.ref_logp = *v;
+    }
+    let b = make_batch(groups.iter(), 0, Layout::Tokens);
+    let dev = device::training_device();
+    let policy = checkpoint::load_model(&dir().join("lm"), &inf)
+        .unwrap()
+        .to_device(&dev)
+        .require_grad();
+    let lp = to_vec(batch_logps(&policy, &b, &dev));
+    for (a, w) in lp.iter().zip(floats(&exp["policy_logps"])) {
+        assert!((a - w).abs() < 1e-4, "policy log-prob {a} vs {w}");
+    }
+    let obj = DpoObjective {
+        beta: exp["beta"].as_f64().unwrap(),
+    };
+    let (loss, _) = obj.loss(&policy, &b, &dev).unwrap();
+    close(
+        loss.clone().into_scalar::<f32>() as f64,
+        exp["loss"].as_f64().unwrap(),
+        1e-5,
+        "DPO loss",
+    );
+    check_grad_norms(&policy, &loss.backward(), &exp["grad_norms"]);
+}
