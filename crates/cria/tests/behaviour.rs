@@ -91,7 +91,8 @@ fn instruction_tuning_answers_held_out_questions_and_stops() {
         replies
             .iter()
             .zip(&answers)
-            .filter(|(r, a)| r.trim() == **a)
+            // The example's SFT data closes one answer in four with " Glad to help!".
+            .filter(|(r, a)| r.trim().trim_end_matches(" Glad to help!") == **a)
             .count()
     };
 
@@ -101,7 +102,7 @@ fn instruction_tuning_answers_held_out_questions_and_stops() {
     assert!(
         tuned_replies
             .iter()
-            .all(|r| r.ends_with('.') && r.len() < 80),
+            .all(|r| (r.ends_with('.') || r.ends_with('!')) && r.len() < 80),
         "{tuned_replies:#?}"
     );
     let base_replies = ask(&base, &questions);
@@ -116,4 +117,99 @@ fn instruction_tuning_answers_held_out_questions_and_stops() {
         "tuned model answers {s} of {} exactly: {tuned_replies:#?}",
         questions.len()
     );
+
+    preferences(&ex, t, &tuned, &questions);
 }
+
+/// The preference stages on the tuned model, with the example's rankings (kind-and-right >
+/// right > vague > rude): the reward model ranks held-out answers right, and DPO makes the
+/// kind closing (" Glad to help!", in one SFT answer in four) the rule while staying near the
+/// SFT model.
+fn preferences(ex: &Path, t: &Path, tuned: &Path, questions: &[String]) {
+    use cria_core::{checkpoint, device, generate::GenerateOptions, sampling::SamplingParams};
+    use cria_data::chat::{ChatFormat, Message, Role};
+    use cria_train::rollout;
+
+    ok(cria()
+        .args(["rm", "--config"])
+        .arg(ex.join("rm.toml"))
+        .arg("--init")
+        .arg(tuned)
+        .arg("--out")
+        .arg(t.join("rm")));
+    let metrics = std::fs::read_to_string(t.join("rm/metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    let acc = last["val_accuracy"].as_f64().unwrap();
+    println!("reward model: held-out pair accuracy {acc:.3}");
+    assert!(acc > 0.9, "held-out pair accuracy {acc}");
+
+    ok(cria()
+        .args(["dpo", "--config"])
+        .arg(ex.join("dpo.toml"))
+        .arg("--init")
+        .arg(tuned)
+        .arg("--out")
+        .arg(t.join("dpo")));
+
+    let dev = device::inference_device();
+    let sft = checkpoint::load_model(tuned, &dev).unwrap();
+    let dpo = checkpoint::load_model(&t.join("dpo/checkpoint"), &dev).unwrap();
+    let rm_dir = t.join("rm/checkpoint");
+    let rm = checkpoint::load_model(&rm_dir, &dev).unwrap();
+    let tok = checkpoint::load_tokenizer(tuned, &sft.cfg).unwrap();
+    let fmt = ChatFormat::for_checkpoint(tuned, &tok).unwrap();
+    let prompts: Vec<Vec<u32>> = questions
+        .iter()
+        .map(|q| {
+            fmt.encode(&[Message::new(Role::User, q.as_str())], &tok, true, false)
+                .unwrap()
+                .ids
+        })
+        .collect();
+    let opts = GenerateOptions {
+        max_new_tokens: 40,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            seed: 1,
+        },
+        stop_ids: fmt.stop_ids(&tok, &sft.cfg.eos_token_id),
+    };
+    // Per model: the share of sampled replies with the kind closing, and the mean reward.
+    let judge = |m: &cria_core::Llama| {
+        let samples = rollout::sample(m, &prompts, 4, &opts).unwrap();
+        let mut convs = vec![];
+        let mut kind = 0;
+        for (k, s) in samples.iter().enumerate() {
+            let text = tok.decode(&s.reply, true).unwrap();
+            kind += usize::from(text.trim_end().ends_with("Glad to help!"));
+            convs.push(vec![
+                Message::new(Role::User, questions[k / 4].as_str()),
+                Message::new(Role::Assistant, text.trim()),
+            ]);
+        }
+        let rewards = cria_train::rm::score_conversations(&rm, &fmt, &tok, &convs, 16).unwrap();
+        let mean = rewards.iter().map(|r| *r as f64).sum::<f64>() / rewards.len() as f64;
+        (kind as f64 / samples.len() as f64, mean, samples)
+    };
+    let (sft_kind, sft_reward, _) = judge(&sft);
+    let (dpo_kind, dpo_reward, samples) = judge(&dpo);
+    let kl = rollout::kl_estimate(&dpo, &sft, &samples, 16);
+    println!(
+        "kind closing: SFT {sft_kind:.2}, DPO {dpo_kind:.2}; mean reward: SFT {sft_reward:.2}, \
+         DPO {dpo_reward:.2}; KL(DPO || SFT) {kl:.2} nats per reply"
+    );
+    assert!(
+        dpo_kind >= sft_kind + 0.3,
+        "DPO {dpo_kind} vs SFT {sft_kind}"
+    );
+    assert!(
+        dpo_reward > sft_reward,
+        "the reward model prefers DPO's replies"
+    );
+    assert!(kl < KL_BOUND, "KL {kl} over {KL_BOUND}");
+}
+
+/// Bound on KL(DPO ‖ SFT) per reply in nats for the example's beta (0.1) and steps.
+const KL_BOUND: f64 = 10.0;

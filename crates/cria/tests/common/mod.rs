@@ -153,10 +153,15 @@ save_every = 3
 /// Runs `cria sft` for 6 steps straight (into `straight/`) and as 3 steps then a resume to 6
 /// (into `split/`), with a constant learning rate so both runs see the same schedule.
 pub fn sft_straight_and_resumed(s: &Setup, cfg: &Path, args: &[&str]) {
+    straight_and_resumed(s, "sft", cfg, args)
+}
+
+/// As [`sft_straight_and_resumed`], for any training command.
+pub fn straight_and_resumed(s: &Setup, command: &str, cfg: &Path, args: &[&str]) {
     let sft = |out: &str, steps: &str| {
         run_ok(
             cria()
-                .arg("sft")
+                .arg(command)
                 .arg("--config")
                 .arg(cfg)
                 .args(args)
