@@ -95,14 +95,43 @@ def qa_pairs():
 
 def write_instructions(root):
     """examples/tiny/sft.jsonl (chat records) and sft-val.jsonl: one held-out phrasing per
-    person, so validation asks questions the model was not tuned on verbatim."""
+    person, so validation asks questions the model was not tuned on verbatim. One training
+    answer in four ends with the kind closing " Glad to help!", so the tuned model says it
+    sometimes; preference tuning (prefs.jsonl) should make it the rule."""
     train, val = [], []
     for k, (q, a) in enumerate(qa_pairs()):
+        held_out = k % 6 == (k // 6) % 6
+        if not held_out and len(train) % 4 == 0:
+            a = f"{a} Glad to help!"
         rec = {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-        (val if k % 6 == (k // 6) % 6 else train).append(rec)
+        (val if held_out else train).append(rec)
     import json
     (root / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
     (root / "sft-val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
+    write_preferences(root)
+
+
+VAGUE = ["I am not sure.", "It could be many things.", "Hard to say."]
+RUDE = ["Ask someone else.", "Figure it out yourself.", "Why would I tell you?"]
+
+
+def write_preferences(root):
+    """examples/tiny/prefs.jsonl and prefs-val.jsonl: for each question (same train/held-out
+    split as SFT), four answers ranked as a careful labeller would: the right answer said
+    kindly ("... Glad to help!") above the plain right answer, above a vague one, above a rude
+    one. The kind closing is the property DPO and PPO should learn to add."""
+    import json
+    prng = random.Random(7)
+    train, val = [], []
+    for k, (q, a) in enumerate(qa_pairs()):
+        answers = [f"{a} Glad to help!", a, prng.choice(VAGUE), prng.choice(RUDE)]
+        order = list(range(4))
+        prng.shuffle(order)  # responses in a random order; `ranking` lists them best first
+        rec = {"prompt": q, "responses": [answers[i] for i in order],
+               "ranking": [order.index(i) for i in range(4)]}
+        (val if k % 6 == (k // 6) % 6 else train).append(rec)
+    (root / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (root / "prefs-val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
 
 
 if __name__ == "__main__":

@@ -70,3 +70,83 @@ pub fn generate(
     }
     Ok((out, Finish::Length))
 }
+
+/// Generates after each prompt in one left-padded batch with a shared KV cache (row `i` samples
+/// with seed `seeds[i]`); rows that stop early are carried along until every row is done.
+/// Returns each row's new ids and why it ended.
+pub fn generate_batch(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    seeds: &[u64],
+    pad: u32,
+) -> Result<Vec<(Vec<u32>, Finish)>> {
+    assert_eq!(prompts.len(), seeds.len(), "one seed per prompt");
+    if prompts.iter().any(Vec::is_empty) {
+        return Err(CoreError::Invalid("a prompt encodes to no tokens".into()));
+    }
+    let limit = model.max_len();
+    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if p >= limit {
+        return Err(CoreError::Invalid(format!(
+            "a prompt has {p} tokens; this model's context holds {limit}"
+        )));
+    }
+    let b = prompts.len();
+    if b == 0 {
+        return Ok(vec![]);
+    }
+    let device = model.device();
+    let starts: Vec<usize> = prompts.iter().map(|x| p - x.len()).collect();
+    let mut cache = crate::model::KvCache::padded(model.layers.len(), starts.clone());
+    let mut samplers: Vec<Sampler> = seeds
+        .iter()
+        .map(|&seed| {
+            Sampler::new(SamplingParams {
+                seed,
+                ..opts.sampling.clone()
+            })
+        })
+        .collect();
+    let mut input: Vec<u32> = Vec::with_capacity(b * p);
+    for (x, &st) in prompts.iter().zip(&starts) {
+        input.extend(std::iter::repeat_n(pad, st));
+        input.extend_from_slice(x);
+    }
+    let mut width = p;
+    let mut out: Vec<(Vec<u32>, Finish)> = vec![(vec![], Finish::Length); b];
+    let mut done = vec![false; b];
+    let budget = opts.max_new_tokens.min(limit - p);
+    for _ in 0..budget {
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(
+                input.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+                [b, width],
+            ),
+            &device,
+        );
+        let h = model.hidden(ids, Some(&mut cache));
+        let [_, t, c] = h.dims();
+        let logits = to_vec(model.logits(h.narrow(1, t - 1, 1).reshape([b, 1, c])));
+        let v = logits.len() / b;
+        input.clear();
+        for r in 0..b {
+            if done[r] {
+                input.push(pad);
+                continue;
+            }
+            let next = samplers[r].sample(&logits[r * v..(r + 1) * v]);
+            out[r].0.push(next);
+            if opts.stop_ids.contains(&next) {
+                out[r].1 = Finish::Stop;
+                done[r] = true;
+            }
+            input.push(next);
+        }
+        width = 1;
+        if done.iter().all(|d| *d) {
+            break;
+        }
+    }
+    Ok(out)
+}

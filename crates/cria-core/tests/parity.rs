@@ -137,3 +137,46 @@ fn hf_tokenizer_and_greedy_decoding_match_transformers() {
         "greedy continuation token for token"
     );
 }
+
+#[test]
+fn batched_generation_with_left_padding_equals_one_prompt_at_a_time() {
+    use cria_core::generate::{Finish, GenerateOptions, generate, generate_batch};
+    use cria_core::sampling::SamplingParams;
+    for name in ["llama", "mistral_sharded"] {
+        let dev = device::inference_device();
+        let model = checkpoint::load_model(&fixture(name), &dev).unwrap();
+        let prompts: Vec<Vec<u32>> =
+            vec![vec![5, 9, 2, 7, 11, 3, 8], vec![4, 6], vec![12, 1, 9, 9, 3]];
+        for sampling in [
+            SamplingParams::default(),
+            SamplingParams {
+                temperature: 0.9,
+                top_k: Some(20),
+                top_p: Some(0.95),
+                seed: 0,
+            },
+        ] {
+            let opts = GenerateOptions {
+                max_new_tokens: 10,
+                sampling: sampling.clone(),
+                stop_ids: vec![3],
+            };
+            let seeds = [11, 12, 13];
+            let batched = generate_batch(&model, &prompts, &opts, &seeds, 0).unwrap();
+            for ((p, &seed), (ids, finish)) in prompts.iter().zip(&seeds).zip(&batched) {
+                let one = GenerateOptions {
+                    max_new_tokens: 10,
+                    sampling: SamplingParams {
+                        seed,
+                        ..sampling.clone()
+                    },
+                    stop_ids: vec![3],
+                };
+                let (alone, why) = generate(&model, p, &one, |_| true).unwrap();
+                assert_eq!(ids, &alone, "{name}: prompt {p:?}");
+                assert_eq!(*finish, why);
+                assert_eq!(*finish == Finish::Stop, ids.last() == Some(&3));
+            }
+        }
+    }
+}

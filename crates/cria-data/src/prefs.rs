@@ -280,8 +280,9 @@ fn ranking(at: &At, rec: &Value, responses: &Value) -> Result<Preference> {
     })
 }
 
-/// A prompt set for RL: records with a `prompt` (string or messages), or `messages` whose last
-/// turn is the user's; anything else in the record is ignored.
+/// A prompt set for RL: records with a `prompt` (string or messages), `messages` whose last
+/// turn is the user's, or preference pairs whose prompt is implicit (the turns chosen and
+/// rejected share); anything else in the record is ignored.
 pub fn read_prompts(paths: &[PathBuf]) -> Result<Vec<Vec<Message>>> {
     let mut all = Vec::new();
     for p in paths {
@@ -292,6 +293,9 @@ pub fn read_prompts(paths: &[PathBuf]) -> Result<Vec<Vec<Message>>> {
                 let m = turns(at, list, "messages", "role", "content", role_of)?;
                 check_prompt(at, "messages", &m)?;
                 Ok(m)
+            } else if rec.get("chosen").is_some() {
+                // A preference pair without a prompt: the turns its answers share.
+                Ok(preference(at, rec)?.prompt)
             } else {
                 Err(at.err("prompt", "missing"))
             }

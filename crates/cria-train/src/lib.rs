@@ -6,6 +6,7 @@ pub mod dpo;
 pub mod error;
 pub mod losses;
 pub mod optim;
+pub mod ppo;
 pub mod prefs;
 pub mod pretrain;
 pub mod rm;

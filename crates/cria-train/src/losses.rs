@@ -103,3 +103,153 @@ pub fn sequence_logps(logits: Tensor<3>, targets: Tensor<2, Int>, weights: Tenso
     let b = lp.dims()[0];
     lp.sum_dim(1).reshape([b])
 }
+
+/// Generalized advantage estimation (Schulman et al. 2016) over one reply's tokens: with
+/// `δ_t = r_t + γ V_{t+1} - V_t` (`V` after the last token is 0), `A_t = δ_t + γλ A_{t+1}`;
+/// returns the advantages and the value targets `A_t + V_t`.
+pub fn gae(rewards: &[f32], values: &[f32], gamma: f64, lam: f64) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(rewards.len(), values.len());
+    let n = rewards.len();
+    let mut adv = vec![0f32; n];
+    let mut next_adv = 0f64;
+    for t in (0..n).rev() {
+        let next_v = if t + 1 < n { values[t + 1] as f64 } else { 0.0 };
+        let delta = rewards[t] as f64 + gamma * next_v - values[t] as f64;
+        next_adv = delta + gamma * lam * next_adv;
+        adv[t] = next_adv as f32;
+    }
+    let ret = adv.iter().zip(values).map(|(a, v)| a + v).collect();
+    (adv, ret)
+}
+
+/// InstructGPT's per-token reward: `-β (log π(y_t) - log π_sft(y_t))` at every reply token,
+/// plus the reward model's `score` at the last one.
+pub fn kl_penalised_rewards(logp: &[f32], ref_logp: &[f32], score: f32, beta: f64) -> Vec<f32> {
+    let mut r: Vec<f32> = logp
+        .iter()
+        .zip(ref_logp)
+        .map(|(a, b)| (-beta * (*a - *b) as f64) as f32)
+        .collect();
+    if let Some(last) = r.last_mut() {
+        *last += score;
+    }
+    r
+}
+
+/// Shifts and scales the values where `mask` is set to mean 0 and (unbiased) variance 1;
+/// with `shift_mean` false the mean is put back (reward whitening keeps the sign of rewards).
+pub fn whiten(x: &mut [f32], mask: &[bool], shift_mean: bool) {
+    let n = mask.iter().filter(|m| **m).count();
+    if n < 2 {
+        return;
+    }
+    let mean = x
+        .iter()
+        .zip(mask)
+        .filter(|(_, m)| **m)
+        .map(|(v, _)| *v as f64)
+        .sum::<f64>()
+        / n as f64;
+    let var = x
+        .iter()
+        .zip(mask)
+        .filter(|(_, m)| **m)
+        .map(|(v, _)| (*v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1) as f64;
+    let inv = 1.0 / (var + 1e-8).sqrt();
+    for (v, m) in x.iter_mut().zip(mask) {
+        if *m {
+            let w = (*v as f64 - mean) * inv;
+            *v = (if shift_mean { w } else { w + mean }) as f32;
+        }
+    }
+}
+
+fn tensor2(v: &[f32], like: &Tensor<2>) -> Tensor<2> {
+    Tensor::<2>::from_data(TensorData::new(v.to_vec(), like.dims()), &like.device())
+}
+
+/// PPO's clipped surrogate (Schulman et al. 2017), a masked mean over reply tokens:
+/// `max(-A r, -A clip(r, 1-ε, 1+ε))` with `r = exp(log π - log π_old)`. Also returns the
+/// fraction of tokens where the clipped term was taken and the approximate KL to the old
+/// policy, `mean((r - 1) - log r)`.
+///
+/// # Shapes
+/// `logp`: `(B, T)`; `old_logp`, `adv`, `mask`: `B*T` values -> `(1,)`
+pub fn ppo_policy_loss(
+    logp: Tensor<2>,
+    old_logp: &[f32],
+    adv: &[f32],
+    mask: &[f32],
+    clip: f64,
+) -> (Tensor<1>, Metrics) {
+    let n = mask.iter().sum::<f32>().max(1.0) as f64;
+    let (old, a, m) = (
+        tensor2(old_logp, &logp),
+        tensor2(adv, &logp),
+        tensor2(mask, &logp),
+    );
+    let log_ratio = logp - old;
+    let ratio = log_ratio.clone().exp();
+    let unclipped = ratio.clone().neg() * a.clone();
+    let clipped = ratio.clone().clamp(1.0 - clip, 1.0 + clip).neg() * a;
+    let loss = (unclipped.clone().max_pair(clipped.clone()) * m.clone()).sum() / n;
+    let taken: Vec<f32> = clipped
+        .greater(unclipped)
+        .float()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let r: Vec<f32> = ratio.into_data().try_to_vec::<f32>().expect("f32");
+    let (mut clip_frac, mut approx_kl) = (0.0f64, 0.0f64);
+    for ((t, r), w) in taken.iter().zip(&r).zip(mask) {
+        if *w > 0.0 {
+            clip_frac += *t as f64;
+            approx_kl += (*r as f64 - 1.0) - (*r as f64).ln();
+        }
+    }
+    let metrics = Metrics::from([
+        ("clip_frac".to_string(), clip_frac / n),
+        ("approx_kl".to_string(), approx_kl / n),
+    ]);
+    (loss, metrics)
+}
+
+/// PPO's clipped value loss, a masked mean over reply tokens:
+/// `½ max((V - R)², (V_old + clip(V - V_old, ±ε) - R)²)`. Also returns the fraction clipped.
+///
+/// # Shapes
+/// `values`: `(B, T)`; `old_values`, `returns`, `mask`: `B*T` values -> `(1,)`
+pub fn ppo_value_loss(
+    values: Tensor<2>,
+    old_values: &[f32],
+    returns: &[f32],
+    mask: &[f32],
+    clip: f64,
+) -> (Tensor<1>, Metrics) {
+    let n = mask.iter().sum::<f32>().max(1.0) as f64;
+    let (old, ret, m) = (
+        tensor2(old_values, &values),
+        tensor2(returns, &values),
+        tensor2(mask, &values),
+    );
+    let clipped = old.clone() + (values.clone() - old).clamp(-clip, clip);
+    let a = (values - ret.clone()).powi_scalar(2);
+    let b = (clipped - ret).powi_scalar(2);
+    let taken: Vec<f32> = b
+        .clone()
+        .greater(a.clone())
+        .float()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let loss = (a.max_pair(b) * m).sum() * (0.5 / n);
+    let frac = taken
+        .iter()
+        .zip(mask)
+        .filter(|(t, w)| **w > 0.0 && **t > 0.0)
+        .count() as f64
+        / n;
+    (loss, Metrics::from([("value_clip_frac".to_string(), frac)]))
+}

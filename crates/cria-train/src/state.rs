@@ -58,7 +58,12 @@ pub fn optimizer_tensors(opt: &AdamW) -> cria_core::weights::NamedTensors {
 }
 
 pub fn read_optimizer(dir: &Path) -> Result<AdamW> {
-    let path = dir.join(OPTIMIZER_FILE);
+    read_optimizer_file(&dir.join(OPTIMIZER_FILE))
+}
+
+/// Reads optimizer state written by [`optimizer_tensors`] from any file.
+pub fn read_optimizer_file(path: &Path) -> Result<AdamW> {
+    let path = path.to_path_buf();
     let mut map = WeightMap::default();
     WeightMap::read_file(&path, &mut map)?;
     let t = map.tensors.remove("t").ok_or_else(|| TrainError::Resume {

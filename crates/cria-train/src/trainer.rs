@@ -471,7 +471,7 @@ fn resume(
 }
 
 /// Drops metric lines after `step` (written after the checkpoint a resumed run restarts from).
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+pub fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };
@@ -489,7 +489,7 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     Ok(())
 }
 
-fn append_metrics(path: &Path, log: &StepLog) -> Result<()> {
+pub fn append_metrics(path: &Path, log: &StepLog) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

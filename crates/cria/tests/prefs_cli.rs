@@ -210,3 +210,225 @@ fn bad_preference_records_name_file_line_and_field() {
         "{err}"
     );
 }
+
+fn write_ppo_config(s: &Setup, extra: &str) -> PathBuf {
+    let p = s.root.join("ppo.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"init = "base/checkpoint"
+reward_model = "rm/checkpoint"
+out = "ppo"
+{extra}
+[data]
+prompts = ["prefs.jsonl"]
+prompt_len = 40
+ptx = ["corpus"]
+ptx_seq_len = 16
+ptx_batch_size = 2
+[rollout]
+batch_size = 4
+max_new_tokens = 6
+[ppo]
+epochs = 2
+minibatch_size = 2
+[train]
+steps = 6
+lr = 1e-3
+min_lr = 1e-3
+warmup_steps = 0
+log_every = 1
+save_every = 3
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn ppo_trains_logs_and_resumes_exactly() {
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    write_prefs(&s.root);
+    run_ok(
+        cria()
+            .arg("rm")
+            .arg("--config")
+            .arg(write_config(&s, "rm", ""))
+            .args(["--steps", "2"])
+            .current_dir(&s.root),
+    );
+    for (extra, files) in [
+        ("", vec!["model.safetensors", "value.safetensors"]),
+        (
+            "method = \"lora\"\n[lora]\nr = 4\nalpha = 8\n[ppo]\nptx_coef = 0.5\ntarget_kl = 1.0",
+            vec!["adapter_model.safetensors", "value.safetensors"],
+        ),
+    ] {
+        // `[ppo]` appears twice in the LoRA case; TOML forbids that, so merge it.
+        let c = write_ppo_config(&s, "");
+        let text = std::fs::read_to_string(&c).unwrap();
+        let text = match extra.split_once("[ppo]\n") {
+            Some((head, ppo)) => text
+                .replacen("out = \"ppo\"\n", &format!("out = \"ppo\"\n{head}"), 1)
+                .replacen("[ppo]\n", &format!("[ppo]\n{ppo}\n"), 1),
+            None => text,
+        };
+        std::fs::write(&c, text).unwrap();
+        let _ = std::fs::remove_dir_all(s.root.join("straight"));
+        let _ = std::fs::remove_dir_all(s.root.join("split"));
+        straight_and_resumed(&s, "ppo", &c, &[]);
+        for f in &files {
+            same_file(
+                &s.root.join("straight/checkpoint").join(f),
+                &s.root.join("split/checkpoint").join(f),
+            );
+        }
+        let metrics = std::fs::read_to_string(s.root.join("straight/metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count(), 6);
+        let first: serde_json::Value =
+            serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+        for k in [
+            "reward",
+            "kl",
+            "entropy",
+            "clip_frac",
+            "value_loss",
+            "reply_len",
+            "beta",
+            "peak_rss_mib",
+        ] {
+            assert!(first[k].as_f64().is_some(), "{k} logged: {first}");
+        }
+        // The policy equals its reference before the first update.
+        assert!(first["kl"].as_f64().unwrap().abs() < 1e-4, "{first}");
+        if extra.contains("ptx_coef") {
+            assert!(first["ptx_loss"].as_f64().is_some());
+        }
+    }
+}
+
+#[test]
+fn ppo_refuses_bad_setups() {
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    write_prefs(&s.root);
+    run_ok(
+        cria()
+            .arg("rm")
+            .arg("--config")
+            .arg(write_config(&s, "rm", ""))
+            .args(["--steps", "1"])
+            .current_dir(&s.root),
+    );
+    let c = write_ppo_config(&s, "");
+    let ppo = |sets: &[&str]| {
+        run_err(
+            cria()
+                .arg("ppo")
+                .arg("--config")
+                .arg(&c)
+                .args(sets)
+                .current_dir(&s.root),
+        )
+    };
+    // A language model is not a reward model.
+    let err = ppo(&["--set", "reward_model=\"base/checkpoint\""]);
+    assert!(err.contains("not a reward model"), "{err}");
+    // A reward model with another tokenizer.
+    let other = s.root.join("rm-other");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in std::fs::read_dir(s.root.join("rm/checkpoint")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, other.join(f.file_name().unwrap())).unwrap();
+    }
+    let tj = other.join("tokenizer.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&tj).unwrap()).unwrap();
+    let vocab = v["model"]["vocab"].as_object_mut().unwrap();
+    let n = vocab.len();
+    vocab.insert("an-extra-token".into(), json!(n));
+    std::fs::write(&tj, serde_json::to_vec(&v).unwrap()).unwrap();
+    let err = ppo(&["--set", "reward_model=\"rm-other\""]);
+    assert!(err.contains("different tokenizer"), "{err}");
+    // An empty prompt set.
+    std::fs::write(s.root.join("none.jsonl"), "").unwrap();
+    let err = ppo(&["--set", "data.prompts=[\"none.jsonl\"]"]);
+    assert!(err.contains("prompt set is empty"), "{err}");
+    // A prompt record without a prompt names its line.
+    std::fs::write(
+        s.root.join("bad.jsonl"),
+        "{\"prompt\": \"hi\"}\n{\"question\": \"x\"}\n",
+    )
+    .unwrap();
+    let err = ppo(&["--set", "data.prompts=[\"bad.jsonl\"]"]);
+    assert!(
+        err.contains("bad.jsonl:2:") && err.contains("`prompt`"),
+        "{err}"
+    );
+    assert!(!s.root.join("ppo/checkpoint").exists());
+}
+
+#[test]
+fn ppo_resumes_after_sigkill_bit_identically() {
+    use std::time::{Duration, Instant};
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    write_prefs(&s.root);
+    run_ok(
+        cria()
+            .arg("rm")
+            .arg("--config")
+            .arg(write_config(&s, "rm", ""))
+            .args(["--steps", "2"])
+            .current_dir(&s.root),
+    );
+    let c = write_ppo_config(&s, "");
+    let ppo = |out: &str| {
+        let mut cmd = cria();
+        cmd.arg("ppo")
+            .arg("--config")
+            .arg(&c)
+            .args(["--out", out, "--steps", "60", "--set", "train.save_every=2"])
+            .current_dir(&s.root);
+        cmd
+    };
+    run_ok(&mut ppo("straight"));
+    let iteration = |d: &Path| -> Option<u64> {
+        let t = std::fs::read_to_string(d.join("checkpoint/ppo_state.json")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&t).ok()?["iteration"].as_u64()
+    };
+    let killed = s.root.join("killed");
+    let mut child = ppo("killed")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while iteration(&killed).unwrap_or(0) < 6 {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(iteration(&killed).unwrap() < 60, "killed mid-run");
+    run_ok(&mut ppo("killed"));
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "value.safetensors",
+        "value_optimizer.safetensors",
+        "ppo_state.json",
+    ] {
+        same_file(
+            &s.root.join("straight/checkpoint").join(f),
+            &killed.join("checkpoint").join(f),
+        );
+    }
+    let lines = std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 60, "metrics are not duplicated");
+}

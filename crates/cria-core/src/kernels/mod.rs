@@ -89,6 +89,54 @@ pub fn attention(
     ))
 }
 
+/// Causal attention over left-padded rows (batched generation): as [`attention`], and row `b`'s
+/// queries also ignore keys before `starts[b]`, its padding. A padding query sees only itself
+/// (its output is never used, but stays finite). RoPE scores depend on position differences
+/// only, so a padded row attends exactly as it would alone. Composed from burn ops: used for
+/// inference, where the rows are few and short.
+///
+/// # Shapes
+/// `q`: `(B, T, H, D)`, `k`, `v`: `(B, offset + T, KV, D)` -> `(B, T, H, D)`
+pub fn attention_padded(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    offset: usize,
+    window: Option<usize>,
+    starts: &[usize],
+) -> Tensor<4> {
+    let [b, t, h, d] = q.dims();
+    let [_, s, kv, _] = k.dims();
+    assert_eq!(starts.len(), b, "one start per row");
+    let rep = h / kv;
+    let expand = |x: Tensor<4>| {
+        x.swap_dims(1, 2)
+            .unsqueeze_dim::<5>(2)
+            .expand([b, kv, rep, s, d])
+            .reshape([b, h, s, d])
+    };
+    let mut m = vec![0f32; b * t * s];
+    for (r, &start) in starts.iter().enumerate() {
+        for i in 0..t {
+            let qpos = offset + i;
+            for j in 0..s {
+                let future = j > qpos;
+                let outside = window.is_some_and(|w| qpos >= w && j <= qpos - w);
+                let padding = j < start && j != qpos;
+                if future || outside || padding {
+                    m[(r * t + i) * s + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    let mask = Tensor::<3>::from_data(burn::tensor::TensorData::new(m, [b, t, s]), &q.device())
+        .unsqueeze_dim::<4>(1);
+    let scores = q.swap_dims(1, 2).matmul(expand(k).swap_dims(2, 3)) * (d as f64).powf(-0.5) + mask;
+    burn::tensor::activation::softmax(scores, 3)
+        .matmul(expand(v))
+        .swap_dims(1, 2)
+}
+
 /// The same attention from composed burn ops, for tests.
 pub fn attention_reference(
     q: Tensor<4>,

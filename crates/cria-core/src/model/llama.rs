@@ -92,6 +92,18 @@ impl KvCache {
             layers: vec![LayerCache::default(); layers],
         }
     }
+    /// A cache for a left-padded batch whose row `b` starts at `starts[b]`.
+    pub fn padded(layers: usize, starts: Vec<usize>) -> Self {
+        KvCache {
+            layers: vec![
+                LayerCache {
+                    kv: None,
+                    starts: Some(starts),
+                };
+                layers
+            ],
+        }
+    }
     /// Number of positions already cached.
     pub fn len(&self) -> usize {
         self.layers.first().map_or(0, LayerCache::len)
@@ -234,6 +246,26 @@ impl Llama {
             r - self.cfg.reward_offset
         } else {
             r
+        }
+    }
+
+    /// The score head at every position, minus the reward offset: a value model's estimate of
+    /// each prefix (PPO's critic).
+    ///
+    /// # Shapes
+    /// `ids`: `(B, T)` -> `(B, T)`
+    pub fn scores(&self, ids: Tensor<2, Int>) -> Tensor<2> {
+        let [b, t] = ids.dims();
+        let score = self
+            .score
+            .as_ref()
+            .expect("scores() needs a model with a score head");
+        let h = self.hidden(ids, None);
+        let v = score.forward(h).reshape([b, t]);
+        if self.cfg.reward_offset != 0.0 {
+            v - self.cfg.reward_offset
+        } else {
+            v
         }
     }
 

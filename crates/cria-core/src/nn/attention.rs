@@ -27,6 +27,9 @@ pub struct Attention {
 #[derive(Clone, Debug, Default)]
 pub struct LayerCache {
     pub kv: Option<(Tensor<4>, Tensor<4>)>,
+    /// Left-padded batches (batched generation): row `b`'s real tokens start at
+    /// `starts[b]`, and no query looks at the padding before it.
+    pub starts: Option<Vec<usize>>,
 }
 
 impl LayerCache {
@@ -110,6 +113,7 @@ impl Attention {
             offset,
         );
         let mut v = self.heads(self.v_proj.forward(x), self.n_kv_heads);
+        let starts = cache.as_ref().and_then(|c| c.starts.clone());
         if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.kv.take() {
                 k = Tensor::cat(vec![pk, k], 1);
@@ -117,7 +121,10 @@ impl Attention {
             }
             cache.kv = Some((k.clone(), v.clone()));
         }
-        let mut y = kernels::attention(q.clone(), k, v, offset, self.window);
+        let mut y = match starts {
+            Some(st) => kernels::attention_padded(q.clone(), k, v, offset, self.window, &st),
+            None => kernels::attention(q.clone(), k, v, offset, self.window),
+        };
         if let Some(p) = &self.prefix {
             y = y + p.forward(q, &self.k_proj, &self.v_proj, self.n_kv_heads);
         }

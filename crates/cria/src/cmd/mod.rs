@@ -5,6 +5,7 @@ pub mod dpo;
 pub mod export;
 pub mod generate;
 pub mod logits;
+pub mod ppo;
 pub mod pretrain;
 pub mod rm;
 mod run_args;
@@ -26,6 +27,8 @@ pub enum Command {
     Rm(rm::Args),
     /// Direct Preference Optimization of an SFT checkpoint on preference pairs.
     Dpo(dpo::Args),
+    /// RLHF with PPO: rollouts scored by a reward model, per-token KL penalty to the SFT model.
+    Ppo(ppo::Args),
     /// Chat with a fine-tuned checkpoint in the terminal (or over piped lines).
     Chat(chat::Args),
     /// Write a plain Hugging Face checkpoint (`--merge-lora` folds an adapter into the base).
@@ -44,6 +47,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Sft(a) => sft::run(a),
         Command::Rm(a) => rm::run(a),
         Command::Dpo(a) => dpo::run(a),
+        Command::Ppo(a) => ppo::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Export(a) => export::run(a),
         Command::Generate(a) => generate::run(a),

@@ -1,0 +1,20 @@
+//! `cria ppo`: RLHF with PPO against a reward model and a per-token KL penalty (InstructGPT).
+
+use super::run_args::{RunArgs, run_stage};
+use clap::Args as ClapArgs;
+use cria_train::ppo::{self, PpoConfig};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    run_stage(
+        &a.run,
+        &["out", "init", "reward_model", "data.prompts", "data.ptx"],
+        |c: &PpoConfig| (&c.out, &c.init, c.train.log_every),
+        ppo::run,
+    )
+}
