@@ -22,7 +22,7 @@ use crate::sft::{Method, Trainable};
 use crate::state::{OPTIMIZER_FILE, optimizer_tensors, read_optimizer_file};
 use crate::trainer::{
     Batch, DataSource, Metrics, Reporter, RunDir, StepLog, append_metrics, batch_loss, input_ids,
-    truncate_metrics,
+    set_flat, truncate_metrics,
 };
 use cria_core::checkpoint::{self, SaveExtras};
 use cria_core::config::{Head, ModelConfig};
@@ -715,16 +715,7 @@ fn update(
         let decay = matches!(p, ParamMut::Matrix { .. });
         let mut values = to_vec(p.flat());
         opt.update(name, &mut values, grad, lr, hp, decay);
-        match p {
-            ParamMut::Vector(t) => {
-                let n = values.len();
-                *t = Tensor::from_data(TensorData::new(values, [n]), &device).require_grad();
-            }
-            ParamMut::Matrix { t, .. } => {
-                let dims = t.dims();
-                *t = Tensor::from_data(TensorData::new(values, dims), &device).require_grad();
-            }
-        }
+        set_flat(p, values, &device);
     });
     Ok(norm)
 }

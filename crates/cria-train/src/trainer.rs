@@ -364,7 +364,8 @@ fn accumulate(
     Ok((loss_sum, tokens, grads, metrics))
 }
 
-fn set_flat(p: ParamMut<'_>, values: Vec<f32>, device: &Device) {
+/// Replaces a parameter with new values, as a fresh leaf that requires gradients.
+pub fn set_flat(p: ParamMut<'_>, values: Vec<f32>, device: &Device) {
     match p {
         ParamMut::Vector(t) => {
             let n = values.len();

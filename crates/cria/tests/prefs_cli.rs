@@ -211,6 +211,24 @@ fn bad_preference_records_name_file_line_and_field() {
     );
 }
 
+/// A pretrained tiny base, the preference file, and a reward model trained from the base for
+/// `steps` steps (in `rm/`).
+fn with_reward_model(steps: u64) -> Setup {
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    write_prefs(&s.root);
+    run_ok(
+        cria()
+            .arg("rm")
+            .arg("--config")
+            .arg(write_config(&s, "rm", ""))
+            .args(["--steps", &steps.to_string()])
+            .current_dir(&s.root),
+    );
+    s
+}
+
 fn write_ppo_config(s: &Setup, extra: &str) -> PathBuf {
     let p = s.root.join("ppo.toml");
     std::fs::write(
@@ -248,18 +266,7 @@ save_every = 3
 
 #[test]
 fn ppo_trains_logs_and_resumes_exactly() {
-    let s = Setup::new();
-    let cfg = s.config(2, 2);
-    run_ok(&mut pretrain(&s, &cfg, "base"));
-    write_prefs(&s.root);
-    run_ok(
-        cria()
-            .arg("rm")
-            .arg("--config")
-            .arg(write_config(&s, "rm", ""))
-            .args(["--steps", "2"])
-            .current_dir(&s.root),
-    );
+    let s = with_reward_model(2);
     for (extra, files) in [
         ("", vec!["model.safetensors", "value.safetensors"]),
         (
@@ -312,18 +319,7 @@ fn ppo_trains_logs_and_resumes_exactly() {
 
 #[test]
 fn ppo_refuses_bad_setups() {
-    let s = Setup::new();
-    let cfg = s.config(2, 2);
-    run_ok(&mut pretrain(&s, &cfg, "base"));
-    write_prefs(&s.root);
-    run_ok(
-        cria()
-            .arg("rm")
-            .arg("--config")
-            .arg(write_config(&s, "rm", ""))
-            .args(["--steps", "1"])
-            .current_dir(&s.root),
-    );
+    let s = with_reward_model(1);
     let c = write_ppo_config(&s, "");
     let ppo = |sets: &[&str]| {
         run_err(
@@ -374,18 +370,7 @@ fn ppo_refuses_bad_setups() {
 #[test]
 fn ppo_resumes_after_sigkill_bit_identically() {
     use std::time::{Duration, Instant};
-    let s = Setup::new();
-    let cfg = s.config(2, 2);
-    run_ok(&mut pretrain(&s, &cfg, "base"));
-    write_prefs(&s.root);
-    run_ok(
-        cria()
-            .arg("rm")
-            .arg("--config")
-            .arg(write_config(&s, "rm", ""))
-            .args(["--steps", "2"])
-            .current_dir(&s.root),
-    );
+    let s = with_reward_model(2);
     let c = write_ppo_config(&s, "");
     let ppo = |out: &str| {
         let mut cmd = cria();

@@ -105,16 +105,9 @@ pub fn attention_padded(
     window: Option<usize>,
     starts: &[usize],
 ) -> Tensor<4> {
-    let [b, t, h, d] = q.dims();
-    let [_, s, kv, _] = k.dims();
+    let [b, t, _, _] = q.dims();
+    let s = k.dims()[1];
     assert_eq!(starts.len(), b, "one start per row");
-    let rep = h / kv;
-    let expand = |x: Tensor<4>| {
-        x.swap_dims(1, 2)
-            .unsqueeze_dim::<5>(2)
-            .expand([b, kv, rep, s, d])
-            .reshape([b, h, s, d])
-    };
     let mut m = vec![0f32; b * t * s];
     for (r, &start) in starts.iter().enumerate() {
         for i in 0..t {
@@ -131,6 +124,21 @@ pub fn attention_padded(
     }
     let mask = Tensor::<3>::from_data(burn::tensor::TensorData::new(m, [b, t, s]), &q.device())
         .unsqueeze_dim::<4>(1);
+    composed_attention(q, k, v, mask)
+}
+
+/// Softmax attention from composed burn ops with an additive mask that broadcasts over
+/// `(B, H, T, S)`; key/value heads are repeated for their query groups.
+fn composed_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
+    let [b, _, h, d] = q.dims();
+    let [_, s, kv, _] = k.dims();
+    let rep = h / kv;
+    let expand = |x: Tensor<4>| {
+        x.swap_dims(1, 2)
+            .unsqueeze_dim::<5>(2)
+            .expand([b, kv, rep, s, d])
+            .reshape([b, h, s, d])
+    };
     let scores = q.swap_dims(1, 2).matmul(expand(k).swap_dims(2, 3)) * (d as f64).powf(-0.5) + mask;
     burn::tensor::activation::softmax(scores, 3)
         .matmul(expand(v))
@@ -145,21 +153,9 @@ pub fn attention_reference(
     offset: usize,
     window: Option<usize>,
 ) -> Tensor<4> {
-    let [b, t, h, d] = q.dims();
-    let [_, s, kv, _] = k.dims();
-    let rep = h / kv;
-    let expand = |x: Tensor<4>| {
-        x.swap_dims(1, 2)
-            .unsqueeze_dim::<5>(2)
-            .expand([b, kv, rep, s, d])
-            .reshape([b, h, s, d])
-    };
+    let t = q.dims()[1];
     let mask = crate::nn::attention::attention_mask(t, offset, window, &q.device());
-    let scores = q.swap_dims(1, 2).matmul(expand(k).swap_dims(2, 3)) * (d as f64).powf(-0.5)
-        + mask.unsqueeze::<4>();
-    burn::tensor::activation::softmax(scores, 3)
-        .matmul(expand(v))
-        .swap_dims(1, 2)
+    composed_attention(q, k, v, mask.unsqueeze::<4>())
 }
 
 /// Per-row cross-entropy: `logsumexp(logits[i]) - logits[i, targets[i]]`.

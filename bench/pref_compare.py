@@ -1,0 +1,201 @@
+"""Preference-learning steps in cria against TRL, back to back on the same checkpoint (the
+benchmark LLaMA of bench/compare.py, written once by transformers), the same data and threads:
+
+* reward-model step: `cria rm` vs TRL's RewardTrainer, 8 pairs per step;
+* DPO step: `cria dpo` vs TRL's DPOTrainer, 8 pairs per step, reference log-probs precomputed
+  on both sides (cria always does; TRL with `precompute_ref_log_probs`);
+* an RL iteration (rollouts + reward-model scoring + one update): `cria ppo` (16 prompts, one
+  reply each, 1 epoch, one minibatch; it also trains a value model) vs TRL's RLOOTrainer (8
+  prompts x 2 generations = 16 replies, one update). TRL has no stable PPO trainer.
+
+Replies are up to 24 tokens at temperature 1 (random weights rarely stop early, so both sides
+generate the full length). Each side's mean step time over the timed steps (two warm-up steps
+excluded) and its peak RSS.
+
+    cargo build --release
+    python3 bench/pref_compare.py [--steps 10] [--threads 2] [--only rm,dpo,rl]
+
+Needs scripts/ref/requirements.txt (torch, transformers, trl, datasets).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sft_compare import CRIA, CORPUS, TOKENIZER, WARMUP, peak_rss_run, write_checkpoint  # noqa: E402
+
+PAIRS, RL_REPLIES, NEW_TOKENS = 8, 16, 24
+
+
+def write_reward_model(d):
+    import shutil
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=4096, hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
+                      num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=1024,
+                      rms_norm_eps=1e-5, tie_word_embeddings=False, num_labels=1, pad_token_id=3)
+    LlamaForSequenceClassification(cfg).save_pretrained(d)
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(TOKENIZER / f, d / f)
+
+
+def write_data(d, n=128):
+    """Preference pairs cut from the tiny corpus (a ~60-token question, two ~90-token answers)
+    in TRL's conversational explicit-prompt shape, which cria reads too; and the questions as
+    an RL prompt set."""
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(TOKENIZER / "tokenizer.json"))
+    text = " ".join(p.read_text() for p in sorted(CORPUS.iterdir()))
+    ids = tok.encode(text, add_special_tokens=False).ids
+    rows, prompts, pos = [], [], 0
+    for _ in range(n):
+        q = tok.decode(ids[pos:pos + 60]).strip()
+        a = tok.decode(ids[pos + 60:pos + 150]).strip()
+        b = tok.decode(ids[pos + 150:pos + 240]).strip()
+        pos = (pos + 240) % (len(ids) - 240)
+        rows.append({"prompt": [{"role": "user", "content": q}],
+                     "chosen": [{"role": "assistant", "content": a}],
+                     "rejected": [{"role": "assistant", "content": b}]})
+        prompts.append({"prompt": [{"role": "user", "content": q}]})
+    (d / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prompts))
+
+
+def cria_run(d, task, steps, env):
+    out = d / f"cria-{task}"
+    common = f"""[train]
+steps = {steps}
+lr = 1e-5
+min_lr = 1e-5
+warmup_steps = 0
+weight_decay = 0.0
+log_every = 1
+eval_every = 0
+save_every = 0
+"""
+    if task in ("rm", "dpo"):
+        cfg = f"""init = "{d / 'model'}"
+out = "{out}"
+[data]
+train = ["{d / 'pairs.jsonl'}"]
+val_fraction = 0.0
+seq_len = 256
+{common}batch_size = {PAIRS}
+"""
+    else:
+        cfg = f"""init = "{d / 'model'}"
+reward_model = "{d / 'rm'}"
+out = "{out}"
+[data]
+prompts = ["{d / 'prompts.jsonl'}"]
+[rollout]
+batch_size = {RL_REPLIES}
+max_new_tokens = {NEW_TOKENS}
+temperature = 1.0
+[ppo]
+epochs = 1
+minibatch_size = {RL_REPLIES}
+{common}"""
+    (d / f"{task}.toml").write_text(cfg)
+    cmd = {"rm": "rm", "dpo": "dpo", "rl": "ppo"}[task]
+    _, rss = peak_rss_run([str(CRIA), cmd, "--config", str(d / f"{task}.toml")], env)
+    t = [json.loads(x)["elapsed_s"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return (t[-1] - t[WARMUP - 1]) / (len(t) - WARMUP), rss
+
+
+def trl_side(d, task, steps, threads):
+    import time
+    import torch
+    from datasets import load_dataset
+    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
+                              TrainerCallback)
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(d / "model")
+    times = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter())
+
+    common = dict(output_dir=str(d / f"trl-{task}"), max_steps=steps, learning_rate=1e-5,
+                  lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+                  logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+                  dataloader_num_workers=0, seed=0, bf16=False, fp16=False)
+    if task == "rm":
+        from trl import RewardConfig, RewardTrainer
+        model = AutoModelForSequenceClassification.from_pretrained(d / "model", num_labels=1)
+        model.config.pad_token_id = tok.pad_token_id
+        data = load_dataset("json", data_files=str(d / "pairs.jsonl"), split="train")
+        trainer = RewardTrainer(model=model, processing_class=tok, train_dataset=data, callbacks=[Clock()],
+                                args=RewardConfig(per_device_train_batch_size=PAIRS, max_length=256,
+                                                  **common))
+    elif task == "dpo":
+        from trl import DPOConfig, DPOTrainer
+        model = AutoModelForCausalLM.from_pretrained(d / "model")
+        data = load_dataset("json", data_files=str(d / "pairs.jsonl"), split="train")
+        trainer = DPOTrainer(model=model, processing_class=tok, train_dataset=data, callbacks=[Clock()],
+                             args=DPOConfig(per_device_train_batch_size=PAIRS, max_length=256, beta=0.1,
+                                            precompute_ref_log_probs=True, **common))
+    else:
+        from trl import RLOOConfig, RLOOTrainer
+        model = AutoModelForCausalLM.from_pretrained(d / "model")
+        data = load_dataset("json", data_files=str(d / "prompts.jsonl"), split="train")
+        trainer = RLOOTrainer(model=model, processing_class=tok, train_dataset=data,
+                              reward_funcs=[str(d / "rm")], callbacks=[Clock()],
+                              args=RLOOConfig(per_device_train_batch_size=RL_REPLIES, num_generations=2,
+                                              max_completion_length=NEW_TOKENS, temperature=1.0,
+                                              beta=0.05, **common))
+    trainer.train()
+    print(json.dumps({"s_per_step": (times[-1] - times[WARMUP - 1]) / (len(times) - WARMUP)}))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="rm,dpo,rl")
+    ap.add_argument("--trl-side", nargs=2, metavar=("DIR", "TASK"), help=argparse.SUPPRESS)
+    ap.add_argument("--write", metavar="DIR", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.write:
+        d = Path(a.write)
+        write_checkpoint(d / "model")
+        write_reward_model(d / "rm")
+        return
+    if a.trl_side:
+        return trl_side(Path(a.trl_side[0]), a.trl_side[1], a.steps, a.threads)
+    if not CRIA.exists():
+        sys.exit("build it first: cargo build --release")
+    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads),
+               RUST_LOG="warn", TOKENIZERS_PARALLELISM="false")
+    names = {"rm": "reward-model step (8 pairs, ~150 tokens each)",
+             "dpo": "DPO step (8 pairs, ~150 tokens each)",
+             "rl": f"RL iteration ({RL_REPLIES} replies of {NEW_TOKENS} tokens; cria PPO vs TRL RLOO)"}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        # In a child: a forked parent's pre-exec size would count in each child's peak RSS.
+        subprocess.run([sys.executable, __file__, "--write", str(d)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        write_data(d)
+        for task in a.only.split(","):
+            c, c_rss = cria_run(d, task, a.steps, env)
+            out, t_rss = peak_rss_run([sys.executable, __file__, "--steps", str(a.steps), "--threads",
+                                       str(a.threads), "--trl-side", str(d), task], env)
+            t = json.loads(out.strip().splitlines()[-1])["s_per_step"]
+            rows.append((task, c, t, c_rss, t_rss))
+            print(f"# {task}: cria {c:.3f} s/step, TRL {t:.3f} s/step", file=sys.stderr)
+    print(f"| {a.threads} threads | cria s/step | TRL s/step | cria speed-up | cria peak RSS | TRL peak RSS |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for task, c, t, cr, tr in rows:
+        print(f"| {names[task]} | {c:.3f} | {t:.3f} | {t / c:.2f}x | {cr:,.0f} MiB | {tr:,.0f} MiB |")
+
+
+if __name__ == "__main__":
+    main()
