@@ -189,6 +189,11 @@ struct Buffer {
 
 /// Log-probability of every target token.
 fn token_logps(model: &Llama, batch: &Batch, device: &Device) -> Tensor<2> {
+    logps_and_logits(model, batch, device).0
+}
+
+/// Log-probability of every target token, and the logits they come from.
+fn logps_and_logits(model: &Llama, batch: &Batch, device: &Device) -> (Tensor<2>, Tensor<3>) {
     let logits = model.forward(input_ids(batch, device), None);
     let targets = Tensor::<2, Int>::from_data(
         TensorData::new(
@@ -197,13 +202,15 @@ fn token_logps(model: &Llama, batch: &Batch, device: &Device) -> Tensor<2> {
         ),
         device,
     );
-    cria_core::model::token_logprobs(logits, targets)
+    (
+        cria_core::model::token_logprobs(logits.clone(), targets),
+        logits,
+    )
 }
 
-/// Mean entropy (nats) of the next-token distributions at masked positions.
-fn entropy(model: &Llama, batch: &Batch, mask: &[f32], device: &Device) -> f64 {
-    let logits = model.forward(input_ids(batch, device), None);
-    let lp = burn::tensor::activation::log_softmax(logits, 2);
+/// Mean entropy (nats) of the next-token distributions at masked positions (no gradient).
+fn entropy(logits: Tensor<3>, mask: &[f32]) -> f64 {
+    let lp = burn::tensor::activation::log_softmax(logits.detach(), 2);
     let h = (lp.clone().exp() * lp).sum_dim(2).neg();
     let h = to_vec(h);
     let n = mask.iter().sum::<f32>().max(1.0) as f64;
@@ -499,6 +506,7 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         let pol_inf = m.policy.clone().to_device(&inf);
         let prompt_ids: Vec<Vec<u32>> = chosen.iter().map(|&i| prompts[i].1.clone()).collect();
         let replies = generate_batch(&pol_inf, &prompt_ids, &gen_opts, &seeds, pad)?;
+        let t_rollout = t0.elapsed().as_secs_f64();
 
         // Score each reply as the reward model reads a conversation.
         let mut convs = Vec::with_capacity(chosen.len());
@@ -522,6 +530,7 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
             }
         }
 
+        let t_score = t0.elapsed().as_secs_f64() - t_rollout;
         // Per-token log-probs (policy, reference), values, KL-penalised rewards and GAE.
         let groups: Vec<Vec<Row>> = prompt_ids
             .iter()
@@ -577,6 +586,7 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
             returns,
         };
 
+        let t_prepare = t0.elapsed().as_secs_f64() - t_rollout - t_score;
         // Epochs of minibatch updates.
         let lr = lr_at(&cfg.train, k);
         let vlr = p.value_lr.unwrap_or(cfg.train.lr) * lr / cfg.train.lr.max(f64::MIN_POSITIVE);
@@ -588,10 +598,10 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
             let perm: Vec<usize> = (0..buf.batch.b as u64).map(|x| rows.index(x)).collect();
             for mb in perm.chunks(p.minibatch_size) {
                 let (b, [mk, olp, ov, ad, ret]) = slice(&buf, mb);
+                let (logp, logits) = logps_and_logits(&m.policy, &b, &train_dev);
                 if epoch == 0 {
-                    ent_sum += entropy(&pol_inf, &b, &mk, &inf) * mb.len() as f64;
+                    ent_sum += entropy(logits, &mk) * mb.len() as f64;
                 }
-                let logp = token_logps(&m.policy, &b, &train_dev);
                 let (mut loss, pm) = ppo_policy_loss(logp, &olp, &ad, &mk, p.clip_range);
                 let pg = loss.clone().into_scalar::<f32>() as f64;
                 if let Some(data) = ptx.as_mut() {
@@ -625,6 +635,16 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         for v in acc.values_mut() {
             *v /= updates.max(1) as f64;
         }
+        // Where the iteration's time went: sampling, reward-model scoring, the old/reference
+        // log-probs and values with GAE, and the updates.
+        let total = t0.elapsed().as_secs_f64();
+        acc.insert("time_rollout_s".into(), t_rollout);
+        acc.insert("time_score_s".into(), t_score);
+        acc.insert("time_prepare_s".into(), t_prepare);
+        acc.insert(
+            "time_update_s".into(),
+            total - t_rollout - t_score - t_prepare,
+        );
         // Adaptive KL controller: β moves toward the target, at most ±20% of the error.
         if let Some(target) = p.target_kl {
             let err = (kl / target - 1.0).clamp(-0.2, 0.2);
