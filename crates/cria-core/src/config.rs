@@ -495,7 +495,8 @@ fn read_rope(r: &Reader) -> Result<(f64, Option<RopeScaling>)> {
 }
 
 fn read_sliding(r: &Reader, arch: Arch, layers: usize) -> Result<Vec<Option<usize>>> {
-    let window = r.opt_usize("sliding_window")?;
+    // 0 means no window, as the fused kernel reads it.
+    let window = r.opt_usize("sliding_window")?.filter(|w| *w > 0);
     Ok(match arch {
         Arch::Llama => vec![None; layers],
         Arch::Mistral => vec![window; layers],

@@ -293,9 +293,18 @@ pub fn read_prompts(paths: &[PathBuf]) -> Result<Vec<Vec<Message>>> {
                 let m = turns(at, list, "messages", "role", "content", role_of)?;
                 check_prompt(at, "messages", &m)?;
                 Ok(m)
-            } else if rec.get("chosen").is_some() {
-                // A preference pair without a prompt: the turns its answers share.
-                Ok(preference(at, rec)?.prompt)
+            } else if let Some(chosen) = rec.get("chosen") {
+                // A pair without a prompt: the chosen conversation up to its last user turn
+                // (the answers themselves are not needed, so they are not checked).
+                let c = conversation_of(at, chosen, "chosen")?;
+                let end = c
+                    .iter()
+                    .rposition(|m| m.role == Role::User)
+                    .map(|i| i + 1)
+                    .ok_or_else(|| at.err("chosen", "no user turn to answer"))?;
+                let prompt = c[..end].to_vec();
+                check_prompt(at, "chosen", &prompt)?;
+                Ok(prompt)
             } else {
                 Err(at.err("prompt", "missing"))
             }

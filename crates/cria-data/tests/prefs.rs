@@ -50,6 +50,25 @@ fn each_shape_becomes_a_prompt_and_ranked_responses() {
 }
 
 #[test]
+fn prompt_sets_take_the_prompt_of_any_record_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("prompts.jsonl");
+    // The HH pair's answers are identical: a bad preference, but its prompt is usable.
+    let same = "\n\nHuman: Hi\n\nAssistant: Hello.";
+    let lines = [
+        serde_json::json!({"prompt": "Q1"}),
+        serde_json::json!({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q2"}]}),
+        serde_json::json!({"chosen": same, "rejected": same}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&p, text).unwrap();
+    let prompts = cria_data::prefs::read_prompts(&[p]).unwrap();
+    assert_eq!(prompts[0], vec![m(Role::User, "Q1")]);
+    assert_eq!(prompts[1], vec![m(Role::System, "S"), m(Role::User, "Q2")]);
+    assert_eq!(prompts[2], vec![m(Role::User, "Hi")]);
+}
+
+#[test]
 fn hh_transcripts_split_into_turns() {
     let turns = parse_hh("\n\nHuman: a\nb\n\nAssistant: c").unwrap();
     assert_eq!(

@@ -120,14 +120,23 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
     }
     let inf = device::inference_device();
     let reference = checkpoint::load_model(&cfg.init, &inf)?;
+    crate::sft::require_lm(&reference, &cfg.init)?;
     let tok = checkpoint::load_tokenizer(&cfg.init, &reference.cfg)?;
     let pad = tok.token_to_id(PAD).or(tok.eos_id).unwrap_or(0);
     let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
     let (train_p, val_p) = split(&cfg.data, cfg.train.seed)?;
     let max = (cfg.data.seq_len + 1).min(reference.max_len());
-    let (train, cut_t) = encode(&train_p, &tok, &fmt, max)?;
-    let (val, cut_v) = encode(&val_p, &tok, &fmt, max)?;
-    let (mut train, mut val) = (pairs(train), pairs(val));
+    let (t, v) = (
+        encode(&train_p, &tok, &fmt, max)?,
+        encode(&val_p, &tok, &fmt, max)?,
+    );
+    let (mut train, mut val) = (pairs(t.groups), pairs(v.groups));
+    if train.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "no preference has a response within data.seq_len = {} tokens",
+            cfg.data.seq_len
+        )));
+    }
     let fp = format!(
         "dpo {} beta={} seq_len={}",
         fingerprint(&train),
@@ -137,7 +146,8 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
     tracing::info!(
         pairs = train.len(),
         val_pairs = val.len(),
-        truncated = cut_t + cut_v,
+        truncated = t.truncated + v.truncated,
+        dropped = t.dropped + v.dropped,
         "DPO data ready; computing the reference log-probabilities"
     );
     fill_reference(&reference, &mut train, pad, cfg.train.batch_size);

@@ -187,14 +187,23 @@ struct Buffer {
     returns: Vec<f32>,
 }
 
-/// Log-probability of every target token.
-fn token_logps(model: &Llama, batch: &Batch, device: &Device) -> Tensor<2> {
-    logps_and_logits(model, batch, device).0
+/// Log-probability of every target token under the sampling distribution (logits divided by
+/// the rollout temperature).
+fn token_logps(model: &Llama, batch: &Batch, device: &Device, temperature: f64) -> Tensor<2> {
+    logps_and_logits(model, batch, device, temperature).0
 }
 
-/// Log-probability of every target token, and the logits they come from.
-fn logps_and_logits(model: &Llama, batch: &Batch, device: &Device) -> (Tensor<2>, Tensor<3>) {
-    let logits = model.forward(input_ids(batch, device), None);
+/// Log-probability of every target token, and the (tempered) logits they come from.
+fn logps_and_logits(
+    model: &Llama,
+    batch: &Batch,
+    device: &Device,
+    temperature: f64,
+) -> (Tensor<2>, Tensor<3>) {
+    let mut logits = model.forward(input_ids(batch, device), None);
+    if temperature != 1.0 {
+        logits = logits / temperature;
+    }
     let targets = Tensor::<2, Int>::from_data(
         TensorData::new(
             batch.targets.iter().map(|&x| x as i64).collect::<Vec<_>>(),
@@ -269,14 +278,49 @@ fn load_value(dir: &Path, device: &Device) -> Result<Llama> {
     Ok(m)
 }
 
-/// The tokenizers of policy and reward model must agree: rewards are read off the policy's ids.
+/// Every setting that would make PPO divide by zero, loop without learning or clamp backwards.
+fn validate(cfg: &PpoConfig) -> Result<()> {
+    let p = &cfg.ppo;
+    let bad = |m: &str| Err(TrainError::Invalid(m.to_string()));
+    if cfg.rollout.batch_size == 0 || p.minibatch_size == 0 || p.epochs == 0 {
+        return bad("rollout.batch_size, ppo.minibatch_size and ppo.epochs must be at least 1");
+    }
+    if cfg.rollout.max_new_tokens == 0 {
+        return bad("rollout.max_new_tokens must be at least 1");
+    }
+    if cfg.rollout.temperature <= 0.0 {
+        return bad("rollout.temperature must be positive: PPO learns from sampled replies");
+    }
+    if p.clip_range <= 0.0 || p.value_clip_range <= 0.0 {
+        return bad("ppo.clip_range and ppo.value_clip_range must be positive");
+    }
+    if p.target_kl.is_some_and(|t| t <= 0.0) || p.kl_horizon <= 0.0 {
+        return bad("ppo.target_kl and ppo.kl_horizon must be positive");
+    }
+    if p.kl_coef < 0.0 || p.reward_clip <= 0.0 {
+        return bad("ppo.kl_coef must be at least 0 and ppo.reward_clip positive");
+    }
+    if !(0.0..=1.0).contains(&p.gamma) || !(0.0..=1.0).contains(&p.lam) {
+        return bad("ppo.gamma and ppo.lam must be within [0, 1]");
+    }
+    if cfg.rollout.top_k.is_some() || cfg.rollout.top_p.is_some_and(|x| x < 1.0) {
+        tracing::warn!(
+            "rollout.top_k/top_p sample from a truncated distribution while PPO scores the \
+             full (tempered) one: the updates are then slightly off-policy"
+        );
+    }
+    Ok(())
+}
+
+/// The tokenizers of policy and reward model must agree: the reward model reads the policy's
+/// replies through the same vocabulary and special tokens.
 fn check_same_tokenizer(policy: &Path, reward: &Path) -> Result<()> {
     let read = |d: &Path| -> Result<serde_json::Value> {
         let v = fsutil::read_json(&d.join("tokenizer.json"))?;
-        Ok(v.get("model")
-            .and_then(|m| m.get("vocab"))
-            .cloned()
-            .unwrap_or(v))
+        Ok(serde_json::json!([
+            v.get("model").and_then(|m| m.get("vocab")),
+            v.get("added_tokens"),
+        ]))
     };
     if read(policy)? != read(reward)? {
         return Err(TrainError::Invalid(format!(
@@ -309,14 +353,11 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
             "reward_model: name the reward-model checkpoint (`cria rm`)".into(),
         ));
     }
-    if cfg.rollout.batch_size == 0 || p.minibatch_size == 0 || p.epochs == 0 {
-        return Err(TrainError::Invalid(
-            "rollout.batch_size, ppo.minibatch_size and ppo.epochs must be at least 1".into(),
-        ));
-    }
+    validate(cfg)?;
     let inf = device::inference_device();
     let train_dev = device::training_device();
     let mut policy = checkpoint::load_model(&cfg.init, &inf)?;
+    crate::sft::require_lm(&policy, &cfg.init)?;
     let tok = checkpoint::load_tokenizer(&cfg.init, &policy.cfg)?;
     let reward = checkpoint::load_model(&cfg.reward_model, &inf)?;
     if reward.cfg.head != Head::Score {
@@ -386,11 +427,19 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         }
         _ => (None, None),
     };
+    let prompt_hash = prompts
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, (_, ids)| {
+            let bytes: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
+            crate::pretrain::fnv1a(&bytes, h ^ ids.len() as u64)
+        });
     let fingerprint = format!(
-        "ppo policy={} reward={} prompts={} ppo={:?} rollout={:?} method={:?} lora={:?} seed={}",
+        "ppo policy={} reward={} prompts={} hash={prompt_hash:016x} data={:?} ppo={:?} \
+         rollout={:?} method={:?} lora={:?} seed={}",
         serde_json::to_string(&policy.cfg.to_json()).expect("JSON"),
         serde_json::to_string(&reward.cfg.to_json()).expect("JSON"),
         prompts.len(),
+        cfg.data,
         p,
         cfg.rollout,
         cfg.method,
@@ -547,8 +596,9 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
             .collect();
         let batch = make_batch(groups.iter(), pad, Layout::Tokens);
         let mask: Vec<f32> = batch.weights.clone().expect("token layout");
-        let old_logp = to_vec(token_logps(&pol_inf, &batch, &inf));
-        let ref_logp = to_vec(token_logps(&m.reference, &batch, &inf));
+        let temp = cfg.rollout.temperature;
+        let old_logp = to_vec(token_logps(&pol_inf, &batch, &inf, temp));
+        let ref_logp = to_vec(token_logps(&m.reference, &batch, &inf, temp));
         let val_inf = m.value.clone().to_device(&inf);
         let old_values = to_vec(val_inf.scores(input_ids(&batch, &inf)));
         let t = batch.t;
@@ -598,7 +648,7 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
             let perm: Vec<usize> = (0..buf.batch.b as u64).map(|x| rows.index(x)).collect();
             for mb in perm.chunks(p.minibatch_size) {
                 let (b, [mk, olp, ov, ad, ret]) = slice(&buf, mb);
-                let (logp, logits) = logps_and_logits(&m.policy, &b, &train_dev);
+                let (logp, logits) = logps_and_logits(&m.policy, &b, &train_dev, temp);
                 if epoch == 0 {
                     ent_sum += entropy(logits, &mk) * mb.len() as f64;
                 }

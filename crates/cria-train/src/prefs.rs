@@ -46,14 +46,22 @@ pub struct Row {
 /// A prompt's responses as rows, best first.
 pub type Group = Vec<Row>;
 
-/// Renders every preference; returns the groups and how many rows were cut to `max` tokens.
+/// Rendered preferences, how many rows were cut to the length limit, and how many
+/// preferences were dropped because a response lost all its tokens to the cut.
+pub struct Encoded {
+    pub groups: Vec<Group>,
+    pub truncated: usize,
+    pub dropped: usize,
+}
+
+/// Renders every preference, cutting rows to `max` tokens.
 pub fn encode(
     prefs: &[Preference],
     tok: &Tokenizer,
     fmt: &ChatFormat,
     max: usize,
-) -> Result<(Vec<Group>, usize)> {
-    let mut truncated = 0;
+) -> Result<Encoded> {
+    let (mut truncated, mut dropped) = (0, 0);
     let mut groups = Vec::with_capacity(prefs.len());
     for (n, p) in prefs.iter().enumerate() {
         let at =
@@ -86,9 +94,19 @@ pub fn encode(
                 ref_logp: 0.0,
             });
         }
-        groups.push(group);
+        // A row needs a response token after its first (targets are ids[1..]); a preference
+        // whose prompt fills the limit has nothing to compare.
+        if group.iter().all(|r| r.response.iter().skip(1).any(|t| *t)) {
+            groups.push(group);
+        } else {
+            dropped += 1;
+        }
     }
-    Ok((groups, truncated))
+    Ok(Encoded {
+        groups,
+        truncated,
+        dropped,
+    })
 }
 
 /// Splits off validation preferences: the named files, else `val_fraction` of the training

@@ -65,16 +65,27 @@ pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<P
     let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
     let (train_p, val_p) = split(&cfg.data, cfg.train.seed)?;
     let max = cfg.data.seq_len.min(model.max_len());
-    let (train, cut_t) = encode(&train_p, &tok, &fmt, max)?;
-    let (val, cut_v) = encode(&val_p, &tok, &fmt, max)?;
+    let (t, v) = (
+        encode(&train_p, &tok, &fmt, max)?,
+        encode(&val_p, &tok, &fmt, max)?,
+    );
+    let (train, val) = (t.groups, v.groups);
+    if train.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "no preference has a response within data.seq_len = {} tokens",
+            cfg.data.seq_len
+        )));
+    }
     let pairs = |g: &[Group]| g.iter().map(|x| x.len() * (x.len() - 1) / 2).sum::<usize>();
     tracing::info!(
         prompts = train.len(),
         pairs = pairs(&train),
         val_prompts = val.len(),
         val_pairs = pairs(&val),
-        truncated = cut_t + cut_v,
-        "reward-model data ready (over-long rows keep their first seq_len tokens)"
+        truncated = t.truncated + v.truncated,
+        dropped = t.dropped + v.dropped,
+        "reward-model data ready (over-long rows keep their first seq_len tokens; dropped \
+         preferences had a response cut away entirely)"
     );
     let mut data = PrefData {
         order: Order::new(cfg.train.seed, train.len()),

@@ -77,6 +77,18 @@ pub struct SftConfig {
     pub train: TrainConfig,
 }
 
+/// Refuses a reward model where a language model is needed (`init` of SFT, DPO and PPO).
+pub fn require_lm(model: &cria_core::Llama, dir: &Path) -> Result<()> {
+    if model.cfg.head != cria_core::config::Head::Lm {
+        return Err(TrainError::Invalid(format!(
+            "init: {} is a reward model (a score head, no language-model head); start from a \
+             language model such as an SFT checkpoint",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// A predicate over parameter names: which ones train.
 pub type Trainable = dyn Fn(&str) -> bool;
 
@@ -239,6 +251,7 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         ));
     }
     let mut model = checkpoint::load_model(&cfg.init, &device::inference_device())?;
+    require_lm(&model, &cfg.init)?;
     let (adapter, trainable): (Option<AdapterConfig<'_>>, Option<&Trainable>) = match cfg.method {
         Method::Full => (None, None),
         Method::Lora => {

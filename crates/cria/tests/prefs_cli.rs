@@ -197,6 +197,22 @@ fn bad_preference_records_name_file_line_and_field() {
             assert!(!s.root.join(cmd).join("checkpoint").exists());
         }
     }
+    // Prompts that fill data.seq_len leave nothing to compare.
+    std::fs::write(s.root.join("prefs.jsonl"), format!("{ok}\n")).unwrap();
+    for cmd in ["rm", "dpo"] {
+        let c = write_config(&s, cmd, "");
+        let err = run_err(
+            cria()
+                .arg(cmd)
+                .arg("--config")
+                .arg(&c)
+                .args(["--set", "data.seq_len=3"]),
+        );
+        assert!(
+            err.contains("no preference has a response within data.seq_len = 3"),
+            "{cmd}: {err}"
+        );
+    }
     // An empty file is refused too, naming it.
     std::fs::write(s.root.join("prefs.jsonl"), "").unwrap();
     let err = run_err(
@@ -331,9 +347,33 @@ fn ppo_refuses_bad_setups() {
                 .current_dir(&s.root),
         )
     };
-    // A language model is not a reward model.
+    // A language model is not a reward model, nor the reverse.
     let err = ppo(&["--set", "reward_model=\"base/checkpoint\""]);
     assert!(err.contains("not a reward model"), "{err}");
+    let err = ppo(&["--set", "init=\"rm/checkpoint\""]);
+    assert!(
+        err.contains("init:") && err.contains("is a reward model"),
+        "{err}"
+    );
+    // Settings that cannot work.
+    for (set, want) in [
+        (
+            "rollout.temperature=0",
+            "rollout.temperature must be positive",
+        ),
+        (
+            "rollout.max_new_tokens=0",
+            "max_new_tokens must be at least 1",
+        ),
+        (
+            "ppo.target_kl=0",
+            "target_kl and ppo.kl_horizon must be positive",
+        ),
+        ("ppo.clip_range=-0.2", "clip_range must be positive"),
+    ] {
+        let err = ppo(&["--set", set]);
+        assert!(err.contains(want), "{set}: {err}");
+    }
     // A reward model with another tokenizer.
     let other = s.root.join("rm-other");
     std::fs::create_dir_all(&other).unwrap();

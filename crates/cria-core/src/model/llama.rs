@@ -212,6 +212,10 @@ impl Llama {
     /// # Shapes
     /// `(B, T, C)` -> `(B, T, V)`
     pub fn logits(&self, h: Tensor<3>) -> Tensor<3> {
+        assert!(
+            self.score.is_none(),
+            "logits() on a reward model: it has a score head, not a language-model head"
+        );
         match &self.lm_head {
             Some(head) => head.forward(h),
             None => burn::tensor::module::linear(h, self.embed_tokens.clone().transpose(), None),
