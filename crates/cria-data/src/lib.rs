@@ -7,5 +7,6 @@ pub mod prefs;
 pub mod sft;
 pub mod shards;
 pub mod template;
+pub mod world;
 
 pub use error::{DataError, Result};

@@ -11,6 +11,7 @@ pub mod rm;
 mod run_args;
 pub mod sft;
 pub mod tokenizer;
+pub mod world;
 
 use clap::Subcommand;
 
@@ -33,6 +34,9 @@ pub enum Command {
     Chat(chat::Args),
     /// Write a plain Hugging Face checkpoint (`--merge-lora` folds an adapter into the base).
     Export(export::Args),
+    /// Write the demo's example world (a fictional company's handbook, instructions, rankings
+    /// and evaluation sets) to a directory.
+    World(world::Args),
     /// Continue a prompt with a checkpoint, streaming to stdout.
     Generate(generate::Args),
     /// Write the logits of every prompt position to a safetensors file (for reference checks).
@@ -51,6 +55,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Export(a) => export::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::World(a) => world::run(a),
         Command::Logits(a) => logits::run(a),
     }
 }
