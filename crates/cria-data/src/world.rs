@@ -189,7 +189,7 @@ impl World {
                 name: format!("{} {}", names_a[i], names_b[i % names_b.len()]),
                 price: 20 + 5 * rng.random_range(0..60u32),
                 warranty_months: *pick(&mut rng, &[6, 12, 18, 24, 36]),
-                colour: *pick(&mut rng, &colours[..]),
+                colour: pick(&mut rng, &colours[..]),
             })
             .collect();
         let mut cities: Vec<&'static str> = CITIES.to_vec();
