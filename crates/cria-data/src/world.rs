@@ -80,6 +80,7 @@ const ROLES: &[&str] = &[
     "security officer",
     "technician",
 ];
+const COLOURS: &[&str] = &["red", "blue", "green", "black", "white", "silver"];
 const SYSTEMS: &[&str] = &[
     "payroll system",
     "customer database",
@@ -183,13 +184,12 @@ impl World {
         let mut names_b: Vec<&str> = PRODUCT_B.to_vec();
         names_a.shuffle(&mut rng);
         names_b.shuffle(&mut rng);
-        let colours = ["red", "blue", "green", "black", "white", "silver"];
         let products = (0..size.products.min(names_a.len()))
             .map(|i| Product {
                 name: format!("{} {}", names_a[i], names_b[i % names_b.len()]),
                 price: 20 + 5 * rng.random_range(0..60u32),
                 warranty_months: *pick(&mut rng, &[6, 12, 18, 24, 36]),
-                colour: pick(&mut rng, &colours[..]),
+                colour: COLOURS.choose(&mut rng).copied().expect("colours"),
             })
             .collect();
         let mut cities: Vec<&'static str> = CITIES.to_vec();
