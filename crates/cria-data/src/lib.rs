@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod corpus;
 pub mod error;
+pub mod evalsets;
 pub mod prefs;
 pub mod sft;
 pub mod shards;

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod dpo;
 pub mod error;
+pub mod eval;
 pub mod losses;
 pub mod optim;
 pub mod ppo;

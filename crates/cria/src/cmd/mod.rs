@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod dpo;
+pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod logits;
@@ -32,6 +33,8 @@ pub enum Command {
     Ppo(ppo::Args),
     /// Chat with a fine-tuned checkpoint in the terminal (or over piped lines).
     Chat(chat::Args),
+    /// Measure a checkpoint: fact accuracy, truthfulness, reward, refusals, perplexity, KL.
+    Eval(eval::Args),
     /// Write a plain Hugging Face checkpoint (`--merge-lora` folds an adapter into the base).
     Export(export::Args),
     /// Write the demo's example world (a fictional company's handbook, instructions, rankings
@@ -54,6 +57,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Ppo(a) => ppo::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Export(a) => export::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(a),
         Command::World(a) => world::run(a),
         Command::Logits(a) => logits::run(a),
