@@ -286,3 +286,132 @@ mod tests {
         );
     }
 }
+
+/// What to measure a checkpoint on (any subset).
+#[derive(Debug, Clone, Default)]
+pub struct EvalInputs {
+    pub facts: Option<std::path::PathBuf>,
+    pub truthful: Option<std::path::PathBuf>,
+    pub harmful: Option<std::path::PathBuf>,
+    pub benign: Option<std::path::PathBuf>,
+    pub reward_model: Option<std::path::PathBuf>,
+    /// A rival checkpoint (and adapter) for the win rate.
+    pub against: Option<(std::path::PathBuf, Option<std::path::PathBuf>)>,
+    /// Held-out token ids for perplexity, in windows of `seq_len + 1`.
+    pub corpus_ids: Option<Vec<u32>>,
+    pub seq_len: usize,
+    pub reference: Option<std::path::PathBuf>,
+    pub kl_samples: usize,
+    pub max_new_tokens: usize,
+}
+
+fn prompt_strings(path: &std::path::Path) -> Result<Vec<String>> {
+    Ok(cria_data::prefs::read_prompts(&[path.to_path_buf()])?
+        .into_iter()
+        .map(|c| c.last().map(|m| m.content.clone()).unwrap_or_default())
+        .collect())
+}
+
+/// Loads a checkpoint (and adapter) with its tokenizer and chat format.
+pub fn load_subject(
+    dir: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+) -> Result<(Llama, Tokenizer, ChatFormat)> {
+    let dev = device::inference_device();
+    let mut m = cria_core::checkpoint::load_model(dir, &dev)?;
+    if let Some(a) = adapter {
+        m.load_adapter(a)?;
+    }
+    let tok = cria_core::checkpoint::load_tokenizer(dir, &m.cfg)?;
+    let fmt = ChatFormat::for_checkpoint(adapter.unwrap_or(dir), &tok)?;
+    Ok((m, tok, fmt))
+}
+
+/// Measures the checkpoint in `dir` on everything `inputs` names.
+pub fn evaluate(
+    dir: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+    inputs: &EvalInputs,
+) -> Result<Report> {
+    let (model, tok, fmt) = load_subject(dir, adapter)?;
+    let s = Subject {
+        model: &model,
+        tok: &tok,
+        fmt: &fmt,
+    };
+    let max_new = inputs.max_new_tokens;
+    let mut r = Report::new();
+    // The prompts and replies the reward model judges: the factual and the benign ones.
+    let (mut judged_prompts, mut judged_replies) = (vec![], vec![]);
+    if let Some(p) = &inputs.facts {
+        let qa = cria_data::evalsets::read_qa(p)?;
+        let (em, contains, replies) = facts(&s, &qa, max_new)?;
+        r.insert("fact_exact_match".into(), em);
+        r.insert("fact_contains".into(), contains);
+        judged_prompts.extend(qa.into_iter().map(|q| q.question));
+        judged_replies.extend(replies);
+    }
+    if let Some(p) = &inputs.truthful {
+        let mc = cria_data::evalsets::read_truthful(p)?;
+        let (mc1, mc2) = truthful(&s, &mc)?;
+        r.insert("truthful_mc1".into(), mc1);
+        r.insert("truthful_mc2".into(), mc2);
+    }
+    if let Some(p) = &inputs.harmful {
+        let prompts = prompt_strings(p)?;
+        r.insert("refusal_rate".into(), refusals(&s, &prompts, max_new)?.0);
+    }
+    if let Some(p) = &inputs.benign {
+        let prompts = prompt_strings(p)?;
+        let (rate, replies) = refusals(&s, &prompts, max_new)?;
+        r.insert("over_refusal_rate".into(), rate);
+        judged_prompts.extend(prompts);
+        judged_replies.extend(replies);
+    }
+    let need_prompts = |what: &str| {
+        TrainError::Invalid(format!(
+            "{what} works on the replies to factual or benign prompts; give facts or benign ones"
+        ))
+    };
+    if let Some(rm_dir) = &inputs.reward_model {
+        if judged_prompts.is_empty() {
+            return Err(need_prompts("the reward model"));
+        }
+        let rm = cria_core::checkpoint::load_model(rm_dir, &device::inference_device())?;
+        let rm_fmt = ChatFormat::for_checkpoint(rm_dir, &tok)?;
+        let mine = rewards(&rm, &rm_fmt, &tok, &judged_prompts, &judged_replies)?;
+        let mean = mine.iter().map(|x| *x as f64).sum::<f64>() / mine.len() as f64;
+        r.insert("reward_mean".into(), mean);
+        if let Some((b, b_adapter)) = &inputs.against {
+            let (other, otok, ofmt) = load_subject(b, b_adapter.as_deref())?;
+            let os = Subject {
+                model: &other,
+                tok: &otok,
+                fmt: &ofmt,
+            };
+            let theirs_replies = os.replies(&judged_prompts, max_new, 16)?;
+            let theirs = rewards(&rm, &rm_fmt, &tok, &judged_prompts, &theirs_replies)?;
+            r.insert("win_rate".into(), win_rate(&mine, &theirs));
+        }
+    } else if inputs.against.is_some() {
+        return Err(TrainError::Invalid(
+            "a win rate needs a reward model to judge the two models' replies".into(),
+        ));
+    }
+    if let Some(ids) = &inputs.corpus_ids {
+        r.insert(
+            "perplexity".into(),
+            perplexity(&model, ids, inputs.seq_len)?,
+        );
+    }
+    if let Some(ref_dir) = &inputs.reference {
+        let prompts: Vec<String> = judged_prompts.iter().take(32).cloned().collect();
+        if prompts.is_empty() {
+            return Err(need_prompts("KL to a reference"));
+        }
+        let reference = cria_core::checkpoint::load_model(ref_dir, &device::inference_device())?;
+        let kl = kl_to(&s, &reference, &prompts, inputs.kl_samples, max_new)?;
+        r.insert("kl_to_reference".into(), kl);
+    }
+    Ok(r)
+}

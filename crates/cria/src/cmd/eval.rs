@@ -4,10 +4,8 @@
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use cria_core::checkpoint;
-use cria_data::chat::ChatFormat;
-use cria_train::eval::{self, Report, Subject};
-use std::path::{Path, PathBuf};
+use cria_train::eval::{self, EvalInputs};
+use std::path::PathBuf;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -67,100 +65,29 @@ fn from_world(explicit: &Option<PathBuf>, world: &Option<PathBuf>, name: &str) -
     })
 }
 
-fn prompt_strings(path: &Path) -> anyhow::Result<Vec<String>> {
-    Ok(cria_data::prefs::read_prompts(&[path.to_path_buf()])?
-        .into_iter()
-        .map(|c| c.last().map(|m| m.content.clone()).unwrap_or_default())
-        .collect())
-}
-
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let (model, tok) = super::load_for_inference(&a.model, a.adapter.as_deref())?;
-    let fmt = ChatFormat::for_checkpoint(a.adapter.as_deref().unwrap_or(&a.model), &tok)?;
-    let s = Subject {
-        model: &model,
-        tok: &tok,
-        fmt: &fmt,
-    };
-    let facts = from_world(&a.facts, &a.world, "facts.jsonl");
-    let truthful = from_world(&a.truthful, &a.world, "truthful.csv");
-    let harmful = from_world(&a.harmful, &a.world, "harmful.jsonl");
-    let benign = from_world(&a.benign, &a.world, "benign.jsonl");
-    let mut r = Report::new();
-    // Prompts and replies the reward model judges: the factual and the benign ones.
-    let (mut judged_prompts, mut judged_replies) = (vec![], vec![]);
-    if let Some(p) = &facts {
-        let qa = cria_data::evalsets::read_qa(p)?;
-        let (em, contains, replies) = eval::facts(&s, &qa, a.max_new_tokens)?;
-        r.insert("fact_exact_match".into(), em);
-        r.insert("fact_contains".into(), contains);
-        judged_prompts.extend(qa.into_iter().map(|q| q.question));
-        judged_replies.extend(replies);
-    }
-    if let Some(p) = &truthful {
-        let mc = cria_data::evalsets::read_truthful(p)?;
-        let (mc1, mc2) = eval::truthful(&s, &mc)?;
-        r.insert("truthful_mc1".into(), mc1);
-        r.insert("truthful_mc2".into(), mc2);
-    }
-    if let Some(p) = &harmful {
-        let prompts = prompt_strings(p)?;
-        r.insert(
-            "refusal_rate".into(),
-            eval::refusals(&s, &prompts, a.max_new_tokens)?.0,
-        );
-    }
-    if let Some(p) = &benign {
-        let prompts = prompt_strings(p)?;
-        let (rate, replies) = eval::refusals(&s, &prompts, a.max_new_tokens)?;
-        r.insert("over_refusal_rate".into(), rate);
-        judged_prompts.extend(prompts);
-        judged_replies.extend(replies);
-    }
-    if let Some(rm_dir) = &a.reward_model {
-        if judged_prompts.is_empty() {
-            anyhow::bail!("--reward-model scores replies to --facts or --benign prompts; give one");
-        }
-        let dev = cria_core::device::inference_device();
-        let rm = checkpoint::load_model(rm_dir, &dev)
-            .with_context(|| format!("loading {}", rm_dir.display()))?;
-        let rm_fmt = ChatFormat::for_checkpoint(rm_dir, &tok)?;
-        let mine = eval::rewards(&rm, &rm_fmt, &tok, &judged_prompts, &judged_replies)?;
-        let mean = mine.iter().map(|x| *x as f64).sum::<f64>() / mine.len() as f64;
-        r.insert("reward_mean".into(), mean);
-        if let Some(b) = &a.against {
-            let (other, otok) = super::load_for_inference(b, None)?;
-            let ofmt = ChatFormat::for_checkpoint(b, &otok)?;
-            let os = Subject {
-                model: &other,
-                tok: &otok,
-                fmt: &ofmt,
-            };
-            let theirs_replies = os.replies(&judged_prompts, a.max_new_tokens, 16)?;
-            let theirs = eval::rewards(&rm, &rm_fmt, &tok, &judged_prompts, &theirs_replies)?;
-            r.insert("win_rate".into(), eval::win_rate(&mine, &theirs));
-        }
-    } else if a.against.is_some() {
-        anyhow::bail!("--against needs --reward-model to judge the two models' replies");
-    }
-    if !a.corpus.is_empty() {
+    let corpus_ids = if a.corpus.is_empty() {
+        None
+    } else {
+        let (_, tok, _) = eval::load_subject(&a.model, a.adapter.as_deref())?;
         let docs = cria_data::corpus::read_corpus(&a.corpus)?;
-        let ids = cria_data::shards::tokenize(&docs, &tok)?;
-        r.insert(
-            "perplexity".into(),
-            eval::perplexity(&model, &ids, a.seq_len)?,
-        );
-    }
-    if let Some(ref_dir) = &a.reference {
-        let prompts: Vec<String> = judged_prompts.iter().take(32).cloned().collect();
-        if prompts.is_empty() {
-            anyhow::bail!("--reference samples replies to --facts or --benign prompts; give one");
-        }
-        let reference = checkpoint::load_model(ref_dir, &cria_core::device::inference_device())
-            .with_context(|| format!("loading {}", ref_dir.display()))?;
-        let kl = eval::kl_to(&s, &reference, &prompts, a.kl_samples, a.max_new_tokens)?;
-        r.insert("kl_to_reference".into(), kl);
-    }
+        Some(cria_data::shards::tokenize(&docs, &tok)?)
+    };
+    let inputs = EvalInputs {
+        facts: from_world(&a.facts, &a.world, "facts.jsonl"),
+        truthful: from_world(&a.truthful, &a.world, "truthful.csv"),
+        harmful: from_world(&a.harmful, &a.world, "harmful.jsonl"),
+        benign: from_world(&a.benign, &a.world, "benign.jsonl"),
+        reward_model: a.reward_model.clone(),
+        against: a.against.clone().map(|b| (b, None)),
+        corpus_ids,
+        seq_len: a.seq_len,
+        reference: a.reference.clone(),
+        kl_samples: a.kl_samples,
+        max_new_tokens: a.max_new_tokens,
+    };
+    let r = eval::evaluate(&a.model, a.adapter.as_deref(), &inputs)
+        .with_context(|| format!("evaluating {}", a.model.display()))?;
     if r.is_empty() {
         anyhow::bail!(
             "nothing to measure: give --world, --facts, --truthful, --harmful, --benign or --corpus"

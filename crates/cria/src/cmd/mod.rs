@@ -6,6 +6,7 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod logits;
+pub mod pipeline;
 pub mod ppo;
 pub mod pretrain;
 pub mod rm;
@@ -33,6 +34,9 @@ pub enum Command {
     Ppo(ppo::Args),
     /// Chat with a fine-tuned checkpoint in the terminal (or over piped lines).
     Chat(chat::Args),
+    /// Run the whole recipe from one file: world, tokenizer, pretrain, SFT, RM, DPO/PPO, eval.
+    #[command(subcommand)]
+    Pipeline(pipeline::Command),
     /// Measure a checkpoint: fact accuracy, truthfulness, reward, refusals, perplexity, KL.
     Eval(eval::Args),
     /// Write a plain Hugging Face checkpoint (`--merge-lora` folds an adapter into the base).
@@ -58,6 +62,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Export(a) => export::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Pipeline(c) => pipeline::run(c),
         Command::Generate(a) => generate::run(a),
         Command::World(a) => world::run(a),
         Command::Logits(a) => logits::run(a),

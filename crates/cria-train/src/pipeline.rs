@@ -1,0 +1,435 @@
+//! `cria pipeline`: the whole recipe from one file. Stages run in order, each reading the one
+//! before: world (optional) → tokenizer → pretrain → SFT → reward model → DPO and/or PPO →
+//! eval → report. Every stage writes into `out/<stage>`; a stage that finished has a `.done`
+//! marker there and is skipped on the next run, and a stage that was killed resumes from its
+//! own last checkpoint (each training stage resumes exactly).
+//!
+//! Omitted sections fall back to defaults; with a `[world]` section every data path defaults
+//! to the generated world's files. With a top-level `init` (an existing Hugging Face
+//! checkpoint), the tokenizer and pretraining stages are skipped.
+
+use crate::dpo::DpoConfig;
+use crate::error::{Result, TrainError};
+use crate::eval::{EvalInputs, Report, evaluate};
+use crate::ppo::PpoConfig;
+use crate::pretrain::PretrainConfig;
+use crate::rm::RmConfig;
+use crate::sft::SftConfig;
+use crate::trainer::Reporter;
+use cria_data::world::{World, WorldSize};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorldStage {
+    pub seed: u64,
+    /// `tiny` or `demo`.
+    pub size: String,
+    /// Chance the simulated labeller swaps each adjacent pair of a ranking.
+    pub disagreement: f64,
+}
+
+impl Default for WorldStage {
+    fn default() -> Self {
+        WorldStage {
+            seed: 1,
+            size: "demo".into(),
+            disagreement: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenizerStage {
+    /// Corpus files or directories (default: the world's corpus).
+    pub input: Vec<PathBuf>,
+    pub vocab_size: usize,
+    pub min_frequency: u64,
+}
+
+impl Default for TokenizerStage {
+    fn default() -> Self {
+        TokenizerStage {
+            input: vec![],
+            vocab_size: 2048,
+            min_frequency: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalStage {
+    pub max_new_tokens: usize,
+    pub kl_samples: usize,
+    /// Window for the held-out perplexity (on the pretraining validation tokens).
+    pub seq_len: usize,
+}
+
+impl Default for EvalStage {
+    fn default() -> Self {
+        EvalStage {
+            max_new_tokens: 48,
+            kl_samples: 2,
+            seq_len: 128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Every stage writes into a directory of its own under this one.
+    pub out: PathBuf,
+    /// Start from this Hugging Face checkpoint: no tokenizer or pretraining stage.
+    pub init: Option<PathBuf>,
+    pub world: Option<WorldStage>,
+    pub tokenizer: Option<TokenizerStage>,
+    pub pretrain: Option<PretrainConfig>,
+    pub sft: Option<SftConfig>,
+    pub rm: Option<RmConfig>,
+    pub dpo: Option<DpoConfig>,
+    pub ppo: Option<PpoConfig>,
+    pub eval: Option<EvalStage>,
+}
+
+/// One stage of a resolved plan.
+pub enum Stage {
+    World(WorldStage),
+    Tokenizer(TokenizerStage),
+    Pretrain(Box<PretrainConfig>),
+    Sft(Box<SftConfig>),
+    Rm(Box<RmConfig>),
+    Dpo(Box<DpoConfig>),
+    Ppo(Box<PpoConfig>),
+    Eval(EvalStage),
+}
+
+impl Stage {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::World(_) => "world",
+            Stage::Tokenizer(_) => "tokenizer",
+            Stage::Pretrain(_) => "pretrain",
+            Stage::Sft(_) => "sft",
+            Stage::Rm(_) => "rm",
+            Stage::Dpo(_) => "dpo",
+            Stage::Ppo(_) => "ppo",
+            Stage::Eval(_) => "eval",
+        }
+    }
+}
+
+const DONE: &str = ".done";
+
+fn or_default(paths: &mut Vec<PathBuf>, default: Option<PathBuf>) {
+    if paths.is_empty() {
+        paths.extend(default);
+    }
+}
+
+fn size_of(name: &str) -> Result<WorldSize> {
+    match name {
+        "tiny" => Ok(WorldSize::TINY),
+        "demo" => Ok(WorldSize::DEMO),
+        other => Err(TrainError::Invalid(format!(
+            "world.size `{other}`: expected `tiny` or `demo`"
+        ))),
+    }
+}
+
+/// The stages a config asks for, with every stage's inputs wired to the previous outputs.
+pub fn plan(cfg: &PipelineConfig) -> Result<Vec<Stage>> {
+    if cfg.out.as_os_str().is_empty() {
+        return Err(TrainError::Invalid(
+            "out: name the pipeline's directory".into(),
+        ));
+    }
+    let out = &cfg.out;
+    let world_dir = cfg.world.as_ref().map(|_| out.join("world"));
+    let wf = |name: &str| world_dir.as_ref().map(|w| w.join(name));
+    let mut stages = Vec::new();
+    if let Some(w) = &cfg.world {
+        size_of(&w.size)?;
+        stages.push(Stage::World(w.clone()));
+    }
+    let base = match &cfg.init {
+        Some(init) => init.clone(),
+        None => {
+            let mut t = cfg.tokenizer.clone().unwrap_or_default();
+            or_default(&mut t.input, wf("corpus"));
+            if t.input.is_empty() {
+                return Err(TrainError::Invalid(
+                    "tokenizer.input: name a corpus (or add a [world] section)".into(),
+                ));
+            }
+            let corpus = t.input.clone();
+            stages.push(Stage::Tokenizer(t));
+            let mut p = cfg.pretrain.clone().ok_or_else(|| {
+                TrainError::Invalid(
+                    "[pretrain]: describe the model to pretrain (or give `init`)".into(),
+                )
+            })?;
+            p.out = out.join("pretrain");
+            p.tokenizer = Some(out.join("tokenizer"));
+            if p.data.inputs.is_empty() {
+                p.data.inputs = corpus;
+            }
+            stages.push(Stage::Pretrain(Box::new(p)));
+            out.join("pretrain/checkpoint")
+        }
+    };
+    let mut sft = cfg.sft.clone().ok_or_else(|| {
+        TrainError::Invalid("[sft]: the instruction-tuning stage is required".into())
+    })?;
+    sft.init = base.clone();
+    sft.out = out.join("sft");
+    or_default(&mut sft.data.train, wf("sft.jsonl"));
+    or_default(&mut sft.data.val, wf("sft-val.jsonl"));
+    let sft_ckpt = out.join("sft/checkpoint");
+    let sft_is_adapter = sft.method != crate::sft::Method::Full;
+    if sft_is_adapter && (cfg.rm.is_some() || cfg.dpo.is_some() || cfg.ppo.is_some()) {
+        return Err(TrainError::Invalid(
+            "sft.method: the preference stages start from a full SFT checkpoint; use \
+             method = \"full\" (or export a merged one and give it as `init`)"
+                .into(),
+        ));
+    }
+    stages.push(Stage::Sft(Box::new(sft)));
+    if let Some(rm) = &cfg.rm {
+        let mut rm = rm.clone();
+        rm.init = sft_ckpt.clone();
+        rm.out = out.join("rm");
+        or_default(&mut rm.data.train, wf("prefs.jsonl"));
+        or_default(&mut rm.data.val, wf("prefs-val.jsonl"));
+        stages.push(Stage::Rm(Box::new(rm)));
+    }
+    if let Some(d) = &cfg.dpo {
+        let mut d = d.clone();
+        d.init = sft_ckpt.clone();
+        d.out = out.join("dpo");
+        or_default(&mut d.data.train, wf("prefs.jsonl"));
+        or_default(&mut d.data.val, wf("prefs-val.jsonl"));
+        stages.push(Stage::Dpo(Box::new(d)));
+    }
+    if let Some(p) = &cfg.ppo {
+        if cfg.rm.is_none() {
+            return Err(TrainError::Invalid(
+                "[ppo] needs a [rm] stage to train its reward model".into(),
+            ));
+        }
+        let mut p = p.clone();
+        p.init = sft_ckpt.clone();
+        p.reward_model = out.join("rm/checkpoint");
+        p.out = out.join("ppo");
+        or_default(&mut p.data.prompts, wf("prompts.jsonl"));
+        stages.push(Stage::Ppo(Box::new(p)));
+    }
+    stages.push(Stage::Eval(cfg.eval.clone().unwrap_or_default()));
+    Ok(stages)
+}
+
+/// Whether a stage already finished in an earlier run.
+pub fn is_done(out: &Path, stage: &Stage) -> bool {
+    out.join(stage.name()).join(DONE).exists()
+}
+
+fn mark_done(out: &Path, stage: &Stage) -> Result<()> {
+    let dir = out.join(stage.name());
+    std::fs::create_dir_all(&dir).map_err(|e| cria_core::CoreError::io(&dir, e))?;
+    cria_core::fsutil::write_atomic(&dir.join(DONE), b"")?;
+    Ok(())
+}
+
+/// Models the eval stage measures, in order: (name, checkpoint, adapter).
+fn models(cfg: &PipelineConfig, stages: &[Stage]) -> Vec<(String, PathBuf, Option<PathBuf>)> {
+    let out = &cfg.out;
+    let base = cfg
+        .init
+        .clone()
+        .unwrap_or_else(|| out.join("pretrain/checkpoint"));
+    let mut m = vec![("base".to_string(), base.clone(), None)];
+    for s in stages {
+        let (name, ckpt) = match s {
+            Stage::Sft(_) => ("sft", out.join("sft/checkpoint")),
+            Stage::Dpo(d) => {
+                let c = out.join("dpo/checkpoint");
+                if d.method == crate::sft::Method::Lora {
+                    m.push(("dpo".into(), out.join("sft/checkpoint"), Some(c)));
+                    continue;
+                }
+                ("dpo", c)
+            }
+            Stage::Ppo(p) => {
+                let c = out.join("ppo/checkpoint");
+                if p.method == crate::sft::Method::Lora {
+                    m.push(("ppo".into(), out.join("sft/checkpoint"), Some(c)));
+                    continue;
+                }
+                ("ppo", c)
+            }
+            _ => continue,
+        };
+        m.push((name.to_string(), ckpt, None));
+    }
+    m
+}
+
+/// Evaluates every model of the pipeline; writes `eval/<model>.json`.
+fn run_eval(
+    cfg: &PipelineConfig,
+    stages: &[Stage],
+    e: &EvalStage,
+) -> Result<Vec<(String, Report)>> {
+    let out = &cfg.out;
+    let world = cfg.world.as_ref().map(|_| out.join("world/eval"));
+    let ws = |n: &str| world.as_ref().map(|w| w.join(n)).filter(|p| p.exists());
+    let has_rm = stages.iter().any(|s| matches!(s, Stage::Rm(_)));
+    let sft = out.join("sft/checkpoint");
+    // The alignment tax: perplexity on the pretraining corpus's held-out tokens.
+    let val = out.join("pretrain/data/val.bin");
+    let corpus_ids = if val.exists() {
+        let f = cria_data::shards::TokenFile::open(&val, e.seq_len)?;
+        let ids: Vec<u32> = (0..f.num_sequences()).flat_map(|i| f.sequence(i)).collect();
+        (!ids.is_empty()).then_some(ids)
+    } else {
+        None
+    };
+    let mut results = Vec::new();
+    for (name, ckpt, adapter) in models(cfg, stages) {
+        let inputs = EvalInputs {
+            facts: ws("facts.jsonl"),
+            truthful: ws("truthful.csv"),
+            harmful: ws("harmful.jsonl"),
+            benign: ws("benign.jsonl"),
+            reward_model: has_rm.then(|| out.join("rm/checkpoint")),
+            against: has_rm.then(|| (sft.clone(), None)),
+            corpus_ids: corpus_ids.clone(),
+            seq_len: e.seq_len,
+            reference: Some(sft.clone()),
+            kl_samples: e.kl_samples,
+            max_new_tokens: e.max_new_tokens,
+        };
+        tracing::info!(model = %name, "evaluating");
+        let r = evaluate(&ckpt, adapter.as_deref(), &inputs)?;
+        let path = out.join("eval").join(format!("{name}.json"));
+        std::fs::create_dir_all(out.join("eval")).map_err(|e| cria_core::CoreError::io(out, e))?;
+        cria_core::fsutil::write_atomic(
+            &path,
+            serde_json::to_string_pretty(&r).expect("JSON").as_bytes(),
+        )?;
+        results.push((name, r));
+    }
+    Ok(results)
+}
+
+/// Runs one stage.
+fn run_stage(
+    cfg: &PipelineConfig,
+    stages: &[Stage],
+    stage: &Stage,
+    rep: &mut dyn Reporter,
+) -> Result<()> {
+    let out = &cfg.out;
+    match stage {
+        Stage::World(w) => {
+            let size = size_of(&w.size)?;
+            World::generate(w.seed, size)
+                .write(&out.join("world"), size, w.seed, w.disagreement)
+                .map_err(|e| cria_core::CoreError::io(out.join("world"), e))?;
+        }
+        Stage::Tokenizer(t) => {
+            let docs = cria_data::corpus::read_corpus(&t.input)?;
+            let opts = cria_core::tokenizer::TrainOptions {
+                vocab_size: t.vocab_size,
+                min_frequency: t.min_frequency,
+            };
+            cria_core::tokenizer::train(
+                docs.into_iter().map(|d| d.text),
+                &opts,
+                &out.join("tokenizer"),
+            )?;
+        }
+        Stage::Pretrain(p) => {
+            crate::pretrain::run(p, resolved(p.as_ref()), rep)?;
+        }
+        Stage::Sft(s) => {
+            crate::sft::run(s, resolved(s.as_ref()), rep)?;
+        }
+        Stage::Rm(r) => {
+            crate::rm::run(r, resolved(r.as_ref()), rep)?;
+        }
+        Stage::Dpo(d) => {
+            crate::dpo::run(d, resolved(d.as_ref()), rep)?;
+        }
+        Stage::Ppo(p) => {
+            crate::ppo::run(p, resolved(p.as_ref()), rep)?;
+        }
+        Stage::Eval(e) => {
+            let results = run_eval(cfg, stages, e)?;
+            crate::report::write(out, stages, &results)?;
+        }
+    }
+    Ok(())
+}
+
+/// A stage config as the TOML it keeps beside its checkpoints.
+fn resolved<T: Serialize>(v: &T) -> String {
+    toml::to_string_pretty(v).unwrap_or_default()
+}
+
+/// What `pipeline plan` prints: one line per stage with its status.
+pub fn describe(cfg: &PipelineConfig) -> Result<Vec<String>> {
+    let stages = plan(cfg)?;
+    Ok(stages
+        .iter()
+        .map(|s| {
+            let status = if is_done(&cfg.out, s) {
+                "done, skipped".to_string()
+            } else if let Some(step) = resume_point(&cfg.out, s) {
+                format!("resumes at step {step}")
+            } else {
+                "runs".to_string()
+            };
+            format!(
+                "{:<10} {:<16} -> {}",
+                s.name(),
+                status,
+                cfg.out.join(s.name()).display()
+            )
+        })
+        .collect())
+}
+
+/// The step a killed training stage would resume from, if it checkpointed.
+fn resume_point(out: &Path, s: &Stage) -> Option<u64> {
+    let dir = out.join(s.name()).join("checkpoint");
+    let (file, key) = match s {
+        Stage::Ppo(_) => (crate::ppo::STATE_FILE, "iteration"),
+        _ => (crate::state::STATE_FILE, "step"),
+    };
+    let text = std::fs::read_to_string(dir.join(file)).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?[key].as_u64()
+}
+
+/// Runs every stage not yet done; `on_stage` is told when each starts or is skipped.
+pub fn run(
+    cfg: &PipelineConfig,
+    rep: &mut dyn Reporter,
+    on_stage: &mut dyn FnMut(&str, bool),
+) -> Result<()> {
+    let stages = plan(cfg)?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| cria_core::CoreError::io(&cfg.out, e))?;
+    for s in &stages {
+        if is_done(&cfg.out, s) {
+            on_stage(s.name(), true);
+            continue;
+        }
+        on_stage(s.name(), false);
+        run_stage(cfg, &stages, s, rep)?;
+        mark_done(&cfg.out, s)?;
+    }
+    Ok(())
+}

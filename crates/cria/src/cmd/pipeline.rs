@@ -1,0 +1,60 @@
+//! `cria pipeline run|plan FILE.toml`: the whole recipe from one file.
+
+use super::run_args::RunArgs;
+use clap::{Args as ClapArgs, Subcommand};
+use cria_train::pipeline::{self, PipelineConfig};
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run every stage not yet done (a killed run resumes where it died).
+    Run(Args),
+    /// Print the stages, which are done and where a killed one would resume.
+    Plan(Args),
+}
+
+#[derive(ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+const PATHS: &[&str] = &[
+    "out",
+    "init",
+    "tokenizer.input",
+    "pretrain.data.inputs",
+    "sft.data.train",
+    "sft.data.val",
+    "rm.data.train",
+    "rm.data.val",
+    "dpo.data.train",
+    "dpo.data.val",
+    "ppo.data.prompts",
+    "ppo.data.ptx",
+];
+
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Plan(a) => {
+            let cfg: PipelineConfig = a.run.resolve(PATHS)?;
+            for line in pipeline::describe(&cfg)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Run(a) => {
+            let cfg: PipelineConfig = a.run.resolve(PATHS)?;
+            let mut progress = crate::progress::TrainProgress::new(20);
+            pipeline::run(&cfg, &mut progress, &mut |stage, done| {
+                if done {
+                    eprintln!("== {stage}: done earlier, skipped");
+                } else {
+                    eprintln!("== {stage}");
+                }
+            })?;
+            drop(progress);
+            println!("{}", cfg.out.join("report.md").display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! `cria pipeline` on a miniature world, end to end through every stage: the report has its
+//! sections and a column per model; a pipeline killed mid-stage skips the finished stages on
+//! the next run and resumes the killed one from its checkpoint.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+const MINI: &str = r#"out = "run"
+
+[world]
+seed = 2
+size = "tiny"
+
+[tokenizer]
+vocab_size = 512
+
+[pretrain.model]
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 2
+num_attention_heads = 4
+num_key_value_heads = 2
+max_position_embeddings = 256
+
+[pretrain.data]
+seq_len = 64
+
+[pretrain.train]
+steps = PRETRAIN_STEPS
+batch_size = 4
+save_every = 2
+log_every = 1
+
+[sft.data]
+seq_len = 64
+
+[sft.train]
+steps = 3
+batch_size = 4
+
+[rm.data]
+seq_len = 64
+
+[rm.train]
+steps = 2
+batch_size = 2
+
+[dpo.data]
+seq_len = 64
+
+[dpo.train]
+steps = 2
+batch_size = 2
+
+[ppo.rollout]
+batch_size = 4
+max_new_tokens = 6
+
+[ppo.train]
+steps = 2
+
+[eval]
+max_new_tokens = 8
+kl_samples = 1
+seq_len = 32
+"#;
+
+#[test]
+fn miniature_pipeline_runs_every_stage_reports_and_resumes_after_a_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::write(
+        root.join("mini.toml"),
+        MINI.replace("PRETRAIN_STEPS", "400"),
+    )
+    .unwrap();
+    let pipeline = |verb: &str| {
+        let mut c = cria();
+        c.args(["pipeline", verb, "--config", "mini.toml"])
+            .current_dir(root);
+        c
+    };
+    let plan = String::from_utf8(run_ok(&mut pipeline("plan")).stdout).unwrap();
+    let stages = [
+        "world",
+        "tokenizer",
+        "pretrain",
+        "sft",
+        "rm",
+        "dpo",
+        "ppo",
+        "eval",
+    ];
+    for s in stages {
+        assert!(plan.contains(&format!("{s:<10} runs")), "{plan}");
+    }
+
+    // Kill the run once pretraining has checkpointed.
+    let mut child = pipeline("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pre = root.join("run/pretrain");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while state_step(&pre).unwrap_or(0) < 4 {
+        assert!(Instant::now() < deadline, "pretraining never checkpointed");
+        assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at = state_step(&pre).unwrap();
+    assert!(at < 400, "killed mid-pretraining");
+    let plan = String::from_utf8(run_ok(&mut pipeline("plan")).stdout).unwrap();
+    assert!(plan.contains("world      done, skipped"), "{plan}");
+    assert!(plan.contains("tokenizer  done, skipped"), "{plan}");
+    assert!(
+        plan.contains(&format!("pretrain   resumes at step {at}")),
+        "{plan}"
+    );
+    assert!(plan.contains("sft        runs"), "{plan}");
+
+    // Run again: world and tokenizer are skipped, pretraining goes on from its checkpoint.
+    let out = run_ok(&mut pipeline("run"));
+    let log = String::from_utf8(out.stderr).unwrap();
+    assert!(log.contains("== world: done earlier, skipped"), "{log}");
+    assert!(log.contains("== tokenizer: done earlier, skipped"), "{log}");
+    assert!(log.contains("== pretrain\n"), "{log}");
+    let metrics = std::fs::read_to_string(pre.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 400, "no step lost or repeated");
+
+    let report = std::fs::read_to_string(root.join("run/report.md")).unwrap();
+    for section in [
+        "## Stages",
+        "## Evaluation",
+        "| metric | base | sft | dpo | ppo |",
+    ] {
+        assert!(report.contains(section), "{section} missing:\n{report}");
+    }
+    for metric in [
+        "fact_exact_match",
+        "truthful_mc1",
+        "refusal_rate",
+        "over_refusal_rate",
+        "reward_mean",
+        "win_rate",
+        "perplexity",
+        "kl_to_reference",
+    ] {
+        assert!(
+            report.contains(&format!("| {metric} |")),
+            "{metric} missing:\n{report}"
+        );
+    }
+    for s in stages {
+        assert!(
+            root.join("run").join(s).join(".done").exists(),
+            "{s} not marked done"
+        );
+    }
+    // Everything is done: a third run skips every stage.
+    let out = run_ok(&mut pipeline("run"));
+    let log = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        log.matches("done earlier, skipped").count(),
+        stages.len(),
+        "{log}"
+    );
+}
