@@ -155,6 +155,19 @@ fn miniature_pipeline_runs_every_stage_reports_and_resumes_after_a_kill() {
             "{metric} missing:\n{report}"
         );
     }
+    // The HTML page: the same tables, and a plot per training curve, all inline.
+    let html = std::fs::read_to_string(root.join("run/report.html")).unwrap();
+    assert!(html.contains("<th>metric</th><th>base</th><th>sft</th><th>dpo</th><th>ppo</th>"));
+    for title in [
+        "pretrain: loss",
+        "rm: pair accuracy",
+        "dpo: loss",
+        "ppo: reward",
+        "ppo: KL",
+    ] {
+        assert!(html.contains(title), "plot `{title}` missing");
+    }
+    assert!(html.matches("<svg").count() >= 8 && !html.contains("src=\"http"));
     for s in stages {
         assert!(
             root.join("run").join(s).join(".done").exists(),
