@@ -7,16 +7,13 @@
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::losses::{dpo_loss, sequence_logps};
-use crate::prefs::{
-    Group, Layout, PrefData, PrefDataConfig, encode, fingerprint, make_batch, split,
-};
+use crate::prefs::{Group, Layout, PrefDataConfig, encode, fingerprint, make_batch, split};
 use crate::sft::{Method, Trainable};
 use crate::trainer::{self, Batch, Metrics, Objective, Reporter, RunDir, TrainSpec};
 use cria_core::nn::AdapterConfig;
 use cria_core::nn::lora::{LoraConfig, is_lora_param};
 use cria_core::{Device, Llama, Tensor, TensorData, checkpoint, device, tokenizer::PAD};
 use cria_data::chat::ChatFormat;
-use cria_data::shards::Order;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -160,15 +157,15 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         }
         _ => (None, None),
     };
-    let mut data = PrefData {
-        order: Order::new(cfg.train.seed, train.len()),
-        fingerprint: fp,
+    let mut data = crate::prefs::data(
         train,
         val,
-        batch_size: cfg.train.batch_size,
+        cfg.train.seed,
+        cfg.train.batch_size,
+        fp,
         pad,
-        layout: Layout::Tokens,
-    };
+        Layout::Tokens,
+    );
     let run = RunDir {
         root: cfg.out.clone(),
     };

@@ -3,7 +3,7 @@
 //! only (its turns and their end-of-turn tokens).
 
 use crate::error::{Result, TrainError};
-use crate::trainer::{Aux, Batch, DataSource};
+use crate::trainer::{Aux, Batch, Shuffled};
 use cria_core::tokenizer::Tokenizer;
 use cria_data::chat::{ChatFormat, Message};
 use cria_data::prefs::Preference;
@@ -141,23 +141,6 @@ pub enum Layout {
     Tokens,
 }
 
-/// Batches of `batch_size` groups in a seeded order.
-pub struct PrefData {
-    pub train: Vec<Group>,
-    pub val: Vec<Group>,
-    pub order: Order,
-    pub batch_size: usize,
-    pub pad: u32,
-    pub layout: Layout,
-    pub fingerprint: String,
-}
-
-impl PrefData {
-    pub fn batch<'a>(&self, groups: impl Iterator<Item = &'a Group>) -> Batch {
-        make_batch(groups, self.pad, self.layout)
-    }
-}
-
 /// Right-padded rows of the given groups.
 pub fn make_batch<'a>(groups: impl Iterator<Item = &'a Group>, pad: u32, layout: Layout) -> Batch {
     let groups: Vec<&Group> = groups.collect();
@@ -198,25 +181,24 @@ pub fn make_batch<'a>(groups: impl Iterator<Item = &'a Group>, pad: u32, layout:
     b
 }
 
-impl DataSource for PrefData {
-    fn train_batch(&mut self, k: u64) -> Result<Batch> {
-        let bs = self.batch_size as u64;
-        let idx: Vec<usize> = (0..bs).map(|j| self.order.index(k * bs + j)).collect();
-        Ok(self.batch(idx.iter().map(|&i| &self.train[i])))
-    }
-
-    fn val_batches(&mut self, n: usize) -> Result<Vec<Batch>> {
-        Ok(self
-            .val
-            .chunks(self.batch_size)
-            .take(n)
-            .map(|c| self.batch(c.iter()))
-            .collect())
-    }
-
-    fn fingerprint(&self) -> String {
-        self.fingerprint.clone()
-    }
+/// Preference groups in a seeded order, `batch_size` prompts per micro-batch.
+pub fn data(
+    train: Vec<Group>,
+    val: Vec<Group>,
+    seed: u64,
+    batch_size: usize,
+    fingerprint: String,
+    pad: u32,
+    layout: Layout,
+) -> Shuffled<Group> {
+    Shuffled::new(
+        train,
+        val,
+        seed,
+        batch_size,
+        fingerprint,
+        move |g: &[&Group]| make_batch(g.iter().copied(), pad, layout),
+    )
 }
 
 /// A content fingerprint of encoded groups (for refusing a resume on other data).

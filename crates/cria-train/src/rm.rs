@@ -7,13 +7,10 @@
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::losses::ranking_loss;
-use crate::prefs::{
-    Group, Layout, PrefData, PrefDataConfig, encode, fingerprint, make_batch, split,
-};
+use crate::prefs::{Group, Layout, PrefDataConfig, encode, fingerprint, make_batch, split};
 use crate::trainer::{self, Batch, Metrics, Objective, Reporter, RunDir, TrainSpec};
 use cria_core::{Device, Llama, Tensor, checkpoint, device, fsutil, tokenizer::PAD};
 use cria_data::chat::ChatFormat;
-use cria_data::shards::Order;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -87,15 +84,16 @@ pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<P
         "reward-model data ready (over-long rows keep their first seq_len tokens; dropped \
          preferences had a response cut away entirely)"
     );
-    let mut data = PrefData {
-        order: Order::new(cfg.train.seed, train.len()),
-        fingerprint: format!("rm {} seq_len={}", fingerprint(&train), cfg.data.seq_len),
+    let fp = format!("rm {} seq_len={}", fingerprint(&train), cfg.data.seq_len);
+    let mut data = crate::prefs::data(
         train,
         val,
-        batch_size: cfg.train.batch_size,
+        cfg.train.seed,
+        cfg.train.batch_size,
+        fp,
         pad,
-        layout: Layout::Score,
-    };
+        Layout::Score,
+    );
     let run = RunDir {
         root: cfg.out.clone(),
     };

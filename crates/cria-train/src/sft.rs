@@ -5,7 +5,7 @@
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::trainer::{self, Batch, DataSource, Reporter, RunDir, TrainSpec};
+use crate::trainer::{self, Batch, Reporter, RunDir, Shuffled, TrainSpec};
 use cria_core::nn::AdapterConfig;
 use cria_core::nn::lora::{LoraConfig, is_lora_param};
 use cria_core::nn::prefix::{PrefixConfig, is_prefix_param};
@@ -160,61 +160,28 @@ fn rows(examples: Vec<Encoded>, max: usize, packing: bool) -> Vec<Encoded> {
     out
 }
 
-/// Padded batches of SFT rows in a seeded order.
-pub struct SftData {
-    train: Vec<Encoded>,
-    val: Vec<Encoded>,
-    order: Order,
-    batch_size: usize,
-    pad: u32,
-    fingerprint: String,
-}
-
-impl SftData {
-    fn batch<'a>(&self, rows: impl Iterator<Item = &'a Encoded>) -> Batch {
-        let rows: Vec<&Encoded> = rows.collect();
-        let t = rows.iter().map(|r| r.ids.len() - 1).max().unwrap_or(1);
-        let (mut inputs, mut targets, mut weights) = (vec![], vec![], vec![]);
-        for r in &rows {
-            let n = r.ids.len() - 1;
-            inputs.extend_from_slice(&r.ids[..n]);
-            targets.extend_from_slice(&r.ids[1..]);
-            weights.extend(r.train[1..].iter().map(|&w| if w { 1.0 } else { 0.0 }));
-            for _ in n..t {
-                inputs.push(self.pad);
-                targets.push(self.pad);
-                weights.push(0.0);
-            }
-        }
-        Batch {
-            inputs,
-            targets,
-            weights: Some(weights),
-            b: rows.len(),
-            t,
-            ..Default::default()
+/// SFT rows padded to the longest, with their loss masks as weights.
+fn sft_batch(rows: &[&Encoded], pad: u32) -> Batch {
+    let t = rows.iter().map(|r| r.ids.len() - 1).max().unwrap_or(1);
+    let (mut inputs, mut targets, mut weights) = (vec![], vec![], vec![]);
+    for r in rows {
+        let n = r.ids.len() - 1;
+        inputs.extend_from_slice(&r.ids[..n]);
+        targets.extend_from_slice(&r.ids[1..]);
+        weights.extend(r.train[1..].iter().map(|&w| if w { 1.0 } else { 0.0 }));
+        for _ in n..t {
+            inputs.push(pad);
+            targets.push(pad);
+            weights.push(0.0);
         }
     }
-}
-
-impl DataSource for SftData {
-    fn train_batch(&mut self, k: u64) -> Result<Batch> {
-        let bs = self.batch_size as u64;
-        let idx: Vec<usize> = (0..bs).map(|j| self.order.index(k * bs + j)).collect();
-        Ok(self.batch(idx.iter().map(|&i| &self.train[i])))
-    }
-
-    fn val_batches(&mut self, n: usize) -> Result<Vec<Batch>> {
-        Ok(self
-            .val
-            .chunks(self.batch_size)
-            .take(n)
-            .map(|c| self.batch(c.iter()))
-            .collect())
-    }
-
-    fn fingerprint(&self) -> String {
-        self.fingerprint.clone()
+    Batch {
+        inputs,
+        targets,
+        weights: Some(weights),
+        b: rows.len(),
+        t,
+        ..Default::default()
     }
 }
 
@@ -299,19 +266,21 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
     let rows_train = rows(train.examples, max, cfg.data.packing);
     let rows_val = rows(val.examples, max, cfg.data.packing);
     let n_tokens: usize = rows_train.iter().map(|r| r.ids.len()).sum();
-    let mut data = SftData {
-        order: Order::new(cfg.train.seed, rows_train.len()),
-        fingerprint: format!(
-            "rows={} tokens={n_tokens} seq_len={} packing={}",
-            rows_train.len(),
-            cfg.data.seq_len,
-            cfg.data.packing
-        ),
-        train: rows_train,
-        val: rows_val,
-        batch_size: cfg.train.batch_size,
-        pad: tok.token_to_id(PAD).or(tok.eos_id).unwrap_or(0),
-    };
+    let fingerprint = format!(
+        "rows={} tokens={n_tokens} seq_len={} packing={}",
+        rows_train.len(),
+        cfg.data.seq_len,
+        cfg.data.packing
+    );
+    let pad = tok.token_to_id(PAD).or(tok.eos_id).unwrap_or(0);
+    let mut data = Shuffled::new(
+        rows_train,
+        rows_val,
+        cfg.train.seed,
+        cfg.train.batch_size,
+        fingerprint,
+        move |rows: &[&Encoded]| sft_batch(rows, pad),
+    );
     let run = RunDir {
         root: cfg.out.clone(),
     };

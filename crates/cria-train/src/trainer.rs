@@ -91,6 +91,63 @@ pub trait DataSource {
     fn fingerprint(&self) -> String;
 }
 
+/// Examples served `batch_size` per micro-batch in a seeded order (validation in file order),
+/// `make` turning the chosen examples into a batch: SFT rows and preference groups both.
+pub struct Shuffled<T> {
+    pub train: Vec<T>,
+    pub val: Vec<T>,
+    batch_size: usize,
+    fingerprint: String,
+    order: cria_data::shards::Order,
+    make: MakeBatch<T>,
+}
+
+/// Turns the examples chosen for a micro-batch into a batch.
+type MakeBatch<T> = Box<dyn Fn(&[&T]) -> Batch>;
+
+impl<T> Shuffled<T> {
+    pub fn new(
+        train: Vec<T>,
+        val: Vec<T>,
+        seed: u64,
+        batch_size: usize,
+        fingerprint: String,
+        make: impl Fn(&[&T]) -> Batch + 'static,
+    ) -> Self {
+        Shuffled {
+            order: cria_data::shards::Order::new(seed, train.len()),
+            train,
+            val,
+            batch_size,
+            fingerprint,
+            make: Box::new(make),
+        }
+    }
+}
+
+impl<T> DataSource for Shuffled<T> {
+    fn train_batch(&mut self, k: u64) -> Result<Batch> {
+        let bs = self.batch_size as u64;
+        let rows: Vec<&T> = (0..bs)
+            .map(|j| &self.train[self.order.index(k * bs + j)])
+            .collect();
+        Ok((self.make)(&rows))
+    }
+
+    fn val_batches(&mut self, n: usize) -> Result<Vec<Batch>> {
+        Ok(self
+            .val
+            .chunks(self.batch_size)
+            .take(n)
+            .map(|c| (self.make)(&c.iter().collect::<Vec<_>>()))
+            .collect())
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
 /// The loss of a batch: the one loss path shared by every stage that trains on tokens.
 pub fn batch_loss(model: &Llama, batch: &Batch, device: &Device) -> Tensor<1> {
     let to_int = |v: &[u32]| {

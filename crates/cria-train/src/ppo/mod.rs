@@ -28,7 +28,7 @@ use cria_core::checkpoint::{self, SaveExtras};
 use cria_core::config::{Head, ModelConfig};
 use cria_core::generate::{Finish, GenerateOptions, generate_batch};
 use cria_core::nn::AdapterConfig;
-use cria_core::nn::lora::{LoraConfig, is_lora_param, mix};
+use cria_core::nn::lora::{is_lora_param, mix};
 use cria_core::params::{ParamMut, Params, to_vec};
 use cria_core::sampling::SamplingParams;
 use cria_core::tokenizer::PAD;
@@ -41,130 +41,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod config;
+use config::validate;
+pub use config::{PpoConfig, PpoDataConfig, PpoParams, RolloutConfig};
+
 pub const STATE_FILE: &str = "ppo_state.json";
 const VALUE_WEIGHTS: &str = "value.safetensors";
 const VALUE_CONFIG: &str = "value_config.json";
 const VALUE_OPTIMIZER: &str = "value_optimizer.safetensors";
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PpoDataConfig {
-    /// Prompt files: records with `prompt` (string or messages) or `messages` ending on a user
-    /// turn; JSON list or JSONL, optionally gzipped.
-    pub prompts: Vec<PathBuf>,
-    /// Prompts longer than this many tokens (rendered) are skipped and counted.
-    pub prompt_len: usize,
-    /// Pretraining corpus for PPO-ptx (used when `ppo.ptx_coef > 0`).
-    pub ptx: Vec<PathBuf>,
-    pub ptx_seq_len: usize,
-    pub ptx_batch_size: usize,
-}
-
-impl Default for PpoDataConfig {
-    fn default() -> Self {
-        PpoDataConfig {
-            prompts: vec![],
-            prompt_len: 256,
-            ptx: vec![],
-            ptx_seq_len: 128,
-            ptx_batch_size: 4,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RolloutConfig {
-    /// Prompts per iteration (one reply each).
-    pub batch_size: usize,
-    pub max_new_tokens: usize,
-    pub temperature: f64,
-    pub top_k: Option<usize>,
-    pub top_p: Option<f64>,
-}
-
-impl Default for RolloutConfig {
-    fn default() -> Self {
-        RolloutConfig {
-            batch_size: 16,
-            max_new_tokens: 64,
-            temperature: 1.0,
-            top_k: None,
-            top_p: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PpoParams {
-    /// β of the per-token KL penalty (the starting value when `target_kl` is set).
-    pub kl_coef: f64,
-    /// When set, β adapts so the KL per reply approaches this many nats (Ziegler et al. 2019).
-    pub target_kl: Option<f64>,
-    /// Horizon of the adaptive controller, in replies.
-    pub kl_horizon: f64,
-    pub gamma: f64,
-    pub lam: f64,
-    /// ε of the clipped policy loss.
-    pub clip_range: f64,
-    /// ε of the clipped value loss.
-    pub value_clip_range: f64,
-    /// Passes over each iteration's replies.
-    pub epochs: usize,
-    /// Replies per optimizer step.
-    pub minibatch_size: usize,
-    /// Reward-model scores are clipped to ±this.
-    pub reward_clip: f64,
-    /// Normalise scores over each batch (keeping their mean).
-    pub whiten_rewards: bool,
-    /// Subtracted from the score of a reply that never reaches the end of its turn.
-    pub missing_eos_penalty: f64,
-    /// γ of PPO-ptx: weight of the pretraining loss (0 turns it off).
-    pub ptx_coef: f64,
-    /// Learning rate of the value model (`train.lr` when unset).
-    pub value_lr: Option<f64>,
-}
-
-impl Default for PpoParams {
-    fn default() -> Self {
-        PpoParams {
-            kl_coef: 0.05,
-            target_kl: None,
-            kl_horizon: 10_000.0,
-            gamma: 1.0,
-            lam: 0.95,
-            clip_range: 0.2,
-            value_clip_range: 0.2,
-            epochs: 2,
-            minibatch_size: 8,
-            reward_clip: 10.0,
-            whiten_rewards: false,
-            missing_eos_penalty: 1.0,
-            ptx_coef: 0.0,
-            value_lr: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct PpoConfig {
-    /// The run directory.
-    pub out: PathBuf,
-    /// The SFT checkpoint: the policy's start and the KL reference.
-    pub init: PathBuf,
-    /// The reward model (`cria rm`); it also initialises the value model.
-    pub reward_model: PathBuf,
-    /// `full` or `lora`.
-    pub method: Method,
-    pub lora: LoraConfig,
-    pub data: PpoDataConfig,
-    pub rollout: RolloutConfig,
-    pub ppo: PpoParams,
-    /// `steps` counts PPO iterations; `batch_size` and `grad_accum` are unused.
-    pub train: TrainConfig,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PpoState {
@@ -276,40 +160,6 @@ fn load_value(dir: &Path, device: &Device) -> Result<Llama> {
     let m = Llama::new(&cfg, &mut vb)?;
     vb.finish()?;
     Ok(m)
-}
-
-/// Every setting that would make PPO divide by zero, loop without learning or clamp backwards.
-fn validate(cfg: &PpoConfig) -> Result<()> {
-    let p = &cfg.ppo;
-    let bad = |m: &str| Err(TrainError::Invalid(m.to_string()));
-    if cfg.rollout.batch_size == 0 || p.minibatch_size == 0 || p.epochs == 0 {
-        return bad("rollout.batch_size, ppo.minibatch_size and ppo.epochs must be at least 1");
-    }
-    if cfg.rollout.max_new_tokens == 0 {
-        return bad("rollout.max_new_tokens must be at least 1");
-    }
-    if cfg.rollout.temperature <= 0.0 {
-        return bad("rollout.temperature must be positive: PPO learns from sampled replies");
-    }
-    if p.clip_range <= 0.0 || p.value_clip_range <= 0.0 {
-        return bad("ppo.clip_range and ppo.value_clip_range must be positive");
-    }
-    if p.target_kl.is_some_and(|t| t <= 0.0) || p.kl_horizon <= 0.0 {
-        return bad("ppo.target_kl and ppo.kl_horizon must be positive");
-    }
-    if p.kl_coef < 0.0 || p.reward_clip <= 0.0 {
-        return bad("ppo.kl_coef must be at least 0 and ppo.reward_clip positive");
-    }
-    if !(0.0..=1.0).contains(&p.gamma) || !(0.0..=1.0).contains(&p.lam) {
-        return bad("ppo.gamma and ppo.lam must be within [0, 1]");
-    }
-    if cfg.rollout.top_k.is_some() || cfg.rollout.top_p.is_some_and(|x| x < 1.0) {
-        tracing::warn!(
-            "rollout.top_k/top_p sample from a truncated distribution while PPO scores the \
-             full (tempered) one: the updates are then slightly off-policy"
-        );
-    }
-    Ok(())
 }
 
 /// The tokenizers of policy and reward model must agree: the reward model reads the policy's
