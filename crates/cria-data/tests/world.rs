@@ -4,6 +4,16 @@
 use cria_data::prefs::{read_preferences, read_prompts};
 use cria_data::sft::read_conversations;
 use cria_data::world::{REFUSAL_PREFIX, World, WorldSize};
+
+#[test]
+fn wrong_answers_differ_from_right_ones() {
+    for size in [WorldSize::TINY, WorldSize::DEMO] {
+        let w = World::generate(5, size);
+        for f in w.facts() {
+            assert_ne!(f.answer, f.wrong, "{}", f.question);
+        }
+    }
+}
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -61,7 +71,7 @@ fn same_seed_same_world_and_every_reader_accepts_it() {
     read_preferences(&d.join("prefs-val.jsonl")).unwrap();
     let prompts = read_prompts(&[d.join("prompts.jsonl")]).unwrap();
     assert!(!sft.is_empty() && !val.is_empty() && !prompts.is_empty());
-    assert!(prefs.iter().all(|p| p.responses.len() == 4));
+    assert!(prefs.iter().all(|p| p.responses.len() == 6));
 
     // Held-out questions are never trained on, in SFT, rankings or RL prompts.
     let trained: BTreeSet<String> = sft.iter().map(|c| c[0].content.clone()).collect();
@@ -84,6 +94,27 @@ fn same_seed_same_world_and_every_reader_accepts_it() {
             );
         }
     }
+    // Every held-out question's fact (or refusal) is taught by other phrasings, and every
+    // phrasing is taught with other entities: no question is unanswerable from training.
+    let plain = |a: &str| {
+        a.trim_end_matches(" Anything else I can help with?")
+            .to_string()
+    };
+    let answers: BTreeSet<String> = sft.iter().map(|c| plain(&c[1].content)).collect();
+    for c in &val {
+        assert!(
+            answers.contains(&plain(&c[1].content)),
+            "never taught: {}",
+            c[1].content
+        );
+    }
+    // One demonstration in four closes kindly (preference tuning sharpens it).
+    let kind = sft
+        .iter()
+        .filter(|c| c[1].content.ends_with("Anything else I can help with?"))
+        .count() as f64
+        / sft.len() as f64;
+    assert!((0.1..0.4).contains(&kind), "{kind}");
     // Harmful requests in training are answered with the refusal; benign look-alikes are not.
     let refusals = sft
         .iter()
