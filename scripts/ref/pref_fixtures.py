@@ -119,10 +119,21 @@ def main():
     pol_lp = logps(lm)
     loss, chosen, rejected = dpo(pol_lp, ref_lp, beta)
     loss.backward()
+    grad_norms = {n: p.grad.norm().item() for n, p in lm.named_parameters()}
+    # DPO plus the chosen responses' token-mean NLL, weighted (TRL's loss_type=["sigmoid", "sft"],
+    # loss_weights=[1, sft_weight]; the RPO loss of Pang et al. 2024).
+    sft_weight = 0.5
+    lm.zero_grad()
+    pol_lp = logps(lm)
+    nll = -pol_lp[0::2].sum() / mask[0::2].sum()
+    rpo = dpo(pol_lp, ref_lp, beta)[0] + sft_weight * nll
+    rpo.backward()
     (OUT / "dpo.json").write_text(json.dumps({
         "ids": ids.tolist(), "lengths": lengths, "prompt": prompt, "beta": beta,
         "policy_logps": pol_lp.tolist(), "ref_logps": ref_lp.tolist(), "loss": loss.item(),
-        "grad_norms": {n: p.grad.norm().item() for n, p in lm.named_parameters()},
+        "grad_norms": grad_norms,
+        "sft_weight": sft_weight, "nll": nll.item(), "rpo_loss": rpo.item(),
+        "rpo_grad_norms": {n: p.grad.norm().item() for n, p in lm.named_parameters()},
     }, indent=1))
     print("wrote", OUT)
 

@@ -2,11 +2,12 @@
 //! reference is the starting checkpoint, frozen: with LoRA that is the base with the adapter
 //! off. Its log-probabilities depend only on the data, so they are computed once before
 //! training (one forward pass over the data) and the reference model is then dropped: only the
-//! policy stays in memory. K-way rankings contribute every ordered pair of their responses.
+//! policy stays in memory. K-way rankings contribute every ordered pair of their responses,
+//! or (`pairs = "best"`) the best response against each other one.
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::losses::{dpo_loss, sequence_logps};
+use crate::losses::{chosen_nll, dpo_loss, sequence_logps};
 use crate::prefs::{Group, Layout, PrefDataConfig, encode, fingerprint, make_batch, split};
 use crate::sft::{Method, Trainable};
 use crate::trainer::{self, Batch, Metrics, Objective, Reporter, RunDir, TrainSpec};
@@ -29,6 +30,14 @@ pub struct DpoConfig {
     pub lora: LoraConfig,
     /// Strength of the implicit KL constraint: larger stays closer to the reference.
     pub beta: f64,
+    /// Which pairs a K-way ranking gives: `all` ordered pairs (K(K−1)/2), or the `best`
+    /// response against each of the others (K−1).
+    pub pairs: Pairs,
+    /// Weight of the chosen responses' per-token NLL added to the DPO loss (0 = plain DPO;
+    /// TRL's `loss_type = ["sigmoid", "sft"]`, the RPO loss). It keeps the chosen answers
+    /// likely while DPO pushes the rejected ones down, which small models otherwise pay for
+    /// in garbled answers.
+    pub sft_weight: f64,
     pub data: PrefDataConfig,
     pub train: TrainConfig,
 }
@@ -41,15 +50,31 @@ impl Default for DpoConfig {
             method: Method::Full,
             lora: LoraConfig::default(),
             beta: 0.1,
+            pairs: Pairs::All,
+            sft_weight: 0.0,
             data: PrefDataConfig::default(),
             train: TrainConfig::default(),
         }
     }
 }
 
+/// The pairs DPO trains on from a ranking of K responses.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Pairs {
+    /// Every (better, worse) pair.
+    #[default]
+    All,
+    /// The best response against each of the others: every pair teaches what the labeller
+    /// liked most, not the order among answers that are all bad.
+    Best,
+}
+
 /// DPO's loss on rows in chosen/rejected pairs carrying their reference log-probs.
 pub struct DpoObjective {
     pub beta: f64,
+    /// Weight of the chosen responses' per-token NLL (see [`DpoConfig::sft_weight`]).
+    pub sft_weight: f64,
 }
 
 /// Sum of log-probabilities of each row's response tokens.
@@ -70,15 +95,31 @@ pub fn batch_logps(model: &Llama, batch: &Batch, device: &Device) -> Tensor<1> {
 impl Objective for DpoObjective {
     fn loss(&self, model: &Llama, batch: &Batch, device: &Device) -> Result<(Tensor<1>, Metrics)> {
         let lp = batch_logps(model, batch, device);
-        Ok(dpo_loss(lp, &batch.aux.ref_logps, self.beta))
+        let (loss, mut metrics) = dpo_loss(lp.clone(), &batch.aux.ref_logps, self.beta);
+        if self.sft_weight == 0.0 {
+            return Ok((loss, metrics));
+        }
+        let w = batch.weights.as_ref().expect("token layout has weights");
+        let chosen_tokens: f32 = w
+            .chunks(batch.t)
+            .step_by(2)
+            .map(|row| row.iter().sum::<f32>())
+            .sum();
+        let nll = chosen_nll(lp, chosen_tokens);
+        metrics.insert("nll".into(), nll.clone().into_scalar::<f32>() as f64);
+        Ok((loss + nll * self.sft_weight, metrics))
     }
 }
 
-/// Every (better, worse) pair of each group, as two-row groups.
-fn pairs(groups: Vec<Group>) -> Vec<Group> {
+/// The (better, worse) pairs of each group that `which` asks for, as two-row groups.
+fn pairs(groups: Vec<Group>, which: Pairs) -> Vec<Group> {
     let mut out = Vec::new();
     for g in groups {
-        for i in 0..g.len() {
+        let better = match which {
+            Pairs::All => g.len(),
+            Pairs::Best => g.len().min(1),
+        };
+        for i in 0..better {
             for j in i + 1..g.len() {
                 out.push(vec![g[i].clone(), g[j].clone()]);
             }
@@ -127,7 +168,7 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         encode(&train_p, &tok, &fmt, max)?,
         encode(&val_p, &tok, &fmt, max)?,
     );
-    let (mut train, mut val) = (pairs(t.groups), pairs(v.groups));
+    let (mut train, mut val) = (pairs(t.groups, cfg.pairs), pairs(v.groups, cfg.pairs));
     if train.is_empty() {
         return Err(TrainError::Invalid(format!(
             "no preference has a response within data.seq_len = {} tokens",
@@ -178,8 +219,38 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         adapter: adapter.map(|a| (a, cfg.init.as_path())),
         trainable,
         extra_files: vec![],
-        objective: &DpoObjective { beta: cfg.beta },
+        objective: &DpoObjective {
+            beta: cfg.beta,
+            sft_weight: cfg.sft_weight,
+        },
     };
     trainer::train(model, &mut data, &spec, rep)?;
     Ok(run.checkpoint())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prefs::Row;
+
+    fn group(ids: &[u32]) -> Group {
+        ids.iter()
+            .map(|&i| Row {
+                ids: vec![i],
+                response: vec![true],
+                ref_logp: 0.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rankings_give_all_ordered_pairs_or_the_best_against_each() {
+        let firsts = |ps: Vec<Group>| -> Vec<(u32, u32)> {
+            ps.iter().map(|p| (p[0].ids[0], p[1].ids[0])).collect()
+        };
+        let all = firsts(pairs(vec![group(&[1, 2, 3]), group(&[7, 8])], Pairs::All));
+        assert_eq!(all, vec![(1, 2), (1, 3), (2, 3), (7, 8)]);
+        let best = firsts(pairs(vec![group(&[1, 2, 3, 4])], Pairs::Best));
+        assert_eq!(best, vec![(1, 2), (1, 3), (1, 4)]);
+    }
 }

@@ -94,6 +94,16 @@ pub fn dpo_loss(policy_logps: Tensor<1>, ref_logps: &[f32], beta: f64) -> (Tenso
     (loss, metrics)
 }
 
+/// The chosen responses' negative log-likelihood per token, for rows in (chosen, rejected)
+/// pairs: `-Σ_chosen log p / chosen tokens`, with `chosen_tokens` the response tokens of the
+/// even rows (TRL's `sft` loss type, added to DPO's in the RPO loss of Pang et al. 2024).
+pub fn chosen_nll(policy_logps: Tensor<1>, chosen_tokens: f32) -> Tensor<1> {
+    let n = policy_logps.dims()[0];
+    let device = policy_logps.device();
+    let chosen = policy_logps.select(0, index((0..n as i64).step_by(2).collect(), &device));
+    chosen.sum().neg() / chosen_tokens.max(1.0)
+}
+
 /// Sum of each row's log-probabilities over its weighted target positions.
 ///
 /// # Shapes

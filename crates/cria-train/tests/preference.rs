@@ -227,6 +227,7 @@ fn dpo_through_a_model_matches_pytorch() {
     }
     let obj = DpoObjective {
         beta: exp["beta"].as_f64().unwrap(),
+        sft_weight: 0.0,
     };
     let (loss, _) = obj.loss(&policy, &b, &dev).unwrap();
     close(
@@ -236,4 +237,23 @@ fn dpo_through_a_model_matches_pytorch() {
         "DPO loss",
     );
     check_grad_norms(&policy, &loss.backward(), &exp["grad_norms"]);
+    // With the chosen responses' per-token NLL added (TRL's ["sigmoid", "sft"] losses).
+    let obj = DpoObjective {
+        beta: exp["beta"].as_f64().unwrap(),
+        sft_weight: exp["sft_weight"].as_f64().unwrap(),
+    };
+    let (loss, metrics) = obj.loss(&policy, &b, &dev).unwrap();
+    close(
+        metrics["nll"],
+        exp["nll"].as_f64().unwrap(),
+        1e-5,
+        "chosen NLL",
+    );
+    close(
+        loss.clone().into_scalar::<f32>() as f64,
+        exp["rpo_loss"].as_f64().unwrap(),
+        1e-5,
+        "DPO + NLL loss",
+    );
+    check_grad_norms(&policy, &loss.backward(), &exp["rpo_grad_norms"]);
 }
