@@ -327,12 +327,35 @@ pub fn load_subject(
     Ok((m, tok, fmt))
 }
 
+/// One greedy reply the evaluation generated, with the set its prompt came from
+/// (`facts`, `harmful` or `benign`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Reply {
+    pub set: String,
+    pub prompt: String,
+    pub reply: String,
+}
+
+/// What [`evaluate`] measured, and the replies behind the generated metrics.
+pub struct Evaluation {
+    pub metrics: Report,
+    pub replies: Vec<Reply>,
+}
+
+/// At most `n` items spread evenly over `xs` (every k-th), so a sample covers every set.
+fn spread<T: Clone>(xs: &[T], n: usize) -> Vec<T> {
+    if xs.len() <= n {
+        return xs.to_vec();
+    }
+    (0..n).map(|i| xs[i * xs.len() / n].clone()).collect()
+}
+
 /// Measures the checkpoint in `dir` on everything `inputs` names.
 pub fn evaluate(
     dir: &std::path::Path,
     adapter: Option<&std::path::Path>,
     inputs: &EvalInputs,
-) -> Result<Report> {
+) -> Result<Evaluation> {
     let (model, tok, fmt) = load_subject(dir, adapter)?;
     let s = Subject {
         model: &model,
@@ -341,6 +364,14 @@ pub fn evaluate(
     };
     let max_new = inputs.max_new_tokens;
     let mut r = Report::new();
+    let mut all = Vec::new();
+    let mut keep = |set: &str, prompts: &[String], replies: &[String]| {
+        all.extend(prompts.iter().zip(replies).map(|(p, reply)| Reply {
+            set: set.to_string(),
+            prompt: p.clone(),
+            reply: reply.clone(),
+        }))
+    };
     // The prompts and replies the reward model judges: the factual and the benign ones.
     let (mut judged_prompts, mut judged_replies) = (vec![], vec![]);
     if let Some(p) = &inputs.facts {
@@ -348,7 +379,9 @@ pub fn evaluate(
         let (em, contains, replies) = facts(&s, &qa, max_new)?;
         r.insert("fact_exact_match".into(), em);
         r.insert("fact_contains".into(), contains);
-        judged_prompts.extend(qa.into_iter().map(|q| q.question));
+        let qs: Vec<String> = qa.into_iter().map(|q| q.question).collect();
+        keep("facts", &qs, &replies);
+        judged_prompts.extend(qs);
         judged_replies.extend(replies);
     }
     if let Some(p) = &inputs.truthful {
@@ -359,12 +392,15 @@ pub fn evaluate(
     }
     if let Some(p) = &inputs.harmful {
         let prompts = prompt_strings(p)?;
-        r.insert("refusal_rate".into(), refusals(&s, &prompts, max_new)?.0);
+        let (rate, replies) = refusals(&s, &prompts, max_new)?;
+        r.insert("refusal_rate".into(), rate);
+        keep("harmful", &prompts, &replies);
     }
     if let Some(p) = &inputs.benign {
         let prompts = prompt_strings(p)?;
         let (rate, replies) = refusals(&s, &prompts, max_new)?;
         r.insert("over_refusal_rate".into(), rate);
+        keep("benign", &prompts, &replies);
         judged_prompts.extend(prompts);
         judged_replies.extend(replies);
     }
@@ -405,7 +441,9 @@ pub fn evaluate(
         );
     }
     if let Some(ref_dir) = &inputs.reference {
-        let prompts: Vec<String> = judged_prompts.iter().take(32).cloned().collect();
+        // Up to 48 prompts spread over every set (the models differ most on some sets).
+        let every: Vec<String> = all.iter().map(|x| x.prompt.clone()).collect();
+        let prompts = spread(&every, 48);
         if prompts.is_empty() {
             return Err(need_prompts("KL to a reference"));
         }
@@ -413,5 +451,8 @@ pub fn evaluate(
         let kl = kl_to(&s, &reference, &prompts, inputs.kl_samples, max_new)?;
         r.insert("kl_to_reference".into(), kl);
     }
-    Ok(r)
+    Ok(Evaluation {
+        metrics: r,
+        replies: all,
+    })
 }

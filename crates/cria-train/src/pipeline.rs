@@ -10,7 +10,7 @@
 
 use crate::dpo::DpoConfig;
 use crate::error::{Result, TrainError};
-use crate::eval::{EvalInputs, Report, evaluate};
+use crate::eval::{EvalInputs, Evaluation, evaluate};
 use crate::ppo::PpoConfig;
 use crate::pretrain::PretrainConfig;
 use crate::rm::RmConfig;
@@ -66,6 +66,14 @@ pub struct EvalStage {
     pub kl_samples: usize,
     /// Window for the held-out perplexity (on the pretraining validation tokens).
     pub seq_len: usize,
+    /// The report's bound on an aligned model's KL to SFT (nats per reply).
+    pub max_kl: f64,
+    /// Held-out sets (default: the world's `eval/` files): questions with answers
+    /// (`{question, answer(s)}`), a TruthfulQA-layout CSV, harmful and benign prompts.
+    pub facts: Option<PathBuf>,
+    pub truthful: Option<PathBuf>,
+    pub harmful: Option<PathBuf>,
+    pub benign: Option<PathBuf>,
 }
 
 impl Default for EvalStage {
@@ -74,6 +82,11 @@ impl Default for EvalStage {
             max_new_tokens: 48,
             kl_samples: 2,
             seq_len: 128,
+            max_kl: 10.0,
+            facts: None,
+            truthful: None,
+            harmful: None,
+            benign: None,
         }
     }
 }
@@ -282,11 +295,29 @@ fn run_eval(
     cfg: &PipelineConfig,
     stages: &[Stage],
     e: &EvalStage,
-) -> Result<Vec<(String, Report)>> {
+) -> Result<Vec<(String, Evaluation)>> {
     let out = &cfg.out;
     let world = cfg.world.as_ref().map(|_| out.join("world/eval"));
-    let ws = |n: &str| world.as_ref().map(|w| w.join(n)).filter(|p| p.exists());
-    let has_rm = stages.iter().any(|s| matches!(s, Stage::Rm(_)));
+    let ws = |given: &Option<PathBuf>, n: &str| {
+        given
+            .clone()
+            .or_else(|| world.as_ref().map(|w| w.join(n)).filter(|p| p.exists()))
+    };
+    let (facts, truthful, harmful, benign) = (
+        ws(&e.facts, "facts.jsonl"),
+        ws(&e.truthful, "truthful.csv"),
+        ws(&e.harmful, "harmful.jsonl"),
+        ws(&e.benign, "benign.jsonl"),
+    );
+    // Reward, win rate and KL are measured on the models' replies to the held-out prompts.
+    let prompted = facts.is_some() || benign.is_some();
+    if !prompted {
+        tracing::warn!(
+            "no held-out questions or benign prompts (eval.facts, eval.benign or a [world]): \
+             reward, win rate and KL are not measured"
+        );
+    }
+    let has_rm = prompted && stages.iter().any(|s| matches!(s, Stage::Rm(_)));
     let sft = out.join("sft/checkpoint");
     // The alignment tax: perplexity on the pretraining corpus's held-out tokens.
     let val = out.join("pretrain/data/val.bin");
@@ -300,15 +331,15 @@ fn run_eval(
     let mut results = Vec::new();
     for (name, ckpt, adapter) in models(cfg, stages) {
         let inputs = EvalInputs {
-            facts: ws("facts.jsonl"),
-            truthful: ws("truthful.csv"),
-            harmful: ws("harmful.jsonl"),
-            benign: ws("benign.jsonl"),
+            facts: facts.clone(),
+            truthful: truthful.clone(),
+            harmful: harmful.clone(),
+            benign: benign.clone(),
             reward_model: has_rm.then(|| out.join("rm/checkpoint")),
             against: has_rm.then(|| (sft.clone(), None)),
             corpus_ids: corpus_ids.clone(),
             seq_len: e.seq_len,
-            reference: Some(sft.clone()),
+            reference: prompted.then(|| sft.clone()),
             kl_samples: e.kl_samples,
             max_new_tokens: e.max_new_tokens,
         };
@@ -318,7 +349,18 @@ fn run_eval(
         std::fs::create_dir_all(out.join("eval")).map_err(|e| cria_core::CoreError::io(out, e))?;
         cria_core::fsutil::write_atomic(
             &path,
-            serde_json::to_string_pretty(&r).expect("JSON").as_bytes(),
+            serde_json::to_string_pretty(&r.metrics)
+                .expect("JSON")
+                .as_bytes(),
+        )?;
+        let replies: String = r
+            .replies
+            .iter()
+            .map(|x| format!("{}\n", serde_json::to_string(x).expect("JSON")))
+            .collect();
+        cria_core::fsutil::write_atomic(
+            &out.join("eval").join(format!("{name}-replies.jsonl")),
+            replies.as_bytes(),
         )?;
         results.push((name, r));
     }
@@ -369,7 +411,7 @@ fn run_stage(
         }
         Stage::Eval(e) => {
             let results = run_eval(cfg, stages, e)?;
-            crate::report::write(out, stages, &results)?;
+            crate::report::write(cfg, stages, &results)?;
         }
     }
     Ok(())

@@ -137,8 +137,29 @@ fn miniature_pipeline_runs_every_stage_reports_and_resumes_after_a_kill() {
         "## Stages",
         "## Evaluation",
         "| metric | base | sft | dpo | ppo |",
+        "## Checks",
+        "| reward model's held-out pair accuracy |",
+        "| ppo refuses held-out harmful requests |",
+        "| dpo answers benign look-alikes (over-refusal) |",
+        "## What the models say",
+        "| prompt | base | sft | dpo | ppo |",
     ] {
         assert!(report.contains(section), "{section} missing:\n{report}");
+    }
+    // Every model's replies are kept, one JSON line per evaluation prompt of each set.
+    for m in ["base", "sft", "dpo", "ppo"] {
+        let text =
+            std::fs::read_to_string(root.join(format!("run/eval/{m}-replies.jsonl"))).unwrap();
+        let sets: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["set"].to_string())
+            .collect();
+        for set in ["facts", "harmful", "benign"] {
+            assert!(
+                sets.contains(&format!("\"{set}\"")),
+                "{m}: no {set} replies"
+            );
+        }
     }
     for metric in [
         "fact_exact_match",
@@ -182,4 +203,72 @@ fn miniature_pipeline_runs_every_stage_reports_and_resumes_after_a_kill() {
         stages.len(),
         "{log}"
     );
+}
+
+/// A pipeline on the user's own files (no `[world]`): every path named in the file, relative
+/// to it, including the held-out sets of `[eval]`.
+#[test]
+fn a_pipeline_on_named_files_evaluates_on_the_named_sets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    run_ok(
+        cria()
+            .args(["world", "--size", "tiny", "--seed", "4", "--out"])
+            .arg(root.join("mine")),
+    );
+    let own = MINI
+        .replace("PRETRAIN_STEPS", "10")
+        .replace("[world]\nseed = 2\nsize = \"tiny\"\n", "")
+        .replace("[tokenizer]\n", "[tokenizer]\ninput = [\"mine/corpus\"]\n")
+        .replace(
+            "[sft.data]\n",
+            "[sft.data]\ntrain = [\"mine/sft.jsonl\"]\nval = [\"mine/sft-val.jsonl\"]\n",
+        )
+        .replace("[rm.data]\n", "[rm.data]\ntrain = [\"mine/prefs.jsonl\"]\n")
+        .replace(
+            "[dpo.data]\n",
+            "[dpo.data]\ntrain = [\"mine/prefs.jsonl\"]\n",
+        )
+        .replace(
+            "[ppo.rollout]\n",
+            "[ppo.data]\nprompts = [\"mine/prompts.jsonl\"]\n\n[ppo.rollout]\n",
+        )
+        .replace(
+            "[eval]\n",
+            "[eval]\nfacts = \"mine/eval/facts.jsonl\"\nharmful = \"mine/eval/harmful.jsonl\"\n",
+        );
+    assert!(!own.contains("[world]") && own.contains("facts = "));
+    let sub = root.join("conf");
+    std::fs::create_dir_all(&sub).unwrap();
+    // Paths are relative to the pipeline file, wherever it is run from.
+    let own = own
+        .replace("\"mine/", "\"../mine/")
+        .replace("out = \"run\"", "out = \"../run\"");
+    std::fs::write(sub.join("own.toml"), own).unwrap();
+    let plan = run_ok(
+        cria()
+            .args(["pipeline", "plan", "--config"])
+            .arg(sub.join("own.toml")),
+    );
+    let plan = String::from_utf8(plan.stdout).unwrap();
+    assert!(!plan.contains("world"), "{plan}");
+    run_ok(
+        cria()
+            .args(["pipeline", "run", "--config"])
+            .arg(sub.join("own.toml")),
+    );
+    let report = std::fs::read_to_string(root.join("run/report.md")).unwrap();
+    for metric in [
+        "fact_exact_match",
+        "refusal_rate",
+        "reward_mean",
+        "kl_to_reference",
+    ] {
+        assert!(
+            report.contains(&format!("| {metric} |")),
+            "{metric} missing:\n{report}"
+        );
+    }
+    // No benign set or TruthfulQA file was named: those metrics are absent, not invented.
+    assert!(!report.contains("| over_refusal_rate |") && !report.contains("| truthful_mc1 |"));
 }

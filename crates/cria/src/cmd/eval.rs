@@ -54,6 +54,9 @@ pub struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write every generated reply here, one JSON line each (`set`, `prompt`, `reply`).
+    #[arg(long)]
+    replies: Option<PathBuf>,
 }
 
 fn from_world(explicit: &Option<PathBuf>, world: &Option<PathBuf>, name: &str) -> Option<PathBuf> {
@@ -86,8 +89,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         kl_samples: a.kl_samples,
         max_new_tokens: a.max_new_tokens,
     };
-    let r = eval::evaluate(&a.model, a.adapter.as_deref(), &inputs)
+    let e = eval::evaluate(&a.model, a.adapter.as_deref(), &inputs)
         .with_context(|| format!("evaluating {}", a.model.display()))?;
+    let r = e.metrics;
     if r.is_empty() {
         anyhow::bail!(
             "nothing to measure: give --world, --facts, --truthful, --harmful, --benign or --corpus"
@@ -100,6 +104,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(out) = &a.out {
         let text = serde_json::to_string_pretty(&r)?;
         cria_core::fsutil::write_atomic(out, text.as_bytes())?;
+    }
+    if let Some(path) = &a.replies {
+        let text: String = e
+            .replies
+            .iter()
+            .map(|x| format!("{}\n", serde_json::to_string(x).expect("JSON")))
+            .collect();
+        cria_core::fsutil::write_atomic(path, text.as_bytes())?;
     }
     Ok(())
 }

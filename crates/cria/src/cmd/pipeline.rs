@@ -31,6 +31,10 @@ const PATHS: &[&str] = &[
     "dpo.data.val",
     "ppo.data.prompts",
     "ppo.data.ptx",
+    "eval.facts",
+    "eval.truthful",
+    "eval.harmful",
+    "eval.benign",
 ];
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -44,17 +48,32 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Run(a) => {
             let cfg: PipelineConfig = a.run.resolve(PATHS)?;
-            let mut progress = crate::progress::TrainProgress::new(20);
-            pipeline::run(&cfg, &mut progress, &mut |stage, done| {
-                if done {
-                    eprintln!("== {stage}: done earlier, skipped");
-                } else {
-                    eprintln!("== {stage}");
-                }
-            })?;
-            drop(progress);
+            run_all(&cfg)?;
             println!("{}", cfg.out.join("report.md").display());
             Ok(())
         }
     }
+}
+
+/// Runs every stage not yet done with a progress display, announcing each stage and how long
+/// it took.
+pub fn run_all(cfg: &PipelineConfig) -> anyhow::Result<()> {
+    let mut progress = crate::progress::TrainProgress::new(20);
+    let mut started: Option<(String, std::time::Instant)> = None;
+    let finish = |started: &mut Option<(String, std::time::Instant)>| {
+        if let Some((name, t)) = started.take() {
+            eprintln!("== {name}: finished in {:.0} s", t.elapsed().as_secs_f64());
+        }
+    };
+    pipeline::run(cfg, &mut progress, &mut |stage, done| {
+        finish(&mut started);
+        if done {
+            eprintln!("== {stage}: done earlier, skipped");
+        } else {
+            eprintln!("== {stage}");
+            started = Some((stage.to_string(), std::time::Instant::now()));
+        }
+    })?;
+    finish(&mut started);
+    Ok(())
 }
