@@ -75,6 +75,16 @@ pub fn load_with_paths(
     Ok(table)
 }
 
+/// Parses TOML `text` built into the binary (`origin` names it in errors), then applies the
+/// `key.path=value` overrides; paths in it stay relative to the working directory.
+pub fn load_text(text: &str, origin: &str, sets: &[String]) -> anyhow::Result<Table> {
+    let mut table = text
+        .parse::<Table>()
+        .with_context(|| format!("{origin}: invalid TOML"))?;
+    apply(&mut table, sets)?;
+    Ok(table)
+}
+
 fn get_mut<'a>(table: &'a mut Table, key: &str) -> Option<&'a mut Value> {
     let mut parts = key.split('.').peekable();
     let mut cur = table;

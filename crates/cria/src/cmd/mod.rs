@@ -1,6 +1,7 @@
 //! One module per command; each exposes `Args` and `run`.
 
 pub mod chat;
+pub mod demo;
 pub mod dpo;
 pub mod eval;
 pub mod export;
@@ -19,6 +20,8 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// The whole recipe on a built-in example company, about ten minutes on 2 cores: start here.
+    Demo(demo::Args),
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::Command),
@@ -53,6 +56,7 @@ pub enum Command {
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
+        Command::Demo(a) => demo::run(a),
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Sft(a) => sft::run(a),
