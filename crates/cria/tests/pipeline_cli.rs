@@ -245,13 +245,12 @@ fn a_pipeline_on_named_files_evaluates_on_the_named_sets() {
         .replace("\"mine/", "\"../mine/")
         .replace("out = \"run\"", "out = \"../run\"");
     std::fs::write(sub.join("own.toml"), own).unwrap();
-    let plan = run_ok(
-        cria()
-            .args(["pipeline", "plan", "--config"])
-            .arg(sub.join("own.toml")),
-    );
+    // The file may be named positionally too.
+    let plan = run_ok(cria().args(["pipeline", "plan"]).arg(sub.join("own.toml")));
     let plan = String::from_utf8(plan.stdout).unwrap();
     assert!(!plan.contains("world"), "{plan}");
+    let err = run_err(cria().args(["pipeline", "run"]));
+    assert!(err.contains("name the pipeline file"), "{err}");
     run_ok(
         cria()
             .args(["pipeline", "run", "--config"])

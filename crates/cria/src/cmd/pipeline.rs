@@ -1,4 +1,4 @@
-//! `cria pipeline run|plan FILE.toml`: the whole recipe from one file.
+//! `cria pipeline run|plan FILE.toml` (or `--config FILE.toml`): the whole recipe from one file.
 
 use super::run_args::RunArgs;
 use clap::{Args as ClapArgs, Subcommand};
@@ -14,8 +14,23 @@ pub enum Command {
 
 #[derive(ClapArgs)]
 pub struct Args {
+    /// The pipeline file (the same as `--config FILE.toml`).
+    #[arg(value_name = "FILE.toml", conflicts_with = "config")]
+    file: Option<std::path::PathBuf>,
     #[command(flatten)]
     run: RunArgs,
+}
+
+impl Args {
+    fn config(mut self) -> anyhow::Result<PipelineConfig> {
+        if let Some(f) = self.file.take() {
+            self.run.config = Some(f);
+        }
+        if self.run.config.is_none() {
+            anyhow::bail!("name the pipeline file: `cria pipeline run FILE.toml`");
+        }
+        self.run.resolve(PATHS)
+    }
 }
 
 const PATHS: &[&str] = &[
@@ -40,14 +55,14 @@ const PATHS: &[&str] = &[
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Plan(a) => {
-            let cfg: PipelineConfig = a.run.resolve(PATHS)?;
+            let cfg = a.config()?;
             for line in pipeline::describe(&cfg)? {
                 println!("{line}");
             }
             Ok(())
         }
         Command::Run(a) => {
-            let cfg: PipelineConfig = a.run.resolve(PATHS)?;
+            let cfg = a.config()?;
             run_all(&cfg)?;
             println!("{}", cfg.out.join("report.md").display());
             Ok(())
