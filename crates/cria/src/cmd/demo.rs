@@ -1,5 +1,5 @@
 //! `cria demo`: the built-in example world through the whole recipe (world → tokenizer →
-//! pretrain → SFT → reward model → DPO and PPO → eval → report), sized for about ten minutes
+//! pretrain → SFT → reward model → DPO and PPO → eval → report), sized for about five minutes
 //! on 2 CPU cores. The settings are `examples/pipeline/demo.toml`, built into the binary;
 //! `--print-config` writes them out to start a pipeline file of your own.
 
@@ -49,7 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     eprintln!(
         "cria demo: a fictional company's handbook, instructions and rankings are generated, \
          then a small model is pretrained, instruction-tuned, given a reward model, aligned \
-         with DPO and with PPO, and evaluated. About ten minutes on 2 cores; everything goes \
+         with DPO and with PPO, and evaluated. About five minutes on 2 cores; everything goes \
          to {} (a killed demo resumes where it stopped).",
         cfg.out.display()
     );

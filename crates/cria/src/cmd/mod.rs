@@ -20,7 +20,7 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// The whole recipe on a built-in example company, about ten minutes on 2 cores: start here.
+    /// The whole recipe on a built-in example company, about five minutes on 2 cores: start here.
     Demo(demo::Args),
     /// Train or inspect tokenizers.
     #[command(subcommand)]
