@@ -342,6 +342,19 @@ pub struct Evaluation {
     pub replies: Vec<Reply>,
 }
 
+impl Evaluation {
+    /// Writes the replies to `path` as JSON lines (`set`, `prompt`, `reply`), atomically.
+    pub fn write_replies(&self, path: &std::path::Path) -> Result<()> {
+        let text: String = self
+            .replies
+            .iter()
+            .map(|x| format!("{}\n", serde_json::to_string(x).expect("JSON")))
+            .collect();
+        cria_core::fsutil::write_atomic(path, text.as_bytes())?;
+        Ok(())
+    }
+}
+
 /// At most `n` items spread evenly over `xs` (every k-th), so a sample covers every set.
 fn spread<T: Clone>(xs: &[T], n: usize) -> Vec<T> {
     if xs.len() <= n {

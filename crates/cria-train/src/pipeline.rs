@@ -353,15 +353,7 @@ fn run_eval(
                 .expect("JSON")
                 .as_bytes(),
         )?;
-        let replies: String = r
-            .replies
-            .iter()
-            .map(|x| format!("{}\n", serde_json::to_string(x).expect("JSON")))
-            .collect();
-        cria_core::fsutil::write_atomic(
-            &out.join("eval").join(format!("{name}-replies.jsonl")),
-            replies.as_bytes(),
-        )?;
+        r.write_replies(&out.join("eval").join(format!("{name}-replies.jsonl")))?;
         results.push((name, r));
     }
     Ok(results)

@@ -91,27 +91,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let e = eval::evaluate(&a.model, a.adapter.as_deref(), &inputs)
         .with_context(|| format!("evaluating {}", a.model.display()))?;
-    let r = e.metrics;
+    let r = &e.metrics;
     if r.is_empty() {
         anyhow::bail!(
             "nothing to measure: give --world, --facts, --truthful, --harmful, --benign or --corpus"
         );
     }
     println!("| metric | {} |\n|---|---:|", a.model.display());
-    for (k, v) in &r {
+    for (k, v) in r {
         println!("| {k} | {v:.4} |");
     }
     if let Some(out) = &a.out {
-        let text = serde_json::to_string_pretty(&r)?;
+        let text = serde_json::to_string_pretty(r)?;
         cria_core::fsutil::write_atomic(out, text.as_bytes())?;
     }
     if let Some(path) = &a.replies {
-        let text: String = e
-            .replies
-            .iter()
-            .map(|x| format!("{}\n", serde_json::to_string(x).expect("JSON")))
-            .collect();
-        cria_core::fsutil::write_atomic(path, text.as_bytes())?;
+        e.write_replies(path)?;
     }
     Ok(())
 }
