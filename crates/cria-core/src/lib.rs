@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod fsutil;
 pub mod generate;
+pub mod hash;
 pub mod kernels;
 pub mod model;
 pub mod nn;

@@ -93,6 +93,13 @@ impl Tokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+
+    /// The id rows are padded with: cria's pad token, else the end-of-sequence token, else 0.
+    /// Padding sits after a row's last real token or is masked, so it never changes a result;
+    /// one rule keeps batches identical wherever they are built.
+    pub fn pad_id(&self) -> u32 {
+        self.token_to_id(PAD).or(self.eos_id).unwrap_or(0)
+    }
 }
 
 /// Options for [`train`].

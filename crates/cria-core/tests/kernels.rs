@@ -3,36 +3,7 @@
 use cria_core::kernels;
 use cria_core::params::to_vec;
 use cria_core::{Int, Tensor, TensorData, device};
-
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
-        })
-        .collect()
-}
-
-fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-    assert_eq!(a.len(), b.len());
-    let (d, i) = a
-        .iter()
-        .zip(b)
-        .enumerate()
-        .map(|(i, (x, y))| ((x - y).abs(), i))
-        .fold((0.0, 0), |m, x| if x.0 > m.0 { x } else { m });
-    assert!(
-        d <= tol,
-        "{what}: max diff {d:e} at {i} ({} vs {})",
-        a[i],
-        b[i]
-    );
-}
+use cria_testkit::{assert_close, rand_vec};
 
 /// Value and input gradient of `f(x)`, with an arbitrary upstream gradient via a weighted sum.
 fn value_and_grad<const D: usize>(

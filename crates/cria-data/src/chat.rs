@@ -8,69 +8,11 @@
 //! (which is what a tokenizer does with added tokens) so the loss mask knows which ids belong
 //! to assistant replies.
 
+pub use crate::message::{Encoded, Message, Role};
+use crate::template::ChatTemplate;
+pub use crate::template::{ALPACA_TEMPLATE, CHAT_TEMPLATE};
 use cria_core::tokenizer::{self, Tokenizer};
 use serde::{Deserialize, Serialize};
-
-/// The chat format as a Jinja template, for `tokenizer_config.json`.
-pub const CHAT_TEMPLATE: &str = include_str!("chat_template.jinja");
-
-/// The Stanford Alpaca prompt (with and without an input) as a Jinja template: a system turn
-/// replaces the preamble, the reply ends with the end-of-sequence token, one exchange only.
-pub const ALPACA_TEMPLATE: &str = include_str!("alpaca_template.jinja");
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    System,
-    User,
-    Assistant,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "system" => Some(Role::System),
-            "user" => Some(Role::User),
-            "assistant" => Some(Role::Assistant),
-            _ => None,
-        }
-    }
-    pub fn token(self) -> &'static str {
-        match self {
-            Role::System => tokenizer::SYSTEM,
-            Role::User => tokenizer::USER,
-            Role::Assistant => tokenizer::ASSISTANT,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: Role,
-    pub content: String,
-    /// Context attached to a user turn (Alpaca's `input`). The Alpaca template gives it its own
-    /// section; other formats append it to the content after a blank line ([`Message::text`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input: Option<String>,
-}
-
-impl Message {
-    pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Message {
-            role,
-            content: content.into(),
-            input: None,
-        }
-    }
-
-    /// The content with any attached input after a blank line.
-    pub fn text(&self) -> std::borrow::Cow<'_, str> {
-        match &self.input {
-            Some(i) if !i.trim().is_empty() => format!("{}\n\n{i}", self.content).into(),
-            _ => self.content.as_str().into(),
-        }
-    }
-}
 
 /// Ids of the special tokens the format uses, looked up once.
 #[derive(Debug, Clone, Copy)]
@@ -108,15 +50,6 @@ impl ChatTokens {
             Role::Assistant => self.assistant,
         }
     }
-}
-
-/// Token ids of a rendered conversation and, per id, whether the loss trains on it: the
-/// content of assistant turns and the end-of-turn token that closes each (so the model learns
-/// to stop), or every id when `train_on_inputs`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Encoded {
-    pub ids: Vec<u32>,
-    pub train: Vec<bool>,
 }
 
 /// Renders `messages` (optionally followed by the reply prompt) into ids and the loss mask.
@@ -175,14 +108,14 @@ pub enum FormatChoice {
 /// `chat_template` (the checkpoint's own, e.g. Qwen2's ChatML, or the Alpaca prompt).
 pub enum ChatFormat {
     Cria(ChatTokens),
-    Template(Box<crate::template::ChatTemplate>),
+    Template(Box<ChatTemplate>),
 }
 
 impl ChatFormat {
     /// The checkpoint's template when it has one other than cria's; otherwise cria's format,
     /// which needs cria's special tokens (an error names the missing one).
     pub fn for_checkpoint(dir: &std::path::Path, tok: &Tokenizer) -> cria_core::Result<ChatFormat> {
-        match crate::template::ChatTemplate::from_checkpoint(dir)? {
+        match ChatTemplate::from_checkpoint(dir)? {
             Some(t) if !t.is_cria() => Ok(ChatFormat::Template(Box::new(t))),
             _ => ChatTokens::of(tok)
                 .map(ChatFormat::Cria)
@@ -203,7 +136,7 @@ impl ChatFormat {
                 .map_err(cria_core::CoreError::Invalid),
             FormatChoice::Alpaca => {
                 let (bos, eos) = crate::template::special_strings(dir, tok)?;
-                crate::template::ChatTemplate::new(
+                ChatTemplate::new(
                     ALPACA_TEMPLATE,
                     std::path::Path::new("(built-in Alpaca template)"),
                     bos,

@@ -4,10 +4,10 @@ pub mod chat;
 pub mod corpus;
 pub mod error;
 pub mod evalsets;
+pub mod message;
 pub mod prefs;
 pub mod sft;
 pub mod shards;
 pub mod template;
-pub mod world;
 
 pub use error::{DataError, Result};

@@ -10,8 +10,8 @@
 //! Every record becomes a prompt and its responses best first; a malformed one is an error
 //! naming the file, line (or record) and field.
 
-use crate::chat::{Message, Role};
 use crate::error::{DataError, Result};
+use crate::message::{Message, Role};
 use crate::sft::{At, read_records, turns};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

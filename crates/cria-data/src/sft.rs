@@ -4,9 +4,9 @@
 //! list of messages; a malformed record is an error naming the file, the line (JSONL) or
 //! record number (JSON list), and the field.
 
-use crate::chat::{Message, Role};
 use crate::corpus::{read_bytes, to_utf8};
 use crate::error::{DataError, Result};
+use crate::message::{Message, Role};
 use serde_json::Value;
 use std::path::Path;
 

@@ -4,11 +4,18 @@
 //! turn is the span between the rendering that ends with the reply prompt and the rendering that
 //! ends with the reply (how TRL masks completions for arbitrary templates).
 
-use crate::chat::{Encoded, Message};
+use crate::message::{Encoded, Message, Role};
 use cria_core::error::{CoreError, Result};
 use cria_core::tokenizer::Tokenizer;
 use minijinja::{Environment, Error, ErrorKind, context};
 use std::path::{Path, PathBuf};
+
+/// The chat format as a Jinja template, for `tokenizer_config.json`.
+pub const CHAT_TEMPLATE: &str = include_str!("chat_template.jinja");
+
+/// The Stanford Alpaca prompt (with and without an input) as a Jinja template: a system turn
+/// replaces the preamble, the reply ends with the end-of-sequence token, one exchange only.
+pub const ALPACA_TEMPLATE: &str = include_str!("alpaca_template.jinja");
 
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -53,10 +60,10 @@ pub fn special_strings(dir: &Path, tok: &Tokenizer) -> Result<(String, String)> 
 /// Messages as the `[{role, content}]` list templates iterate over. Templates that know the
 /// Alpaca `input` field get it apart; the others see it appended to the content.
 fn as_values(messages: &[Message], takes_input: bool) -> minijinja::Value {
-    let role = |r: crate::chat::Role| match r {
-        crate::chat::Role::System => "system",
-        crate::chat::Role::User => "user",
-        crate::chat::Role::Assistant => "assistant",
+    let role = |r: Role| match r {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
     };
     messages
         .iter()
@@ -143,7 +150,7 @@ impl ChatTemplate {
 
     /// True when this is cria's own format (rendered by the faster piecewise path instead).
     pub fn is_cria(&self) -> bool {
-        self.is(crate::chat::CHAT_TEMPLATE)
+        self.is(CHAT_TEMPLATE)
     }
 
     /// True when this template's source is `text` (up to trailing whitespace).
@@ -157,7 +164,7 @@ impl ChatTemplate {
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let tmpl = self.env.get_template("chat").expect("added in new()");
         tmpl.render(context! {
-            messages => as_values(messages, self.is(crate::chat::ALPACA_TEMPLATE)),
+            messages => as_values(messages, self.is(ALPACA_TEMPLATE)),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.clone(),
             eos_token => self.eos.clone(),
@@ -183,7 +190,7 @@ impl ChatTemplate {
         let mut train = vec![train_on_inputs; ids.len()];
         if !train_on_inputs {
             for (i, m) in messages.iter().enumerate() {
-                if m.role != crate::chat::Role::Assistant {
+                if m.role != Role::Assistant {
                     continue;
                 }
                 let start = tok

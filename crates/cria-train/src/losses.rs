@@ -1,7 +1,7 @@
 //! The preference losses, as functions of tensors (held against PyTorch in
 //! `tests/preference_losses.rs`).
 
-use crate::trainer::Metrics;
+use crate::metrics::Metrics;
 use burn::tensor::activation::log_sigmoid;
 use cria_core::{Int, Tensor, TensorData};
 

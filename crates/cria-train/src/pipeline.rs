@@ -8,15 +8,17 @@
 //! to the generated world's files. With a top-level `init` (an existing Hugging Face
 //! checkpoint), the tokenizer and pretraining stages are skipped.
 
-use crate::dpo::DpoConfig;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalInputs, Evaluation, evaluate};
-use crate::ppo::PpoConfig;
-use crate::pretrain::PretrainConfig;
-use crate::rm::RmConfig;
-use crate::sft::SftConfig;
-use crate::trainer::Reporter;
-use cria_data::world::{World, WorldSize};
+use crate::method::Method;
+use crate::metrics::Reporter;
+use crate::stages::dpo::DpoConfig;
+use crate::stages::ppo::PpoConfig;
+use crate::stages::pretrain::PretrainConfig;
+use crate::stages::rm::RmConfig;
+use crate::stages::sft::SftConfig;
+use crate::stages::{dpo, ppo, pretrain, rm, sft};
+use cria_world::{World, WorldSize};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -153,6 +155,11 @@ fn size_of(name: &str) -> Result<WorldSize> {
     }
 }
 
+/// A file of the generated world (`None` without a `[world]` section).
+fn world_file(cfg: &PipelineConfig, name: &str) -> Option<PathBuf> {
+    cfg.world.as_ref().map(|_| cfg.out.join("world").join(name))
+}
+
 /// The stages a config asks for, with every stage's inputs wired to the previous outputs.
 pub fn plan(cfg: &PipelineConfig) -> Result<Vec<Stage>> {
     if cfg.out.as_os_str().is_empty() {
@@ -160,49 +167,54 @@ pub fn plan(cfg: &PipelineConfig) -> Result<Vec<Stage>> {
             "out: name the pipeline's directory".into(),
         ));
     }
-    let out = &cfg.out;
-    let world_dir = cfg.world.as_ref().map(|_| out.join("world"));
-    let wf = |name: &str| world_dir.as_ref().map(|w| w.join(name));
     let mut stages = Vec::new();
     if let Some(w) = &cfg.world {
         size_of(&w.size)?;
         stages.push(Stage::World(w.clone()));
     }
-    let base = match &cfg.init {
-        Some(init) => init.clone(),
-        None => {
-            let mut t = cfg.tokenizer.clone().unwrap_or_default();
-            or_default(&mut t.input, wf("corpus"));
-            if t.input.is_empty() {
-                return Err(TrainError::Invalid(
-                    "tokenizer.input: name a corpus (or add a [world] section)".into(),
-                ));
-            }
-            let corpus = t.input.clone();
-            stages.push(Stage::Tokenizer(t));
-            let mut p = cfg.pretrain.clone().ok_or_else(|| {
-                TrainError::Invalid(
-                    "[pretrain]: describe the model to pretrain (or give `init`)".into(),
-                )
-            })?;
-            p.out = out.join("pretrain");
-            p.tokenizer = Some(out.join("tokenizer"));
-            if p.data.inputs.is_empty() {
-                p.data.inputs = corpus;
-            }
-            stages.push(Stage::Pretrain(Box::new(p)));
-            out.join("pretrain/checkpoint")
-        }
-    };
+    let base = plan_base(cfg, &mut stages)?;
+    plan_sft(cfg, base, &mut stages)?;
+    plan_preferences(cfg, &mut stages)?;
+    stages.push(Stage::Eval(cfg.eval.clone().unwrap_or_default()));
+    Ok(stages)
+}
+
+/// The base model: `init`, or a tokenizer and a model pretrained on the corpus.
+fn plan_base(cfg: &PipelineConfig, stages: &mut Vec<Stage>) -> Result<PathBuf> {
+    if let Some(init) = &cfg.init {
+        return Ok(init.clone());
+    }
+    let out = &cfg.out;
+    let mut t = cfg.tokenizer.clone().unwrap_or_default();
+    or_default(&mut t.input, world_file(cfg, "corpus"));
+    if t.input.is_empty() {
+        return Err(TrainError::Invalid(
+            "tokenizer.input: name a corpus (or add a [world] section)".into(),
+        ));
+    }
+    let corpus = t.input.clone();
+    stages.push(Stage::Tokenizer(t));
+    let mut p = cfg.pretrain.clone().ok_or_else(|| {
+        TrainError::Invalid("[pretrain]: describe the model to pretrain (or give `init`)".into())
+    })?;
+    p.out = out.join("pretrain");
+    p.tokenizer = Some(out.join("tokenizer"));
+    if p.data.inputs.is_empty() {
+        p.data.inputs = corpus;
+    }
+    stages.push(Stage::Pretrain(Box::new(p)));
+    Ok(out.join("pretrain/checkpoint"))
+}
+
+fn plan_sft(cfg: &PipelineConfig, base: PathBuf, stages: &mut Vec<Stage>) -> Result<()> {
     let mut sft = cfg.sft.clone().ok_or_else(|| {
         TrainError::Invalid("[sft]: the instruction-tuning stage is required".into())
     })?;
-    sft.init = base.clone();
-    sft.out = out.join("sft");
-    or_default(&mut sft.data.train, wf("sft.jsonl"));
-    or_default(&mut sft.data.val, wf("sft-val.jsonl"));
-    let sft_ckpt = out.join("sft/checkpoint");
-    let sft_is_adapter = sft.method != crate::sft::Method::Full;
+    sft.init = base;
+    sft.out = cfg.out.join("sft");
+    or_default(&mut sft.data.train, world_file(cfg, "sft.jsonl"));
+    or_default(&mut sft.data.val, world_file(cfg, "sft-val.jsonl"));
+    let sft_is_adapter = sft.method != Method::Full;
     if sft_is_adapter && (cfg.rm.is_some() || cfg.dpo.is_some() || cfg.ppo.is_some()) {
         return Err(TrainError::Invalid(
             "sft.method: the preference stages start from a full SFT checkpoint; use \
@@ -211,20 +223,29 @@ pub fn plan(cfg: &PipelineConfig) -> Result<Vec<Stage>> {
         ));
     }
     stages.push(Stage::Sft(Box::new(sft)));
+    Ok(())
+}
+
+/// The reward model, DPO and PPO, each starting from the SFT checkpoint.
+fn plan_preferences(cfg: &PipelineConfig, stages: &mut Vec<Stage>) -> Result<()> {
+    let out = &cfg.out;
+    let sft_ckpt = out.join("sft/checkpoint");
+    let prefs = |train: &mut Vec<PathBuf>, val: &mut Vec<PathBuf>| {
+        or_default(train, world_file(cfg, "prefs.jsonl"));
+        or_default(val, world_file(cfg, "prefs-val.jsonl"));
+    };
     if let Some(rm) = &cfg.rm {
         let mut rm = rm.clone();
         rm.init = sft_ckpt.clone();
         rm.out = out.join("rm");
-        or_default(&mut rm.data.train, wf("prefs.jsonl"));
-        or_default(&mut rm.data.val, wf("prefs-val.jsonl"));
+        prefs(&mut rm.data.train, &mut rm.data.val);
         stages.push(Stage::Rm(Box::new(rm)));
     }
     if let Some(d) = &cfg.dpo {
         let mut d = d.clone();
         d.init = sft_ckpt.clone();
         d.out = out.join("dpo");
-        or_default(&mut d.data.train, wf("prefs.jsonl"));
-        or_default(&mut d.data.val, wf("prefs-val.jsonl"));
+        prefs(&mut d.data.train, &mut d.data.val);
         stages.push(Stage::Dpo(Box::new(d)));
     }
     if let Some(p) = &cfg.ppo {
@@ -234,14 +255,13 @@ pub fn plan(cfg: &PipelineConfig) -> Result<Vec<Stage>> {
             ));
         }
         let mut p = p.clone();
-        p.init = sft_ckpt.clone();
+        p.init = sft_ckpt;
         p.reward_model = out.join("rm/checkpoint");
         p.out = out.join("ppo");
-        or_default(&mut p.data.prompts, wf("prompts.jsonl"));
+        or_default(&mut p.data.prompts, world_file(cfg, "prompts.jsonl"));
         stages.push(Stage::Ppo(Box::new(p)));
     }
-    stages.push(Stage::Eval(cfg.eval.clone().unwrap_or_default()));
-    Ok(stages)
+    Ok(())
 }
 
 /// Whether a stage already finished in an earlier run.
@@ -257,7 +277,7 @@ fn mark_done(out: &Path, stage: &Stage) -> Result<()> {
 }
 
 /// Models the eval stage measures, in order: (name, checkpoint, adapter).
-fn models(cfg: &PipelineConfig, stages: &[Stage]) -> Vec<(String, PathBuf, Option<PathBuf>)> {
+pub fn models(cfg: &PipelineConfig, stages: &[Stage]) -> Vec<(String, PathBuf, Option<PathBuf>)> {
     let out = &cfg.out;
     let base = cfg
         .init
@@ -269,7 +289,7 @@ fn models(cfg: &PipelineConfig, stages: &[Stage]) -> Vec<(String, PathBuf, Optio
             Stage::Sft(_) => ("sft", out.join("sft/checkpoint")),
             Stage::Dpo(d) => {
                 let c = out.join("dpo/checkpoint");
-                if d.method == crate::sft::Method::Lora {
+                if d.method == Method::Lora {
                     m.push(("dpo".into(), out.join("sft/checkpoint"), Some(c)));
                     continue;
                 }
@@ -277,7 +297,7 @@ fn models(cfg: &PipelineConfig, stages: &[Stage]) -> Vec<(String, PathBuf, Optio
             }
             Stage::Ppo(p) => {
                 let c = out.join("ppo/checkpoint");
-                if p.method == crate::sft::Method::Lora {
+                if p.method == Method::Lora {
                     m.push(("ppo".into(), out.join("sft/checkpoint"), Some(c)));
                     continue;
                 }
@@ -290,12 +310,9 @@ fn models(cfg: &PipelineConfig, stages: &[Stage]) -> Vec<(String, PathBuf, Optio
     m
 }
 
-/// Evaluates every model of the pipeline; writes `eval/<model>.json`.
-fn run_eval(
-    cfg: &PipelineConfig,
-    stages: &[Stage],
-    e: &EvalStage,
-) -> Result<Vec<(String, Evaluation)>> {
+/// Evaluates every model of the pipeline; writes `eval/<model>.json` and
+/// `eval/<model>-replies.jsonl`.
+fn run_eval(cfg: &PipelineConfig, stages: &[Stage], e: &EvalStage) -> Result<()> {
     let out = &cfg.out;
     let world = cfg.world.as_ref().map(|_| out.join("world/eval"));
     let ws = |given: &Option<PathBuf>, n: &str| {
@@ -328,7 +345,6 @@ fn run_eval(
     } else {
         None
     };
-    let mut results = Vec::new();
     for (name, ckpt, adapter) in models(cfg, stages) {
         let inputs = EvalInputs {
             facts: facts.clone(),
@@ -345,18 +361,9 @@ fn run_eval(
         };
         tracing::info!(model = %name, "evaluating");
         let r = evaluate(&ckpt, adapter.as_deref(), &inputs)?;
-        let path = out.join("eval").join(format!("{name}.json"));
-        std::fs::create_dir_all(out.join("eval")).map_err(|e| cria_core::CoreError::io(out, e))?;
-        cria_core::fsutil::write_atomic(
-            &path,
-            serde_json::to_string_pretty(&r.metrics)
-                .expect("JSON")
-                .as_bytes(),
-        )?;
-        r.write_replies(&out.join("eval").join(format!("{name}-replies.jsonl")))?;
-        results.push((name, r));
+        r.write(&out.join("eval"), &name)?;
     }
-    Ok(results)
+    Ok(())
 }
 
 /// Runs one stage.
@@ -387,23 +394,22 @@ fn run_stage(
             )?;
         }
         Stage::Pretrain(p) => {
-            crate::pretrain::run(p, resolved(p.as_ref()), rep)?;
+            pretrain::run(p, resolved(p.as_ref()), rep)?;
         }
         Stage::Sft(s) => {
-            crate::sft::run(s, resolved(s.as_ref()), rep)?;
+            sft::run(s, resolved(s.as_ref()), rep)?;
         }
         Stage::Rm(r) => {
-            crate::rm::run(r, resolved(r.as_ref()), rep)?;
+            rm::run(r, resolved(r.as_ref()), rep)?;
         }
         Stage::Dpo(d) => {
-            crate::dpo::run(d, resolved(d.as_ref()), rep)?;
+            dpo::run(d, resolved(d.as_ref()), rep)?;
         }
         Stage::Ppo(p) => {
-            crate::ppo::run(p, resolved(p.as_ref()), rep)?;
+            ppo::run(p, resolved(p.as_ref()), rep)?;
         }
         Stage::Eval(e) => {
-            let results = run_eval(cfg, stages, e)?;
-            crate::report::write(cfg, stages, &results)?;
+            run_eval(cfg, stages, e)?;
         }
     }
     Ok(())
@@ -441,19 +447,27 @@ pub fn describe(cfg: &PipelineConfig) -> Result<Vec<String>> {
 fn resume_point(out: &Path, s: &Stage) -> Option<u64> {
     let dir = out.join(s.name()).join("checkpoint");
     let (file, key) = match s {
-        Stage::Ppo(_) => (crate::ppo::STATE_FILE, "iteration"),
+        Stage::Ppo(_) => (ppo::STATE_FILE, "iteration"),
         _ => (crate::state::STATE_FILE, "step"),
     };
     let text = std::fs::read_to_string(dir.join(file)).ok()?;
     serde_json::from_str::<serde_json::Value>(&text).ok()?[key].as_u64()
 }
 
-/// Runs every stage not yet done; `on_stage` is told when each starts or is skipped.
+/// What a finished pipeline has to show: its stages, and every model's evaluation (base,
+/// SFT, DPO, PPO, in that order) for the report card.
+pub struct Outcome {
+    pub stages: Vec<Stage>,
+    pub results: Vec<(String, Evaluation)>,
+}
+
+/// Runs every stage not yet done; `on_stage` is told when each starts or is skipped. The
+/// evaluations come from this run or, when the eval stage was done earlier, from its files.
 pub fn run(
     cfg: &PipelineConfig,
     rep: &mut dyn Reporter,
     on_stage: &mut dyn FnMut(&str, bool),
-) -> Result<()> {
+) -> Result<Outcome> {
     let stages = plan(cfg)?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| cria_core::CoreError::io(&cfg.out, e))?;
     for s in &stages {
@@ -465,5 +479,14 @@ pub fn run(
         run_stage(cfg, &stages, s, rep)?;
         mark_done(&cfg.out, s)?;
     }
-    Ok(())
+    let results = models(cfg, &stages)
+        .into_iter()
+        .map(|(name, _, _)| {
+            Ok((
+                name.clone(),
+                Evaluation::read(&cfg.out.join("eval"), &name)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Outcome { stages, results })
 }

@@ -2,12 +2,13 @@
 //! rendered after its prompt in the checkpoint's chat format; the loss mask covers the response
 //! only (its turns and their end-of-turn tokens).
 
+use crate::batch::{Group, Layout, Row, make_batch};
+use crate::data::{Shuffled, hold_out};
 use crate::error::{Result, TrainError};
-use crate::trainer::{Aux, Batch, Shuffled};
+use cria_core::hash::{FNV_OFFSET, fnv1a, fnv1a_ids};
 use cria_core::tokenizer::Tokenizer;
 use cria_data::chat::{ChatFormat, Message};
 use cria_data::prefs::Preference;
-use cria_data::shards::Order;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -33,18 +34,6 @@ impl Default for PrefDataConfig {
         }
     }
 }
-
-/// One rendered response: its ids and, per id, whether it belongs to the response.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub ids: Vec<u32>,
-    pub response: Vec<bool>,
-    /// The reference model's log-probability of the response (DPO), filled in later.
-    pub ref_logp: f32,
-}
-
-/// A prompt's responses as rows, best first.
-pub type Group = Vec<Row>;
 
 /// Rendered preferences, how many rows were cut to the length limit, and how many
 /// preferences were dropped because a response lost all its tokens to the cut.
@@ -119,66 +108,30 @@ pub fn split(cfg: &PrefDataConfig, seed: u64) -> Result<(Vec<Preference>, Vec<Pr
     }
     let train = cria_data::prefs::read_all_preferences(&cfg.train)?;
     let val = cria_data::prefs::read_all_preferences(&cfg.val)?;
-    if !val.is_empty() || cfg.val_fraction <= 0.0 || train.len() < 2 {
+    if !val.is_empty() {
         return Ok((train, val));
     }
-    let mut order = Order::new(seed, train.len());
-    let n_val =
-        ((train.len() as f64 * cfg.val_fraction).round() as usize).clamp(1, train.len() - 1);
-    let mut shuffled: Vec<Preference> = (0..train.len() as u64)
-        .map(|k| train[order.index(k)].clone())
-        .collect();
-    let val = shuffled.split_off(shuffled.len() - n_val);
-    Ok((shuffled, val))
+    Ok(hold_out(train, cfg.val_fraction, seed))
 }
 
-/// How rows become a batch.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Layout {
-    /// Whole sequences; the reward is read at each row's last token.
-    Score,
-    /// Inputs and next-token targets, weighted by the response mask (sequence log-probs).
-    Tokens,
-}
-
-/// Right-padded rows of the given groups.
-pub fn make_batch<'a>(groups: impl Iterator<Item = &'a Group>, pad: u32, layout: Layout) -> Batch {
-    let groups: Vec<&Group> = groups.collect();
-    let rows: Vec<&Row> = groups.iter().flat_map(|g| g.iter()).collect();
-    let shift = usize::from(layout == Layout::Tokens);
-    let t = rows
-        .iter()
-        .map(|r| r.ids.len() - shift)
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let mut b = Batch {
-        b: rows.len(),
-        t,
-        aux: Aux {
-            lengths: vec![],
-            groups: groups.iter().map(|g| g.len()).collect(),
-            ref_logps: rows.iter().map(|r| r.ref_logp).collect(),
-        },
-        ..Default::default()
-    };
-    let mut weights = vec![];
-    for r in &rows {
-        let n = r.ids.len() - shift;
-        b.inputs.extend_from_slice(&r.ids[..n]);
-        b.inputs.extend(std::iter::repeat_n(pad, t - n));
-        b.aux.lengths.push(n);
-        if layout == Layout::Tokens {
-            b.targets.extend_from_slice(&r.ids[1..]);
-            b.targets.extend(std::iter::repeat_n(pad, t - n));
-            weights.extend(r.response[1..].iter().map(|&w| if w { 1.0 } else { 0.0 }));
-            weights.extend(std::iter::repeat_n(0.0, t - n));
-        }
+/// The training and validation preferences (see [`split`]) rendered in `fmt` and cut to `max`
+/// tokens; an error when no training preference keeps a response within the limit.
+pub fn load(
+    cfg: &PrefDataConfig,
+    seed: u64,
+    tok: &Tokenizer,
+    fmt: &ChatFormat,
+    max: usize,
+) -> Result<(Encoded, Encoded)> {
+    let (train, val) = split(cfg, seed)?;
+    let (t, v) = (encode(&train, tok, fmt, max)?, encode(&val, tok, fmt, max)?);
+    if t.groups.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "no preference has a response within data.seq_len = {} tokens",
+            cfg.seq_len
+        )));
     }
-    if layout == Layout::Tokens {
-        b.weights = Some(weights);
-    }
-    b
+    Ok((t, v))
 }
 
 /// Preference groups in a seeded order, `batch_size` prompts per micro-batch.
@@ -201,16 +154,17 @@ pub fn data(
     )
 }
 
-/// A content fingerprint of encoded groups (for refusing a resume on other data).
+/// A content fingerprint of encoded groups (for refusing a resume on other data); FNV-1a,
+/// so it reads the same with every toolchain.
 pub fn fingerprint(groups: &[Group]) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = FNV_OFFSET;
     for g in groups {
-        g.len().hash(&mut h);
+        h = fnv1a(&(g.len() as u64).to_le_bytes(), h);
         for r in g {
-            r.ids.hash(&mut h);
-            r.response.hash(&mut h);
+            h = fnv1a_ids(&r.ids, fnv1a(&(r.ids.len() as u64).to_le_bytes(), h));
+            let mask: Vec<u8> = r.response.iter().map(|&x| u8::from(x)).collect();
+            h = fnv1a(&mask, h);
         }
     }
-    format!("groups={} hash={:016x}", groups.len(), h.finish())
+    format!("groups={} hash={h:016x}", groups.len())
 }

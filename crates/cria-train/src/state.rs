@@ -1,9 +1,13 @@
-//! What a checkpoint stores beside the weights so a run resumes exactly: the step, the data
-//! cursor, the optimizer moments, and fingerprints that refuse a resume under a changed setup.
+//! What a checkpoint stores beside the weights so a run resumes exactly (the step, the data
+//! cursor, the optimizer moments, and fingerprints that refuse a resume under a changed
+//! setup), and the one resume path every stage takes: state read, fingerprint checked, the
+//! trained model (full weights, or the base plus the saved adapter) and optimizers restored.
 
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, Moments};
 use cria_core::weights::WeightMap;
+use cria_core::{Device, Llama, checkpoint};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,21 +28,63 @@ pub struct TrainerState {
 }
 
 impl TrainerState {
+    /// The state before the first step of a run with this setup.
+    pub fn fresh(fingerprint: String) -> TrainerState {
+        TrainerState {
+            step: 0,
+            micro_cursor: 0,
+            tokens_seen: 0,
+            fingerprint,
+            last_val_loss: None,
+        }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("serialisable")
     }
 
     pub fn read(dir: &Path) -> Result<TrainerState> {
-        let path = dir.join(STATE_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| TrainError::Resume {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| TrainError::Resume {
-            path,
-            msg: format!("corrupt training state: {e}"),
-        })
+        read_state(&dir.join(STATE_FILE), "training state")
     }
+}
+
+/// Reads a run's JSON state file (`what` names it in errors).
+pub fn read_state<S: DeserializeOwned>(path: &Path, what: &str) -> Result<S> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::Resume {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| TrainError::Resume {
+        path: path.to_path_buf(),
+        msg: format!("corrupt {what}: {e}"),
+    })
+}
+
+/// Refuses to resume a checkpoint whose setup fingerprint differs from the current one.
+pub fn check_fingerprint(saved: &str, now: &str, path: &Path) -> Result<()> {
+    if saved == now {
+        return Ok(());
+    }
+    Err(TrainError::Resume {
+        path: path.to_path_buf(),
+        msg: format!(
+            "the checkpoint was made with a different setup; start a new run directory or restore \
+             the original config.\n  checkpoint: {saved}\n  now:        {now}"
+        ),
+    })
+}
+
+/// The model a checkpoint holds: its weights, or with `adapter_base` the base checkpoint
+/// plus the adapter saved in `ckpt`.
+pub fn load_trained(ckpt: &Path, adapter_base: Option<&Path>, device: &Device) -> Result<Llama> {
+    Ok(match adapter_base {
+        None => checkpoint::load_model(ckpt, device)?,
+        Some(base) => {
+            let mut m = checkpoint::load_model(base, device)?;
+            m.load_adapter(ckpt)?;
+            m
+        }
+    })
 }
 
 /// The optimizer as named tensors: `m.<param>`, `v.<param>`, and the step in `t`.

@@ -3,35 +3,12 @@
 //! with their gradients (all within 1e-5).
 
 use cria_core::params::to_vec;
-use cria_core::{Tensor, TensorData, device};
+use cria_testkit::{assert_close_rel, floats, leaf, read_json};
 use cria_train::losses::{gae, kl_penalised_rewards, ppo_policy_loss, ppo_value_loss, whiten};
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ppo_ref.json");
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn all_close(a: &[f32], b: &[f32], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() <= 1e-5 * y.abs().max(1.0),
-            "{what}[{i}]: {x} vs PyTorch {y}"
-        );
-    }
-}
-
-fn leaf(v: Vec<f32>) -> Tensor<2> {
-    Tensor::<2>::from_data(TensorData::new(v, [2, 5]), &device::training_device()).require_grad()
+    read_json(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ppo_ref.json"))
 }
 
 #[test]
@@ -44,8 +21,8 @@ fn gae_rewards_and_whitening() {
         g["gamma"].as_f64().unwrap(),
         g["lam"].as_f64().unwrap(),
     );
-    all_close(&adv, &floats(&g["advantages"]), "advantages");
-    all_close(&ret, &floats(&g["returns"]), "returns");
+    assert_close_rel(&adv, &floats(&g["advantages"]), 1e-5, "advantages");
+    assert_close_rel(&ret, &floats(&g["returns"]), 1e-5, "returns");
 
     let k = &f["kl_rewards"];
     let r = kl_penalised_rewards(
@@ -54,14 +31,14 @@ fn gae_rewards_and_whitening() {
         k["score"].as_f64().unwrap() as f32,
         k["beta"].as_f64().unwrap(),
     );
-    all_close(&r, &floats(&k["rewards"]), "KL-penalised rewards");
+    assert_close_rel(&r, &floats(&k["rewards"]), 1e-5, "KL-penalised rewards");
 
     let w = &f["whiten"];
     let mask: Vec<bool> = floats(&w["mask"]).iter().map(|m| *m > 0.0).collect();
     for (shift, key) in [(true, "shifted"), (false, "kept_mean")] {
         let mut x = floats(&w["x"]);
         whiten(&mut x, &mask, shift);
-        all_close(&x, &floats(&w[key]), key);
+        assert_close_rel(&x, &floats(&w[key]), 1e-5, key);
     }
 }
 
@@ -69,7 +46,7 @@ fn gae_rewards_and_whitening() {
 fn clipped_policy_and_value_losses() {
     let f = fixture();
     let p = &f["policy"];
-    let logp = leaf(floats(&p["logp"]));
+    let logp = leaf(floats(&p["logp"]), [2, 5]);
     let (loss, m) = ppo_policy_loss(
         logp.clone(),
         &floats(&p["old_logp"]),
@@ -77,20 +54,22 @@ fn clipped_policy_and_value_losses() {
         &floats(&p["mask"]),
         p["clip"].as_f64().unwrap(),
     );
-    all_close(
+    assert_close_rel(
         &[loss.clone().into_scalar::<f32>()],
         &[p["loss"].as_f64().unwrap() as f32],
+        1e-5,
         "policy loss",
     );
-    all_close(
+    assert_close_rel(
         &to_vec(logp.grad(&loss.backward()).unwrap()),
         &floats(&p["grad"]),
+        1e-5,
         "policy gradient",
     );
     assert!((m["clip_frac"] - p["clip_frac"].as_f64().unwrap()).abs() < 1e-6);
 
     let v = &f["value"];
-    let values = leaf(floats(&v["values"]));
+    let values = leaf(floats(&v["values"]), [2, 5]);
     let (loss, _) = ppo_value_loss(
         values.clone(),
         &floats(&v["old_values"]),
@@ -98,14 +77,16 @@ fn clipped_policy_and_value_losses() {
         &floats(&v["mask"]),
         v["clip"].as_f64().unwrap(),
     );
-    all_close(
+    assert_close_rel(
         &[loss.clone().into_scalar::<f32>()],
         &[v["loss"].as_f64().unwrap() as f32],
+        1e-5,
         "value loss",
     );
-    all_close(
+    assert_close_rel(
         &to_vec(values.grad(&loss.backward()).unwrap()),
         &floats(&v["grad"]),
+        1e-5,
         "value gradient",
     );
 }

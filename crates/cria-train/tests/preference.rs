@@ -6,10 +6,12 @@
 
 use cria_core::params::{ParamMut, Params, to_vec};
 use cria_core::{Int, Llama, Tensor, TensorData, checkpoint, device};
-use cria_train::dpo::{DpoObjective, batch_logps};
+use cria_testkit::{close, floats, leaf_vec, read_json, usizes};
+use cria_train::batch::{Layout, Row, make_batch};
 use cria_train::losses::{dpo_loss, ranking_loss};
-use cria_train::prefs::{Layout, Row, make_batch};
-use cria_train::rm::RankingObjective;
+use cria_train::scoring::batch_logps;
+use cria_train::stages::dpo::DpoObjective;
+use cria_train::stages::rm::RankingObjective;
 use cria_train::trainer::Objective;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -19,43 +21,14 @@ fn dir() -> PathBuf {
 }
 
 fn json(name: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(dir().join(name)).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn close(a: f64, b: f64, tol: f64, what: &str) {
-    assert!(
-        (a - b).abs() <= tol * b.abs().max(1.0),
-        "{what}: {a} vs PyTorch {b}"
-    );
-}
-
-/// A leaf tensor on the training device, tracking gradients.
-fn leaf(v: Vec<f32>) -> Tensor<1> {
-    let n = v.len();
-    Tensor::<1>::from_data(TensorData::new(v, [n]), &device::training_device()).require_grad()
+    read_json(&dir().join(name))
 }
 
 #[test]
 fn ranking_and_dpo_losses_on_fixed_values() {
     let exp = json("losses.json");
     let rk = &exp["ranking"];
-    let r = leaf(floats(&rk["rewards"]));
+    let r = leaf_vec(floats(&rk["rewards"]));
     let (loss, m) = ranking_loss(r.clone(), &usizes(&rk["groups"]));
     close(
         loss.clone().into_scalar::<f32>() as f64,
@@ -72,7 +45,7 @@ fn ranking_and_dpo_losses_on_fixed_values() {
     close(m["accuracy"], 5.0 / 7.0, 1e-12, "pair accuracy");
 
     let d = &exp["dpo"];
-    let p = leaf(floats(&d["policy"]));
+    let p = leaf_vec(floats(&d["policy"]));
     let (loss, m) = dpo_loss(
         p.clone(),
         &floats(&d["reference"]),
@@ -141,11 +114,11 @@ fn reward_model_matches_sequence_classification() {
     // The ranking loss through the model, and every parameter's gradient.
     let dev = device::training_device();
     let m = model.to_device(&dev).require_grad();
-    let batch = cria_train::trainer::Batch {
+    let batch = cria_train::batch::Batch {
         inputs: ids.iter().map(|x| *x as u32).collect(),
         b,
         t,
-        aux: cria_train::trainer::Aux {
+        aux: cria_train::batch::Aux {
             lengths,
             groups: usizes(&exp["groups"]),
             ref_logps: vec![],

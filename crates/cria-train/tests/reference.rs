@@ -5,8 +5,12 @@
 
 use cria_core::params::{ParamMut, Params, to_vec};
 use cria_core::{checkpoint, device};
+use cria_testkit::rel;
 use cria_train::TrainConfig;
-use cria_train::trainer::{self, Batch, DataSource, RunDir, Silent, TrainSpec};
+use cria_train::batch::Batch;
+use cria_train::data::DataSource;
+use cria_train::metrics::{RunDir, Silent};
+use cria_train::trainer::{self, TrainSpec};
 use safetensors::SafeTensors;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -70,10 +74,6 @@ impl DataSource for Fixed {
     }
 }
 
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-12)
-}
-
 #[test]
 fn step0_loss_and_every_gradient_match_pytorch() {
     let exp = expected();
@@ -83,7 +83,7 @@ fn step0_loss_and_every_gradient_match_pytorch() {
         .to_device(&dev)
         .require_grad();
     let mut data = Fixed::load();
-    let loss = trainer::batch_loss(&model, &data.train_batch(0).unwrap(), &dev);
+    let loss = cria_train::scoring::lm_loss(&model, &data.train_batch(0).unwrap(), &dev);
     let value = loss.clone().into_scalar::<f32>() as f64;
     let want = exp["loss0"].as_f64().unwrap();
     assert!(rel(value, want) < 1e-5, "loss {value} vs torch {want}");
@@ -290,7 +290,7 @@ fn masked_sft_loss_matches_transformers_labels_with_ignore_index() {
     );
     let dev = device::inference_device();
     let model = checkpoint::load_model(&fixture().join("init"), &dev).unwrap();
-    let loss = trainer::batch_loss(&model, &batch, &dev).into_scalar::<f32>() as f64;
+    let loss = cria_train::scoring::lm_loss(&model, &batch, &dev).into_scalar::<f32>() as f64;
     let want = exp["sft_loss"].as_f64().unwrap();
     assert!(
         rel(loss, want) < 1e-5,

@@ -9,7 +9,10 @@ use cria_core::generate::{GenerateOptions, generate};
 use cria_core::weights::VarBuilder;
 use cria_core::{Llama, device};
 use cria_train::TrainConfig;
-use cria_train::trainer::{self, Batch, DataSource, RunDir, Silent, TrainSpec};
+use cria_train::batch::Batch;
+use cria_train::data::DataSource;
+use cria_train::metrics::{RunDir, Silent};
+use cria_train::trainer::{self, TrainSpec};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::time::Instant;
 

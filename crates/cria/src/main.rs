@@ -4,6 +4,7 @@ mod alloc;
 mod cmd;
 mod overrides;
 mod progress;
+mod report;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,6 +1,6 @@
 //! Progress of long work: a bar on a terminal, one fixed-format line per log step otherwise.
 
-use cria_train::trainer::{Reporter, StepLog};
+use cria_train::metrics::{Reporter, StepLog};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::Path;

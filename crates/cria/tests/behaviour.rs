@@ -128,7 +128,7 @@ fn instruction_tuning_answers_held_out_questions_and_stops() {
 fn preferences(ex: &Path, t: &Path, tuned: &Path, questions: &[String]) {
     use cria_core::{checkpoint, device, generate::GenerateOptions, sampling::SamplingParams};
     use cria_data::chat::{ChatFormat, Message, Role};
-    use cria_train::rollout;
+    use cria_train::sampler as rollout;
 
     ok(cria()
         .args(["rm", "--config"])
@@ -189,7 +189,8 @@ fn preferences(ex: &Path, t: &Path, tuned: &Path, questions: &[String]) {
                 Message::new(Role::Assistant, text.trim()),
             ]);
         }
-        let rewards = cria_train::rm::score_conversations(&rm, &fmt, &tok, &convs, 16).unwrap();
+        let rewards =
+            cria_train::scoring::score_conversations(&rm, &fmt, &tok, &convs, 16).unwrap();
         let mean = rewards.iter().map(|r| *r as f64).sum::<f64>() / rewards.len() as f64;
         (kind as f64 / samples.len() as f64, mean, samples)
     };

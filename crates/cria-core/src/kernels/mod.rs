@@ -145,6 +145,29 @@ fn composed_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>)
         .swap_dims(1, 2)
 }
 
+/// The additive mask `(T, S)` the composed reference attention uses, for queries at
+/// `offset..offset+T` over keys `0..offset+T`: 0 where a query may look, -inf elsewhere (the future, and beyond the sliding window).
+pub fn attention_mask(
+    t: usize,
+    offset: usize,
+    window: Option<usize>,
+    device: &burn::tensor::Device,
+) -> Tensor<2> {
+    let s = offset + t;
+    let mut m = vec![0f32; t * s];
+    for i in 0..t {
+        let q = offset + i;
+        for (j, v) in m[i * s..(i + 1) * s].iter_mut().enumerate() {
+            let future = j > q;
+            let outside = window.is_some_and(|w| q >= w && j <= q - w);
+            if future || outside {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Tensor::from_data(burn::tensor::TensorData::new(m, [t, s]), device)
+}
+
 /// The same attention from composed burn ops, for tests.
 pub fn attention_reference(
     q: Tensor<4>,
@@ -154,7 +177,7 @@ pub fn attention_reference(
     window: Option<usize>,
 ) -> Tensor<4> {
     let t = q.dims()[1];
-    let mask = crate::nn::attention::attention_mask(t, offset, window, &q.device());
+    let mask = attention_mask(t, offset, window, &q.device());
     composed_attention(q, k, v, mask.unsqueeze::<4>())
 }
 

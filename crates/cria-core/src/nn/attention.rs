@@ -7,7 +7,7 @@ use crate::kernels;
 use crate::nn::{Linear, Rope};
 use crate::params::{ParamMut, Params, join};
 use crate::weights::VarBuilder;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Tensor;
 
 #[derive(Clone, Debug)]
 pub struct Attention {
@@ -39,29 +39,6 @@ impl LayerCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// The additive mask `(T, S)` the composed reference attention uses, for queries at `offset..offset+T` over keys `0..offset+T`:
-/// 0 where a query may look, -inf elsewhere (the future, and beyond the sliding window).
-pub fn attention_mask(
-    t: usize,
-    offset: usize,
-    window: Option<usize>,
-    device: &Device,
-) -> Tensor<2> {
-    let s = offset + t;
-    let mut m = vec![0f32; t * s];
-    for i in 0..t {
-        let q = offset + i;
-        for (j, v) in m[i * s..(i + 1) * s].iter_mut().enumerate() {
-            let future = j > q;
-            let outside = window.is_some_and(|w| q >= w && j <= q - w);
-            if future || outside {
-                *v = f32::NEG_INFINITY;
-            }
-        }
-    }
-    Tensor::from_data(TensorData::new(m, [t, s]), device)
 }
 
 impl Attention {

@@ -194,14 +194,6 @@ pub struct Lora {
     pub train_key: Option<u64>,
 }
 
-/// SplitMix64: turns (seed, counter) pairs into well-spread, independent keys.
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// An inverted-dropout mask of `n` values: 0 with probability `p`, else `1 / (1 - p)`; the same
 /// `key` gives the same mask (what makes a resumed run identical to an uninterrupted one).
 pub fn dropout_mask(key: u64, n: usize, p: f64) -> Vec<f32> {
@@ -302,7 +294,7 @@ impl Llama {
         for block in &mut self.layers {
             for (_, lin) in block.projections_mut() {
                 if let Some(l) = &mut lin.lora {
-                    l.train_key = key.map(|k| mix(k ^ mix(i)));
+                    l.train_key = key.map(|k| crate::hash::key(k, i));
                 }
                 i += 1;
             }

@@ -2,7 +2,7 @@
 
 use super::run_args::{RunArgs, run_stage};
 use clap::Args as ClapArgs;
-use cria_train::dpo::{self, DpoConfig};
+use cria_train::stages::dpo::{self, DpoConfig};
 
 #[derive(ClapArgs)]
 pub struct Args {

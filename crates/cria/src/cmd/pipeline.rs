@@ -80,7 +80,7 @@ pub fn run_all(cfg: &PipelineConfig) -> anyhow::Result<()> {
             eprintln!("== {name}: finished in {:.0} s", t.elapsed().as_secs_f64());
         }
     };
-    pipeline::run(cfg, &mut progress, &mut |stage, done| {
+    let outcome = pipeline::run(cfg, &mut progress, &mut |stage, done| {
         finish(&mut started);
         if done {
             eprintln!("== {stage}: done earlier, skipped");
@@ -90,5 +90,6 @@ pub fn run_all(cfg: &PipelineConfig) -> anyhow::Result<()> {
         }
     })?;
     finish(&mut started);
+    crate::report::write(cfg, &outcome.stages, &outcome.results)?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use super::run_args::{RunArgs, run_stage};
 use clap::Args as ClapArgs;
-use cria_train::ppo::{self, PpoConfig};
+use cria_train::stages::ppo::{self, PpoConfig};
 
 #[derive(ClapArgs)]
 pub struct Args {

@@ -3,7 +3,7 @@
 use super::run_args::RunArgs;
 use crate::progress::TrainProgress;
 use clap::Args as ClapArgs;
-use cria_train::pretrain::{self, PretrainConfig};
+use cria_train::stages::pretrain::{self, PretrainConfig};
 
 #[derive(ClapArgs)]
 pub struct Args {

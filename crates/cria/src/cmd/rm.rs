@@ -2,7 +2,7 @@
 
 use super::run_args::{RunArgs, run_stage};
 use clap::Args as ClapArgs;
-use cria_train::rm::{self, RmConfig};
+use cria_train::stages::rm::{self, RmConfig};
 
 #[derive(ClapArgs)]
 pub struct Args {

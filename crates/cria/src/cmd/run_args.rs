@@ -55,7 +55,7 @@ pub fn run_stage<C: serde::Serialize + serde::de::DeserializeOwned>(
     args: &RunArgs,
     path_keys: &[&str],
     parts: impl Fn(&C) -> (&std::path::Path, &std::path::Path, u64),
-    stage: impl Fn(&C, String, &mut dyn cria_train::trainer::Reporter) -> cria_train::Result<PathBuf>,
+    stage: impl Fn(&C, String, &mut dyn cria_train::metrics::Reporter) -> cria_train::Result<PathBuf>,
 ) -> anyhow::Result<()> {
     let cfg: C = args.resolve(path_keys)?;
     let (out, init, log_every) = parts(&cfg);

@@ -2,7 +2,7 @@
 
 use super::run_args::{RunArgs, run_stage};
 use clap::Args as ClapArgs;
-use cria_train::sft::{self, SftConfig};
+use cria_train::stages::sft::{self, SftConfig};
 
 #[derive(ClapArgs)]
 pub struct Args {

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
-use cria_data::world::{World, WorldSize};
+use cria_world::{World, WorldSize};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -3,16 +3,18 @@
 //! to stop); prompts are masked unless `train_on_inputs`. Over-long examples keep their first
 //! `seq_len + 1` tokens and are counted; one left with nothing to learn is dropped and counted.
 
+use crate::batch::{self, Layout, Row};
 use crate::config::TrainConfig;
+use crate::data::{Shuffled, hold_out};
 use crate::error::{Result, TrainError};
-use crate::trainer::{self, Batch, Reporter, RunDir, Shuffled, TrainSpec};
-use cria_core::nn::AdapterConfig;
-use cria_core::nn::lora::{LoraConfig, is_lora_param};
-use cria_core::nn::prefix::{PrefixConfig, is_prefix_param};
-use cria_core::{checkpoint, device, fsutil, tokenizer::PAD};
+use crate::method::{self, Method};
+use crate::metrics::{Reporter, RunDir};
+use crate::trainer::{self, TrainSpec};
+use cria_core::nn::lora::LoraConfig;
+use cria_core::nn::prefix::PrefixConfig;
+use cria_core::{checkpoint, device, fsutil};
 use cria_data::chat::{self, ALPACA_TEMPLATE, CHAT_TEMPLATE, ChatFormat, Encoded, FormatChoice};
 use cria_data::sft::read_all;
-use cria_data::shards::Order;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -49,20 +51,6 @@ impl Default for SftDataConfig {
     }
 }
 
-/// What fine-tuning changes.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Every weight.
-    #[default]
-    Full,
-    /// A LoRA adapter on a frozen base (settings in `[lora]`); checkpoints hold the adapter.
-    Lora,
-    /// A LLaMA-Adapter prompt on the top layers of a frozen base (settings in `[adapter]`).
-    #[serde(rename = "llama-adapter")]
-    LlamaAdapter,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SftConfig {
@@ -76,21 +64,6 @@ pub struct SftConfig {
     pub data: SftDataConfig,
     pub train: TrainConfig,
 }
-
-/// Refuses a reward model where a language model is needed (`init` of SFT, DPO and PPO).
-pub fn require_lm(model: &cria_core::Llama, dir: &Path) -> Result<()> {
-    if model.cfg.head != cria_core::config::Head::Lm {
-        return Err(TrainError::Invalid(format!(
-            "init: {} is a reward model (a score head, no language-model head); start from a \
-             language model such as an SFT checkpoint",
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
-/// A predicate over parameter names: which ones train.
-pub type Trainable = dyn Fn(&str) -> bool;
 
 /// Encoded examples and how many were cut or dropped.
 pub struct Prepared {
@@ -131,10 +104,16 @@ pub fn prepare(
     Ok(p)
 }
 
-/// Rows of at most `max` tokens: one example each, or examples packed end to end.
-fn rows(examples: Vec<Encoded>, max: usize, packing: bool) -> Vec<Encoded> {
+/// Rows of at most `max` tokens: one example each, or examples packed end to end; the loss
+/// covers what each example trains on.
+fn rows(examples: Vec<Encoded>, max: usize, packing: bool) -> Vec<Row> {
+    let row = |e: Encoded| Row {
+        ids: e.ids,
+        response: e.train,
+        ref_logp: 0.0,
+    };
     if !packing {
-        return examples;
+        return examples.into_iter().map(row).collect();
     }
     let mut out = Vec::new();
     let mut cur = Encoded {
@@ -157,32 +136,7 @@ fn rows(examples: Vec<Encoded>, max: usize, packing: bool) -> Vec<Encoded> {
     if !cur.ids.is_empty() {
         out.push(cur);
     }
-    out
-}
-
-/// SFT rows padded to the longest, with their loss masks as weights.
-fn sft_batch(rows: &[&Encoded], pad: u32) -> Batch {
-    let t = rows.iter().map(|r| r.ids.len() - 1).max().unwrap_or(1);
-    let (mut inputs, mut targets, mut weights) = (vec![], vec![], vec![]);
-    for r in rows {
-        let n = r.ids.len() - 1;
-        inputs.extend_from_slice(&r.ids[..n]);
-        targets.extend_from_slice(&r.ids[1..]);
-        weights.extend(r.train[1..].iter().map(|&w| if w { 1.0 } else { 0.0 }));
-        for _ in n..t {
-            inputs.push(pad);
-            targets.push(pad);
-            weights.push(0.0);
-        }
-    }
-    Batch {
-        inputs,
-        targets,
-        weights: Some(weights),
-        b: rows.len(),
-        t,
-        ..Default::default()
-    }
+    out.into_iter().map(row).collect()
 }
 
 /// `tokenizer_config.json` of the base with `template` as its chat template (and the BOS/EOS
@@ -210,46 +164,21 @@ fn tokenizer_config_with_template(
     Ok(serde_json::to_vec_pretty(&v).expect("JSON value"))
 }
 
-/// Runs supervised fine-tuning; returns the checkpoint directory.
-pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
-    if cfg.data.train.is_empty() {
-        return Err(TrainError::Invalid(
-            "data.train is empty: name instruction or chat files".into(),
-        ));
-    }
-    let mut model = checkpoint::load_model(&cfg.init, &device::inference_device())?;
-    require_lm(&model, &cfg.init)?;
-    let (adapter, trainable): (Option<AdapterConfig<'_>>, Option<&Trainable>) = match cfg.method {
-        Method::Full => (None, None),
-        Method::Lora => {
-            model.add_lora(&cfg.lora, cfg.train.seed)?;
-            (Some(AdapterConfig::Lora(&cfg.lora)), Some(&is_lora_param))
-        }
-        Method::LlamaAdapter => {
-            model.add_prefix_adapter(&cfg.adapter, cfg.train.seed)?;
-            (
-                Some(AdapterConfig::Prefix(&cfg.adapter)),
-                Some(&is_prefix_param),
-            )
-        }
-    };
-    let tok = checkpoint::load_tokenizer(&cfg.init, &model.cfg)?;
-    let fmt = ChatFormat::choose(cfg.data.format, &cfg.init, &tok)?;
-    let max = (cfg.data.seq_len + 1).min(model.max_len());
+/// The training and validation rows (validation: the named files, else `val_fraction` of
+/// the training records) and a fingerprint of the training rows.
+fn load_rows(
+    cfg: &SftConfig,
+    tok: &cria_core::tokenizer::Tokenizer,
+    fmt: &ChatFormat,
+    max: usize,
+) -> Result<(Vec<Row>, Vec<Row>, String)> {
     let mut convs = read_all(&cfg.data.train)?;
     let mut val_convs = read_all(&cfg.data.val)?;
-    if val_convs.is_empty() && cfg.data.val_fraction > 0.0 {
-        let mut order = Order::new(cfg.train.seed, convs.len());
-        let perm: Vec<usize> = (0..convs.len() as u64).map(|k| order.index(k)).collect();
-        let n_val = ((convs.len() as f64 * cfg.data.val_fraction).round() as usize)
-            .clamp(1, convs.len().saturating_sub(1));
-        let mut shuffled: Vec<Vec<chat::Message>> =
-            perm.into_iter().map(|i| convs[i].clone()).collect();
-        val_convs = shuffled.split_off(shuffled.len() - n_val.min(shuffled.len()));
-        convs = shuffled;
+    if val_convs.is_empty() {
+        (convs, val_convs) = hold_out(convs, cfg.data.val_fraction, cfg.train.seed);
     }
-    let train = prepare(&convs, &tok, &fmt, max, cfg.data.train_on_inputs)?;
-    let val = prepare(&val_convs, &tok, &fmt, max, cfg.data.train_on_inputs)?;
+    let train = prepare(&convs, tok, fmt, max, cfg.data.train_on_inputs)?;
+    let val = prepare(&val_convs, tok, fmt, max, cfg.data.train_on_inputs)?;
     tracing::info!(
         examples = train.examples.len(),
         val_examples = val.examples.len(),
@@ -272,40 +201,69 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         cfg.data.seq_len,
         cfg.data.packing
     );
-    let pad = tok.token_to_id(PAD).or(tok.eos_id).unwrap_or(0);
+    Ok((rows_train, rows_val, fingerprint))
+}
+
+/// The format trained in, written into the checkpoint so chat and transformers render
+/// prompts the same way; a checkpoint's own template is kept as it is.
+fn template_files(
+    cfg: &SftConfig,
+    fmt: &ChatFormat,
+    tok: &cria_core::tokenizer::Tokenizer,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let template = match fmt {
+        ChatFormat::Cria(_) => CHAT_TEMPLATE,
+        ChatFormat::Template(t) if t.is(ALPACA_TEMPLATE) => ALPACA_TEMPLATE,
+        ChatFormat::Template(_) => return Ok(vec![]),
+    };
+    Ok(vec![(
+        "tokenizer_config.json".into(),
+        tokenizer_config_with_template(&cfg.init, template, tok)?,
+    )])
+}
+
+/// Runs supervised fine-tuning; returns the checkpoint directory.
+pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
+    if cfg.data.train.is_empty() {
+        return Err(TrainError::Invalid(
+            "data.train is empty: name instruction or chat files".into(),
+        ));
+    }
+    let mut model = checkpoint::load_model(&cfg.init, &device::inference_device())?;
+    method::require_lm(&model, &cfg.init)?;
+    let adapted = method::apply(
+        &mut model,
+        cfg.method,
+        &cfg.lora,
+        Some(&cfg.adapter),
+        cfg.train.seed,
+    )?;
+    let tok = checkpoint::load_tokenizer(&cfg.init, &model.cfg)?;
+    let fmt = ChatFormat::choose(cfg.data.format, &cfg.init, &tok)?;
+    let max = (cfg.data.seq_len + 1).min(model.max_len());
+    let (train, val, fingerprint) = load_rows(cfg, &tok, &fmt, max)?;
+    let pad = tok.pad_id();
     let mut data = Shuffled::new(
-        rows_train,
-        rows_val,
+        train,
+        val,
         cfg.train.seed,
         cfg.train.batch_size,
         fingerprint,
-        move |rows: &[&Encoded]| sft_batch(rows, pad),
+        move |rows: &[&Row]| batch::of_rows(rows, vec![1; rows.len()], pad, Layout::Tokens),
     );
-    let run = RunDir {
-        root: cfg.out.clone(),
-    };
+    let run = RunDir::new(&cfg.out);
     let spec = TrainSpec {
-        cfg: &cfg.train,
-        run: &run,
-        tokenizer_dir: Some(&cfg.init),
-        resolved_config: resolved,
-        config_file: "sft.toml",
-        adapter: adapter.map(|a| (a, cfg.init.as_path())),
-        trainable,
-        // The format trained in is written into the checkpoint, so chat and transformers
-        // render prompts the same way; a checkpoint's own template is kept as it is.
-        extra_files: match &fmt {
-            ChatFormat::Cria(_) => vec![(
-                "tokenizer_config.json".into(),
-                tokenizer_config_with_template(&cfg.init, CHAT_TEMPLATE, &tok)?,
-            )],
-            ChatFormat::Template(t) if t.is(ALPACA_TEMPLATE) => vec![(
-                "tokenizer_config.json".into(),
-                tokenizer_config_with_template(&cfg.init, ALPACA_TEMPLATE, &tok)?,
-            )],
-            ChatFormat::Template(_) => vec![],
-        },
-        objective: &trainer::LmLoss,
+        adapter: adapted.adapter.map(|a| (a, cfg.init.as_path())),
+        trainable: adapted.trainable,
+        extra_files: template_files(cfg, &fmt, &tok)?,
+        ..TrainSpec::new(
+            &cfg.train,
+            &run,
+            &cfg.init,
+            resolved,
+            "sft.toml",
+            &trainer::LmLoss,
+        )
     };
     trainer::train(model, &mut data, &spec, rep)?;
     Ok(run.checkpoint())

@@ -2,7 +2,7 @@
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::sft::Method;
+use crate::method::{self, Method};
 use cria_core::nn::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -129,6 +129,12 @@ pub struct PpoConfig {
 
 /// Every setting that would make PPO divide by zero, loop without learning or clamp backwards.
 pub(super) fn validate(cfg: &PpoConfig) -> Result<()> {
+    method::offered(cfg.method, "PPO", &[Method::Full, Method::Lora])?;
+    if cfg.reward_model.as_os_str().is_empty() {
+        return Err(TrainError::Invalid(
+            "reward_model: name the reward-model checkpoint (`cria rm`)".into(),
+        ));
+    }
     let p = &cfg.ppo;
     let bad = |m: &str| Err(TrainError::Invalid(m.to_string()));
     if cfg.rollout.batch_size == 0 || p.minibatch_size == 0 || p.epochs == 0 {

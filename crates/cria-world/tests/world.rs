@@ -3,7 +3,7 @@
 
 use cria_data::prefs::{read_preferences, read_prompts};
 use cria_data::sft::read_conversations;
-use cria_data::world::{REFUSAL_PREFIX, World, WorldSize};
+use cria_world::{REFUSAL_PREFIX, World, WorldSize};
 
 #[test]
 fn wrong_answers_differ_from_right_ones() {

@@ -5,15 +5,17 @@
 //! policy stays in memory. K-way rankings contribute every ordered pair of their responses,
 //! or (`pairs = "best"`) the best response against each other one.
 
+use crate::batch::{Batch, Group, Layout};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::losses::{chosen_nll, dpo_loss, sequence_logps};
-use crate::prefs::{Group, Layout, PrefDataConfig, encode, fingerprint, make_batch, split};
-use crate::sft::{Method, Trainable};
-use crate::trainer::{self, Batch, Metrics, Objective, Reporter, RunDir, TrainSpec};
-use cria_core::nn::AdapterConfig;
-use cria_core::nn::lora::{LoraConfig, is_lora_param};
-use cria_core::{Device, Llama, Tensor, TensorData, checkpoint, device, tokenizer::PAD};
+use crate::losses::{chosen_nll, dpo_loss};
+use crate::method::{self, Method};
+use crate::metrics::{Metrics, Reporter, RunDir};
+use crate::prefs::{self, PrefDataConfig, fingerprint};
+use crate::scoring::{batch_logps, group_logps};
+use crate::trainer::{self, Objective, TrainSpec};
+use cria_core::nn::lora::LoraConfig;
+use cria_core::{Device, Llama, Tensor, checkpoint, device};
 use cria_data::chat::ChatFormat;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -77,21 +79,6 @@ pub struct DpoObjective {
     pub sft_weight: f64,
 }
 
-/// Sum of log-probabilities of each row's response tokens.
-pub fn batch_logps(model: &Llama, batch: &Batch, device: &Device) -> Tensor<1> {
-    let logits = model.forward(trainer::input_ids(batch, device), None);
-    let targets = Tensor::from_data(
-        TensorData::new(
-            batch.targets.iter().map(|&x| x as i64).collect::<Vec<_>>(),
-            [batch.b, batch.t],
-        ),
-        device,
-    );
-    let w = batch.weights.clone().expect("token layout has weights");
-    let weights = Tensor::<2>::from_data(TensorData::new(w, [batch.b, batch.t]), device);
-    sequence_logps(logits, targets, weights)
-}
-
 impl Objective for DpoObjective {
     fn loss(&self, model: &Llama, batch: &Batch, device: &Device) -> Result<(Tensor<1>, Metrics)> {
         let lp = batch_logps(model, batch, device);
@@ -130,16 +117,9 @@ fn pairs(groups: Vec<Group>, which: Pairs) -> Vec<Group> {
 
 /// Fills in each row's reference log-probability with `reference`.
 fn fill_reference(reference: &Llama, groups: &mut [Group], pad: u32, batch: usize) {
-    let device = reference.device();
-    for chunk in groups.chunks_mut(batch.max(1)) {
-        let b = make_batch(chunk.iter(), pad, Layout::Tokens);
-        let lp = batch_logps(reference, &b, &device)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
-        for (row, v) in chunk.iter_mut().flatten().zip(lp) {
-            row.ref_logp = v;
-        }
+    let lp = group_logps(reference, groups, pad, batch);
+    for (row, v) in groups.iter_mut().flatten().zip(lp) {
+        row.ref_logp = v;
     }
 }
 
@@ -151,30 +131,16 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
             cfg.beta
         )));
     }
-    if cfg.method == Method::LlamaAdapter {
-        return Err(TrainError::Invalid(
-            "method: DPO trains `full` or `lora`".into(),
-        ));
-    }
+    method::offered(cfg.method, "DPO", &[Method::Full, Method::Lora])?;
     let inf = device::inference_device();
     let reference = checkpoint::load_model(&cfg.init, &inf)?;
-    crate::sft::require_lm(&reference, &cfg.init)?;
+    method::require_lm(&reference, &cfg.init)?;
     let tok = checkpoint::load_tokenizer(&cfg.init, &reference.cfg)?;
-    let pad = tok.token_to_id(PAD).or(tok.eos_id).unwrap_or(0);
+    let pad = tok.pad_id();
     let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
-    let (train_p, val_p) = split(&cfg.data, cfg.train.seed)?;
     let max = (cfg.data.seq_len + 1).min(reference.max_len());
-    let (t, v) = (
-        encode(&train_p, &tok, &fmt, max)?,
-        encode(&val_p, &tok, &fmt, max)?,
-    );
+    let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &tok, &fmt, max)?;
     let (mut train, mut val) = (pairs(t.groups, cfg.pairs), pairs(v.groups, cfg.pairs));
-    if train.is_empty() {
-        return Err(TrainError::Invalid(format!(
-            "no preference has a response within data.seq_len = {} tokens",
-            cfg.data.seq_len
-        )));
-    }
     let fp = format!(
         "dpo {} beta={} seq_len={}",
         fingerprint(&train),
@@ -191,38 +157,20 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
     fill_reference(&reference, &mut train, pad, cfg.train.batch_size);
     fill_reference(&reference, &mut val, pad, cfg.train.batch_size);
     let mut model = reference;
-    let (adapter, trainable): (Option<AdapterConfig<'_>>, Option<&Trainable>) = match cfg.method {
-        Method::Lora => {
-            model.add_lora(&cfg.lora, cfg.train.seed)?;
-            (Some(AdapterConfig::Lora(&cfg.lora)), Some(&is_lora_param))
-        }
-        _ => (None, None),
-    };
-    let mut data = crate::prefs::data(
-        train,
-        val,
-        cfg.train.seed,
-        cfg.train.batch_size,
-        fp,
-        pad,
-        Layout::Tokens,
-    );
-    let run = RunDir {
-        root: cfg.out.clone(),
+    let adapted = method::apply(&mut model, cfg.method, &cfg.lora, None, cfg.train.seed)?;
+    let (seed, bs) = (cfg.train.seed, cfg.train.batch_size);
+    let mut data = prefs::data(train, val, seed, bs, fp, pad, Layout::Tokens);
+    let run = RunDir::new(&cfg.out);
+    let objective = DpoObjective {
+        beta: cfg.beta,
+        sft_weight: cfg.sft_weight,
     };
     let spec = TrainSpec {
-        cfg: &cfg.train,
-        run: &run,
-        tokenizer_dir: Some(&cfg.init),
-        resolved_config: resolved,
-        config_file: "dpo.toml",
-        adapter: adapter.map(|a| (a, cfg.init.as_path())),
-        trainable,
-        extra_files: vec![],
-        objective: &DpoObjective {
-            beta: cfg.beta,
-            sft_weight: cfg.sft_weight,
-        },
+        adapter: adapted.adapter.map(|a| (a, cfg.init.as_path())),
+        trainable: adapted.trainable,
+        ..TrainSpec::new(
+            &cfg.train, &run, &cfg.init, resolved, "dpo.toml", &objective,
+        )
     };
     trainer::train(model, &mut data, &spec, rep)?;
     Ok(run.checkpoint())
@@ -231,7 +179,7 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prefs::Row;
+    use crate::batch::Row;
 
     fn group(ids: &[u32]) -> Group {
         ids.iter()

@@ -2,15 +2,15 @@
 //! config) or continuing an existing Hugging Face checkpoint (`init`).
 
 use crate::config::TrainConfig;
+use crate::data::{CorpusSpec, TokenShards};
 use crate::error::{Result, TrainError};
-use crate::trainer::{self, Batch, DataSource, Reporter, RunDir, TrainSpec};
+use crate::metrics::{Reporter, RunDir};
+use crate::trainer::{self, TrainSpec};
 use cria_core::checkpoint;
 use cria_core::config::{Arch, ModelConfig};
 use cria_core::tokenizer::{self, Tokenizer};
 use cria_core::weights::VarBuilder;
 use cria_core::{Llama, device};
-use cria_data::corpus;
-use cria_data::shards::{self, Order, ShardMeta, TokenFile};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -134,121 +134,6 @@ impl ModelShape {
     }
 }
 
-/// FNV-1a, for fingerprints that stay stable across toolchains.
-pub fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
-}
-
-/// Token shards for a pretraining corpus, memory-mapped, in a seeded order.
-pub struct PretrainData {
-    pub train: TokenFile,
-    pub val: TokenFile,
-    order: Order,
-    batch_size: usize,
-    fingerprint: String,
-}
-
-impl PretrainData {
-    /// Tokenises the corpus into `dir` (reusing shards built from the same corpus and tokenizer).
-    pub fn prepare(cfg: &PretrainConfig, tok: &Tokenizer, dir: &Path) -> Result<Self> {
-        let files = corpus::collect_files(&cfg.data.inputs)?;
-        let mut h = fnv1a(
-            &std::fs::read(&tok.path).map_err(|e| cria_core::CoreError::io(&tok.path, e))?,
-            0xcbf2_9ce4_8422_2325,
-        );
-        for f in &files {
-            h = fnv1a(f.to_string_lossy().as_bytes(), h);
-            h = fnv1a(&corpus::read_bytes(f)?, h);
-        }
-        h = fnv1a(format!("{}", cfg.data.val_fraction).as_bytes(), h);
-        let fp = format!("{h:016x}");
-        let meta = match shards::read_meta(dir).filter(|m| m.fingerprint == fp) {
-            Some(m) => m,
-            None => {
-                let docs = corpus::read_corpus(&cfg.data.inputs)?;
-                tracing::info!(documents = docs.len(), "tokenising corpus");
-                let ids = shards::tokenize(&docs, tok)?;
-                let meta = ShardMeta {
-                    train_tokens: 0,
-                    val_tokens: 0,
-                    documents: docs.len(),
-                    vocab_size: tok.vocab_size(),
-                    fingerprint: fp.clone(),
-                };
-                shards::write_shards(dir, &ids, cfg.data.val_fraction, meta)?
-            }
-        };
-        let seq_len = cfg.data.seq_len;
-        let train = TokenFile::open(&dir.join("train.bin"), seq_len)?;
-        let val = TokenFile::open(&dir.join("val.bin"), seq_len)?;
-        if train.num_sequences() == 0 {
-            return Err(TrainError::Invalid(format!(
-                "the corpus has {} training tokens, fewer than one sequence of seq_len {} + 1; \
-                 add text or lower data.seq_len",
-                meta.train_tokens, seq_len
-            )));
-        }
-        tracing::info!(
-            train_tokens = meta.train_tokens,
-            val_tokens = meta.val_tokens,
-            sequences = train.num_sequences(),
-            "token shards ready"
-        );
-        Ok(PretrainData {
-            order: Order::new(cfg.train.seed, train.num_sequences()),
-            train,
-            val,
-            batch_size: cfg.train.batch_size,
-            fingerprint: format!("{fp} seq_len={seq_len}"),
-        })
-    }
-
-    fn batch(file: &TokenFile, idx: impl Iterator<Item = usize>) -> Batch {
-        let t = file.seq_len;
-        let (mut inputs, mut targets, mut b) = (Vec::new(), Vec::new(), 0);
-        for i in idx {
-            let s = file.sequence(i);
-            inputs.extend_from_slice(&s[..t]);
-            targets.extend_from_slice(&s[1..]);
-            b += 1;
-        }
-        Batch {
-            inputs,
-            targets,
-            weights: None,
-            b,
-            t,
-            ..Default::default()
-        }
-    }
-}
-
-impl DataSource for PretrainData {
-    fn train_batch(&mut self, k: u64) -> Result<Batch> {
-        let bs = self.batch_size as u64;
-        let idx: Vec<usize> = (0..bs).map(|j| self.order.index(k * bs + j)).collect();
-        Ok(Self::batch(&self.train, idx.into_iter()))
-    }
-
-    fn val_batches(&mut self, n: usize) -> Result<Vec<Batch>> {
-        let total = self.val.num_sequences();
-        let bs = self.batch_size;
-        Ok((0..n)
-            .map(|i| i * bs..((i + 1) * bs).min(total))
-            .filter(|r| !r.is_empty())
-            .map(|r| Self::batch(&self.val, r))
-            .collect())
-    }
-
-    fn fingerprint(&self) -> String {
-        self.fingerprint.clone()
-    }
-}
-
 /// Resolves the tokenizer path: a file, or a directory holding `tokenizer.json`.
 pub fn tokenizer_file(p: &Path) -> PathBuf {
     if p.is_dir() {
@@ -293,21 +178,23 @@ pub fn run(cfg: &PretrainConfig, resolved: String, rep: &mut dyn Reporter) -> Re
         )));
     }
     std::fs::create_dir_all(&cfg.out).map_err(|e| cria_core::CoreError::io(&cfg.out, e))?;
-    let mut data = PretrainData::prepare(cfg, &tok, &cfg.out.join("data"))?;
-    let run = RunDir {
-        root: cfg.out.clone(),
+    let corpus = CorpusSpec {
+        inputs: &cfg.data.inputs,
+        seq_len: cfg.data.seq_len,
+        val_fraction: cfg.data.val_fraction,
+        seed: cfg.train.seed,
+        batch_size: cfg.train.batch_size,
     };
-    let spec = TrainSpec {
-        cfg: &cfg.train,
-        run: &run,
-        tokenizer_dir: Some(&tok_dir),
-        resolved_config: resolved,
-        config_file: "pretrain.toml",
-        adapter: None,
-        trainable: None,
-        extra_files: vec![],
-        objective: &trainer::LmLoss,
-    };
+    let mut data = TokenShards::prepare(&corpus, &tok, &cfg.out.join("data"))?;
+    let run = RunDir::new(&cfg.out);
+    let spec = TrainSpec::new(
+        &cfg.train,
+        &run,
+        &tok_dir,
+        resolved,
+        "pretrain.toml",
+        &trainer::LmLoss,
+    );
     trainer::train(model, &mut data, &spec, rep)?;
     Ok(run.checkpoint())
 }

@@ -1,0 +1,135 @@
+//! PPO's checkpoint: the policy (full weights or its adapter) with the value model, both
+//! optimizers and the iteration state beside it, written between iterations; resuming reads
+//! them back through the shared resume path.
+
+use super::Ctx;
+use super::setup::Models;
+use crate::error::Result;
+use crate::optim::AdamW;
+use crate::state::{
+    OPTIMIZER_FILE, check_fingerprint, load_trained, optimizer_tensors, read_optimizer_file,
+    read_state,
+};
+use crate::update::Optimizer;
+use cria_core::checkpoint::{self, SaveExtras};
+use cria_core::config::ModelConfig;
+use cria_core::weights::{VarBuilder, WeightMap};
+use cria_core::{Device, Llama};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const STATE_FILE: &str = "ppo_state.json";
+const VALUE_WEIGHTS: &str = "value.safetensors";
+const VALUE_CONFIG: &str = "value_config.json";
+const VALUE_OPTIMIZER: &str = "value_optimizer.safetensors";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PpoState {
+    pub iteration: u64,
+    pub beta: f64,
+    pub replies_seen: u64,
+    /// Pretraining batches consumed by PPO-ptx.
+    pub ptx_cursor: u64,
+    pub fingerprint: String,
+}
+
+/// The policy's and the value model's optimizers (the same settings, `[train]`'s).
+pub(super) struct Optimizers {
+    pub policy: Optimizer,
+    pub value: Optimizer,
+}
+
+/// The models, optimizers and state to continue from: the run's checkpoint when there is one,
+/// else a fresh start (the value model initialised from the reward model).
+pub(super) fn resume_or_start(
+    ctx: &Ctx<'_>,
+    policy: Llama,
+    reference: Llama,
+    reward: Llama,
+) -> Result<(Models, Optimizers, PpoState)> {
+    let (cfg, setup) = (ctx.cfg, &ctx.setup);
+    let ckpt = ctx.run.checkpoint();
+    let optimizers = |p: AdamW, v: AdamW| Optimizers {
+        policy: Optimizer::new(&cfg.train, p),
+        value: Optimizer::new(&cfg.train, v),
+    };
+    if !ckpt.join(STATE_FILE).exists() {
+        let st = PpoState {
+            iteration: 0,
+            beta: cfg.ppo.kl_coef,
+            replies_seen: 0,
+            ptx_cursor: 0,
+            fingerprint: setup.fingerprint.clone(),
+        };
+        let value = reward.clone();
+        let models = Models {
+            policy,
+            reference,
+            reward,
+            value,
+        };
+        return Ok((models, optimizers(AdamW::default(), AdamW::default()), st));
+    }
+    let st: PpoState = read_state(&ckpt.join(STATE_FILE), "PPO state")?;
+    check_fingerprint(&st.fingerprint, &setup.fingerprint, &ckpt.join(STATE_FILE))?;
+    let base = setup.adapted.adapter.map(|_| cfg.init.as_path());
+    let models = Models {
+        policy: load_trained(&ckpt, base, &ctx.inf)?,
+        reference,
+        value: load_value(&ckpt, &ctx.inf)?,
+        reward,
+    };
+    let opts = optimizers(
+        read_optimizer_file(&ckpt.join(OPTIMIZER_FILE))?,
+        read_optimizer_file(&ckpt.join(VALUE_OPTIMIZER))?,
+    );
+    tracing::info!(iteration = st.iteration, "resuming PPO");
+    Ok((models, opts, st))
+}
+
+fn load_value(dir: &Path, device: &Device) -> Result<Llama> {
+    let cfg = ModelConfig::from_file(&dir.join(VALUE_CONFIG))?;
+    let mut map = WeightMap::default();
+    WeightMap::read_file(&dir.join(VALUE_WEIGHTS), &mut map)?;
+    let mut vb = VarBuilder::load(map, &dir.join(VALUE_WEIGHTS), device);
+    let m = Llama::new(&cfg, &mut vb)?;
+    vb.finish()?;
+    Ok(m)
+}
+
+/// Writes the checkpoint (atomically, like every checkpoint).
+pub(super) fn save(ctx: &Ctx<'_>, m: &Models, opts: &Optimizers, st: &PpoState) -> Result<()> {
+    let cfg = ctx.cfg;
+    let policy = m.policy.clone().to_device(&ctx.inf);
+    let value = m.value.clone().to_device(&ctx.inf);
+    let value_cfg = serde_json::to_vec_pretty(&value.cfg.to_json()).expect("JSON");
+    let extras = SaveExtras {
+        tokenizer_from: Some(&cfg.init),
+        files: vec![
+            (
+                STATE_FILE.to_string(),
+                serde_json::to_vec_pretty(st).expect("JSON"),
+            ),
+            ("ppo.toml".to_string(), ctx.resolved.as_bytes().to_vec()),
+            (VALUE_CONFIG.to_string(), value_cfg),
+        ],
+        tensors: vec![
+            (
+                OPTIMIZER_FILE.to_string(),
+                optimizer_tensors(&opts.policy.adamw),
+            ),
+            (
+                VALUE_OPTIMIZER.to_string(),
+                optimizer_tensors(&opts.value.adamw),
+            ),
+            (VALUE_WEIGHTS.to_string(), checkpoint::named_tensors(&value)),
+        ],
+        adapter: ctx
+            .setup
+            .adapted
+            .adapter
+            .map(|a| (a, cfg.init.to_str().unwrap_or_default())),
+    };
+    checkpoint::save(&policy, &ctx.run.checkpoint(), extras)?;
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! `cria ppo`: reinforcement learning from the reward model (InstructGPT step 3). Each iteration
+//! samples replies to a batch of prompts with the policy (one left-padded batch, KV cache),
+//! scores them with the reward model, subtracts a per-token KL penalty `β (log π - log π_sft)`
+//! against the frozen SFT policy, estimates advantages with GAE against a value model
+//! (initialised from the reward model), and runs epochs of minibatch updates of the clipped
+//! policy and value losses; optionally mixed with the pretraining loss (PPO-ptx).
+//!
+//! Memory: the policy trains; the reference is the policy's starting weights (with LoRA, the
+//! same weights with the adapter off, so nothing is copied); the reward model is frozen; the
+//! value model trains. Checkpoints are written between iterations and hold everything a resume
+//! needs (policy, value model, both optimizers, β); rollout seeds derive from the seed and the
+//! iteration, so a resumed run draws the same replies.
+
+//!
+//! One iteration reads as the algorithm: [`rollout`] → [`score`] → [`advantages`] →
+//! [`update::epochs`] → [`kl_control`] → [`log_and_save`].
+
+mod advantages;
+mod checkpoint;
+mod config;
+mod rollout;
+mod setup;
+mod update;
+
+use crate::data::TokenShards;
+use crate::error::Result;
+use crate::metrics::{Reporter, RunDir, StepLog, append_metrics, peak_rss_mib, truncate_metrics};
+use crate::schedule::lr_at;
+use advantages::{Buffer, advantages};
+use checkpoint::{Optimizers, PpoState};
+use cria_core::{Device, device};
+use cria_data::shards::Order;
+use rollout::{Rollout, Scores, rollout, score};
+use setup::{Models, Setup};
+use std::path::PathBuf;
+use std::time::Instant;
+use update::UpdateStats;
+
+pub use checkpoint::STATE_FILE;
+pub use config::{PpoConfig, PpoDataConfig, PpoParams, RolloutConfig};
+
+/// What stays fixed for the run.
+struct Ctx<'a> {
+    cfg: &'a PpoConfig,
+    setup: Setup<'a>,
+    resolved: String,
+    run: RunDir,
+    inf: Device,
+    train_dev: Device,
+}
+
+/// What changes from iteration to iteration.
+struct Live {
+    models: Models,
+    opts: Optimizers,
+    st: PpoState,
+    ptx: Option<TokenShards>,
+    /// The seeded order prompts are drawn in.
+    order: Order,
+}
+
+/// Runs PPO; returns the checkpoint directory.
+pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
+    config::validate(cfg)?;
+    let (setup, loaded) = setup::load(cfg)?;
+    let ctx = Ctx {
+        cfg,
+        setup,
+        resolved,
+        run: RunDir::new(&cfg.out),
+        inf: device::inference_device(),
+        train_dev: device::training_device(),
+    };
+    ctx.run.prepare()?;
+    let (mut models, opts, st) =
+        checkpoint::resume_or_start(&ctx, loaded.policy, loaded.reference, loaded.reward)?;
+    truncate_metrics(&ctx.run.metrics(), st.iteration)?;
+    let trainable = ctx
+        .setup
+        .adapted
+        .trainable
+        .unwrap_or(&crate::method::every_param);
+    models.policy = models
+        .policy
+        .to_device(&ctx.train_dev)
+        .require_grad_where(trainable);
+    models.value = models.value.to_device(&ctx.train_dev).require_grad();
+    let mut live = Live {
+        order: Order::new(cfg.train.seed, ctx.setup.prompts.len()),
+        models,
+        opts,
+        st,
+        ptx: loaded.ptx,
+    };
+    rep.start(live.st.iteration, cfg.train.steps);
+    let started = Instant::now();
+    while live.st.iteration < cfg.train.steps {
+        iteration(&ctx, &mut live, rep, started)?;
+    }
+    Ok(ctx.run.checkpoint())
+}
+
+/// Seconds spent in each step of an iteration.
+struct Clock {
+    start: Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Clock {
+            start: Instant::now(),
+            laps: vec![],
+        }
+    }
+    /// Records the time since the previous lap as `name`.
+    fn lap(&mut self, name: &'static str) {
+        let done: f64 = self.laps.iter().map(|l| l.1).sum();
+        self.laps
+            .push((name, self.start.elapsed().as_secs_f64() - done));
+    }
+}
+
+/// One iteration of InstructGPT's step 3.
+fn iteration(
+    ctx: &Ctx<'_>,
+    live: &mut Live,
+    rep: &mut dyn Reporter,
+    started: Instant,
+) -> Result<()> {
+    let mut clock = Clock::start();
+    let k = live.st.iteration;
+    let policy = live.models.policy.clone().to_device(&ctx.inf);
+    let r = rollout(ctx, &policy, &mut live.order, k)?;
+    clock.lap("rollout");
+    let scores = score(ctx, &live.models.reward, &r)?;
+    clock.lap("score");
+    let m = &live.models;
+    let buf = advantages(
+        ctx,
+        &policy,
+        &m.reference,
+        &m.value,
+        &r.samples,
+        &scores.shaped,
+        live.st.beta,
+    );
+    clock.lap("prepare");
+    let lr = lr_at(&ctx.cfg.train, k);
+    let stats = update::epochs(ctx, live, &buf, r.key, lr)?;
+    clock.lap("update");
+    live.st.beta = kl_control(live.st.beta, buf.kl, buf.batch.b, &ctx.cfg.ppo);
+    live.st.iteration += 1;
+    live.st.replies_seen += buf.batch.b as u64;
+    log_and_save(
+        ctx,
+        live,
+        rep,
+        Outcome {
+            r: &r,
+            scores: &scores,
+            buf: &buf,
+            stats,
+            lr,
+            clock,
+            started,
+        },
+    )
+}
+
+/// The adaptive KL controller (Ziegler et al. 2019): with `target_kl` set, β moves toward the
+/// target by at most ±20% of the error, scaled by the batch over `kl_horizon` replies.
+fn kl_control(beta: f64, kl: f64, replies: usize, p: &PpoParams) -> f64 {
+    match p.target_kl {
+        Some(target) => {
+            let err = (kl / target - 1.0).clamp(-0.2, 0.2);
+            beta * (1.0 + err * replies as f64 / p.kl_horizon)
+        }
+        None => beta,
+    }
+}
+
+/// What an iteration measured, for its log line.
+struct Outcome<'a> {
+    r: &'a Rollout,
+    scores: &'a Scores,
+    buf: &'a Buffer,
+    stats: UpdateStats,
+    lr: f64,
+    clock: Clock,
+    started: Instant,
+}
+
+/// Appends the iteration's figures to the metrics file, tells the reporter, and checkpoints
+/// every `save_every` iterations and at the end.
+fn log_and_save(ctx: &Ctx<'_>, live: &Live, rep: &mut dyn Reporter, o: Outcome<'_>) -> Result<()> {
+    let st = &live.st;
+    let n = o.buf.batch.b as f64;
+    let mean = |v: &[f32]| v.iter().map(|x| *x as f64).sum::<f64>() / n;
+    let reply_len =
+        o.r.samples
+            .iter()
+            .map(|s| s.reply.len() as f64)
+            .sum::<f64>()
+            / n;
+    let mut metrics = o.stats.metrics;
+    // Where the iteration's time went: sampling, reward-model scoring, the old/reference
+    // log-probs and values with GAE, and the updates.
+    for (name, secs) in &o.clock.laps {
+        metrics.insert(format!("time_{name}_s"), *secs);
+    }
+    metrics.insert("reward".into(), mean(&o.scores.raw));
+    metrics.insert("kl".into(), o.buf.kl);
+    metrics.insert("beta".into(), st.beta);
+    metrics.insert("entropy".into(), o.stats.entropy_sum / n);
+    metrics.insert("reply_len".into(), reply_len);
+    let finished = o.r.samples.iter().filter(|s| s.finished).count();
+    metrics.insert("finished".into(), finished as f64 / n);
+    if let Some(rss) = peak_rss_mib() {
+        metrics.insert("peak_rss_mib".into(), rss);
+    }
+    let log = StepLog {
+        step: st.iteration,
+        loss: metrics["policy_loss"],
+        lr: o.lr,
+        grad_norm: o.stats.grad_norm,
+        tokens_per_s: o.buf.reply_tokens as f64 / o.clock.start.elapsed().as_secs_f64(),
+        tokens_seen: st.replies_seen,
+        elapsed_s: o.started.elapsed().as_secs_f64(),
+        val_loss: None,
+        metrics,
+    };
+    append_metrics(&ctx.run.metrics(), &log)?;
+    rep.step(&log);
+    let save_every = ctx.cfg.train.save_every;
+    if st.iteration == ctx.cfg.train.steps
+        || (save_every > 0 && st.iteration.is_multiple_of(save_every))
+    {
+        checkpoint::save(ctx, &live.models, &live.opts, st)?;
+        rep.saved(st.iteration, &ctx.run.checkpoint());
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! PPO's fourth step: `epochs` passes over the iteration's replies in shuffled minibatches,
+//! each one step of the policy on the clipped surrogate (plus the pretraining loss with
+//! PPO-ptx) and one step of the value model on the clipped value loss, both through the
+//! shared parameter update.
+
+use super::advantages::Buffer;
+use super::checkpoint::PpoState;
+use super::{Ctx, Live};
+use crate::batch::Batch;
+use crate::data::{DataSource, TokenShards};
+use crate::error::{Result, TrainError};
+use crate::losses::{ppo_policy_loss, ppo_value_loss};
+use crate::method::{Trainable, every_param};
+use crate::metrics::Metrics;
+use crate::scoring::{lm_loss, token_logps};
+use crate::update::{Grads, NonFiniteNorm, Optimizer};
+use cria_core::params::to_vec;
+use cria_core::{Llama, Tensor};
+use cria_data::shards::Order;
+
+/// What the epochs report: figures averaged over minibatches, the last policy gradient norm,
+/// and the policy's entropy summed over the first epoch's replies.
+pub(super) struct UpdateStats {
+    pub metrics: Metrics,
+    pub grad_norm: f64,
+    pub entropy_sum: f64,
+}
+
+/// Runs the update epochs of iteration `k` at learning rate `lr`.
+pub(super) fn epochs(
+    ctx: &Ctx<'_>,
+    live: &mut Live,
+    buf: &Buffer,
+    key: u64,
+    lr: f64,
+) -> Result<UpdateStats> {
+    let Live {
+        models: m,
+        opts,
+        st,
+        ptx,
+        ..
+    } = live;
+    let (p, train) = (&ctx.cfg.ppo, &ctx.cfg.train);
+    let vlr = p.value_lr.unwrap_or(train.lr) * lr / train.lr.max(f64::MIN_POSITIVE);
+    let trainable: &Trainable = ctx.setup.adapted.trainable.unwrap_or(&every_param);
+    let mut stats = UpdateStats {
+        metrics: Metrics::new(),
+        grad_norm: 0.0,
+        entropy_sum: 0.0,
+    };
+    let mut updates = 0usize;
+    for epoch in 0..p.epochs {
+        let mut rows = Order::new(key ^ cria_core::hash::mix(epoch as u64 + 1), buf.batch.b);
+        let perm: Vec<usize> = (0..buf.batch.b as u64).map(|x| rows.index(x)).collect();
+        for mb in perm.chunks(p.minibatch_size) {
+            let (b, cols) = slice(buf, mb);
+            let (logp, logits) =
+                token_logps(&m.policy, &b, &ctx.train_dev, ctx.cfg.rollout.temperature);
+            if epoch == 0 {
+                stats.entropy_sum += entropy(logits, &cols[0]) * mb.len() as f64;
+            }
+            let (loss, pm) = ppo_policy_loss(logp, &cols[1], &cols[3], &cols[0], p.clip_range);
+            let pg = scalar(&loss);
+            let loss = with_ptx(ctx, &m.policy, loss, ptx.as_mut(), st, &mut stats.metrics)?;
+            if !pg.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step: st.iteration + 1,
+                    value: format!("{pg}"),
+                    checkpoint: ctx.run.checkpoint(),
+                });
+            }
+            stats.grad_norm = step(&mut m.policy, &mut opts.policy, loss, trainable, lr)?;
+            let values = m.value.scores(b.input_ids(&ctx.train_dev));
+            let (vloss, vm) =
+                ppo_value_loss(values, &cols[2], &cols[4], &cols[0], p.value_clip_range);
+            let vl = scalar(&vloss);
+            step(&mut m.value, &mut opts.value, vloss, &every_param, vlr)?;
+            for (k, v) in pm.into_iter().chain(vm) {
+                *stats.metrics.entry(k).or_default() += v;
+            }
+            *stats.metrics.entry("policy_loss".into()).or_default() += pg;
+            *stats.metrics.entry("value_loss".into()).or_default() += vl;
+            updates += 1;
+        }
+    }
+    for v in stats.metrics.values_mut() {
+        *v /= updates.max(1) as f64;
+    }
+    Ok(stats)
+}
+
+/// PPO-ptx: the policy loss plus `ptx_coef` times the pretraining loss on the next batch.
+fn with_ptx(
+    ctx: &Ctx<'_>,
+    policy: &Llama,
+    loss: Tensor<1>,
+    ptx: Option<&mut TokenShards>,
+    st: &mut PpoState,
+    metrics: &mut Metrics,
+) -> Result<Tensor<1>> {
+    let Some(data) = ptx else {
+        return Ok(loss);
+    };
+    let pb = data.train_batch(st.ptx_cursor)?;
+    st.ptx_cursor += 1;
+    let l = lm_loss(policy, &pb, &ctx.train_dev);
+    *metrics.entry("ptx_loss".into()).or_default() += scalar(&l);
+    Ok(loss + l * ctx.cfg.ppo.ptx_coef)
+}
+
+/// One backward pass of `loss` and a step of the parameters `trainable` accepts; returns the
+/// gradient norm before clipping.
+fn step(
+    model: &mut Llama,
+    opt: &mut Optimizer,
+    loss: Tensor<1>,
+    trainable: &Trainable,
+    lr: f64,
+) -> Result<f64> {
+    let mut grads = Grads::default();
+    grads.add(model, &loss.backward(), trainable)?;
+    opt.step(model, grads, lr).map_err(|NonFiniteNorm(norm)| {
+        TrainError::Invalid(format!(
+            "non-finite gradient norm {norm}; lower train.lr or raise ppo.kl_coef"
+        ))
+    })
+}
+
+fn scalar(t: &Tensor<1>) -> f64 {
+    t.clone().into_scalar::<f32>() as f64
+}
+
+/// Mean entropy (nats) of the next-token distributions at masked positions (no gradient).
+fn entropy(logits: Tensor<3>, mask: &[f32]) -> f64 {
+    let lp = burn::tensor::activation::log_softmax(logits.detach(), 2);
+    let h = (lp.clone().exp() * lp).sum_dim(2).neg();
+    let h = to_vec(h);
+    let n = mask.iter().sum::<f32>().max(1.0) as f64;
+    h.iter()
+        .zip(mask)
+        .map(|(a, m)| (*a * *m) as f64)
+        .sum::<f64>()
+        / n
+}
+
+/// Rows `idx` of a buffer as a batch (trimmed to their longest row) and their token
+/// quantities: mask, old log-probs, old values, advantages, returns.
+fn slice(buf: &Buffer, idx: &[usize]) -> (Batch, [Vec<f32>; 5]) {
+    let t = buf.batch.t;
+    let len = |r: usize| buf.batch.aux.lengths[r];
+    let w = idx.iter().map(|&r| len(r)).max().unwrap_or(1).max(1);
+    let mut b = Batch {
+        b: idx.len(),
+        t: w,
+        ..Default::default()
+    };
+    let mut cols: [Vec<f32>; 5] = Default::default();
+    for &r in idx {
+        let range = r * t..r * t + w;
+        b.inputs.extend_from_slice(&buf.batch.inputs[range.clone()]);
+        b.targets
+            .extend_from_slice(&buf.batch.targets[range.clone()]);
+        b.aux.lengths.push(len(r));
+        for (c, src) in cols.iter_mut().zip([
+            &buf.mask,
+            &buf.old_logp,
+            &buf.old_values,
+            &buf.adv,
+            &buf.returns,
+        ]) {
+            c.extend_from_slice(&src[range.clone()]);
+        }
+    }
+    (b, cols)
+}
