@@ -24,6 +24,10 @@ pub struct RawTensor {
 #[derive(Default)]
 pub struct WeightMap {
     pub tensors: HashMap<String, RawTensor>,
+    /// Names stored under another name: safetensors' `save_model` keeps a shared tensor once
+    /// and names the dropped alias in the file's metadata (`{"model.embed_tokens.weight":
+    /// "lm_head.weight"}` for tied embeddings).
+    pub aliases: HashMap<String, String>,
 }
 
 fn st_err(path: &Path, e: impl std::fmt::Display) -> CoreError {
@@ -42,6 +46,13 @@ impl WeightMap {
         // only partly: cria itself never rewrites a file in place (it renames).
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| CoreError::io(path, e))?;
         let st = SafeTensors::deserialize(&mmap).map_err(|e| st_err(path, e))?;
+        let (_, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| st_err(path, e))?;
+        let names: HashSet<String> = st.names().into_iter().map(String::from).collect();
+        for (alias, target) in meta.metadata().iter().flatten() {
+            if names.contains(target) && !names.contains(alias) {
+                into.aliases.insert(alias.clone(), target.clone());
+            }
+        }
         for (name, view) in st.tensors() {
             let data = decode(view.dtype(), view.data()).ok_or_else(|| CoreError::Dtype {
                 path: path.to_path_buf(),
@@ -188,7 +199,11 @@ impl VarBuilder {
         let Source::Load { map, used } = &mut self.source else {
             return Ok(None);
         };
-        let Some(raw) = map.tensors.get(name) else {
+        let stored = match map.tensors.get(name) {
+            Some(_) => name,
+            None => map.aliases.get(name).map_or(name, String::as_str),
+        };
+        let Some(raw) = map.tensors.get(stored) else {
             return Err(CoreError::MissingTensor {
                 path: self.origin.clone(),
                 name: name.to_string(),
@@ -197,20 +212,34 @@ impl VarBuilder {
         if raw.shape != hf_shape {
             return Err(CoreError::Shape {
                 path: raw.file.clone(),
-                name: name.to_string(),
+                name: stored.to_string(),
                 got: raw.shape.clone(),
                 expected: hf_shape.to_vec(),
             });
         }
-        used.insert(name.to_string());
+        used.insert(stored.to_string());
         Ok(Some(raw.data.clone()))
     }
 
-    /// True when `name` exists in the loaded checkpoint.
+    /// True when `name` exists in the loaded checkpoint (under its own name or an alias).
     pub fn contains(&self, name: &str) -> bool {
         match &self.source {
-            Source::Load { map, .. } => map.tensors.contains_key(name),
+            Source::Load { map, .. } => {
+                map.tensors.contains_key(name) || map.aliases.contains_key(name)
+            }
             Source::Init { .. } => false,
+        }
+    }
+
+    /// Reads `name` from `stored` when the checkpoint holds only the latter (a tied weight
+    /// saved under its other name, with no metadata saying so).
+    pub fn alias_if_missing(&mut self, name: &str, stored: &str) {
+        if let Source::Load { map, .. } = &mut self.source
+            && !map.tensors.contains_key(name)
+            && !map.aliases.contains_key(name)
+            && map.tensors.contains_key(stored)
+        {
+            map.aliases.insert(name.to_string(), stored.to_string());
         }
     }
 

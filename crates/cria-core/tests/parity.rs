@@ -1,7 +1,9 @@
 //! cria's forward pass against transformers' logits on tiny random checkpoints written by
 //! scripts/ref/model_fixtures.py: LLaMA (GQA, llama3 rope scaling, untied), the same with the
 //! pre-v5 config spelling, Qwen2 (q/k/v bias, tied embeddings, MQA, bf16 weights) and Mistral
-//! (sliding window 5 < 12 tokens, sharded safetensors). Tolerance: 1e-4 absolute on logits.
+//! (sliding window 5 < 12 tokens, sharded safetensors); and tied LLaMAs stored as
+//! `safetensors.torch.save_model` writes them (scripts/ref/checkpoint_fixtures.py). Tolerance:
+//! 1e-4 absolute on logits.
 
 mod common;
 
@@ -75,6 +77,16 @@ fn mistral_sliding_window_sharded_matches_transformers() {
     let cfg = checkpoint::load_config(&fixture("mistral_sharded")).unwrap();
     assert_eq!(cfg.sliding_window, vec![Some(5), Some(5)]);
     check("mistral_sharded");
+}
+
+#[test]
+fn tied_embeddings_stored_as_lm_head_with_alias_metadata_load() {
+    check("llama_tied_lm_head");
+}
+
+#[test]
+fn tied_embeddings_stored_only_as_lm_head_load() {
+    check("llama_tied_lm_head_only");
 }
 
 #[test]

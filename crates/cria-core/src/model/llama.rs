@@ -131,6 +131,10 @@ impl Llama {
     /// Builds the model, its weights coming from `vb` (a checkpoint or fresh initialisation).
     pub fn new(cfg: &ModelConfig, vb: &mut VarBuilder) -> Result<Self> {
         let device = vb.device.clone();
+        if cfg.tie_word_embeddings {
+            // Tied embeddings may be stored once under either name (transformers reads both).
+            vb.alias_if_missing("model.embed_tokens.weight", "lm_head.weight");
+        }
         let embed_tokens = vb.matrix(
             "model.embed_tokens.weight",
             cfg.vocab_size,

@@ -1,0 +1,71 @@
+"""Writes tiny checkpoints laid out as the ecosystem writes them, with the logits transformers
+computes, for cria's loading tests (crates/cria-core/tests/fixtures/):
+
+- llama_tied_lm_head: a tied LLaMA saved by `safetensors.torch.save_model`, which keeps the
+  shared tensor once, as `lm_head.weight`, and names the alias in the file's metadata
+  (`{"model.embed_tokens.weight": "lm_head.weight"}`);
+- llama_tied_lm_head_only: the same tensors with that metadata gone (only `lm_head.weight`).
+
+    .venv/bin/python scripts/ref/checkpoint_fixtures.py
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file, save_model
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+OUT = Path(__file__).resolve().parents[2] / "crates" / "cria-core" / "tests" / "fixtures"
+VOCAB, T = 96, 12
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+              rms_norm_eps=1e-5, initializer_range=0.3, attn_implementation="eager")
+
+
+def ids():
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, VOCAB, (2, T), generator=g)
+
+
+def reference(d, x):
+    """The logits transformers computes after loading the directory as a user would."""
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    with torch.no_grad():
+        logits = model(input_ids=x).logits.float()
+    save_file({"input_ids": x.to(torch.int64).contiguous(), "logits": logits.contiguous()},
+              d / "reference.safetensors")
+
+
+def tied_as_lm_head():
+    torch.manual_seed(7)
+    model = LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=True)).eval()
+    d = OUT / "llama_tied_lm_head"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    model.config.save_pretrained(d)
+    save_model(model, str(d / "model.safetensors"))
+    with safe_open(d / "model.safetensors", "pt") as f:
+        assert "lm_head.weight" in f.keys() and "model.embed_tokens.weight" not in f.keys()
+        assert f.metadata()["model.embed_tokens.weight"] == "lm_head.weight", f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    x = ids()
+    reference(d, x)
+    bare = OUT / "llama_tied_lm_head_only"
+    shutil.rmtree(bare, ignore_errors=True)
+    bare.mkdir(parents=True)
+    model.config.save_pretrained(bare)
+    save_file(tensors, bare / "model.safetensors", metadata={"format": "pt"})
+    reference(bare, x)
+    print(d.name, bare.name, "->", sorted(tensors)[:2], "...")
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    tied_as_lm_head()
+
+
+if __name__ == "__main__":
+    main()
