@@ -232,6 +232,13 @@ impl Reader<'_> {
 
 impl ModelConfig {
     /// Reads a Hugging Face `config.json`.
+    /// Positions the model attends over: `max_position_embeddings`, capped at the longest
+    /// rotary table cria builds.
+    pub fn context(&self) -> usize {
+        self.max_position_embeddings
+            .min(crate::model::llama::MAX_ROPE_TABLE)
+    }
+
     pub fn from_file(path: &Path) -> Result<Self> {
         let value = crate::fsutil::read_json(path)?;
         Self::from_json(&value, path)

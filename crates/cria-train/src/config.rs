@@ -1,6 +1,8 @@
 //! Settings of the shared training loop. Defaults follow common LLaMA-style pretraining
 //! practice (AdamW betas 0.9/0.95, weight decay 0.1, clip 1.0, cosine to 10% of peak).
 
+use crate::check::{at_least, bad, fraction, non_negative, positive};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,6 +57,44 @@ impl Default for TrainConfig {
             eval_batches: 8,
             save_every: 200,
         }
+    }
+}
+
+impl TrainConfig {
+    /// Range checks, keys named under `prefix` (`train`).
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        let k = |name: &str| format!("{prefix}.{name}");
+        at_least(&k("steps"), self.steps, 1)?;
+        at_least(&k("batch_size"), self.batch_size as u64, 1)?;
+        at_least(&k("grad_accum"), self.grad_accum as u64, 1)?;
+        positive(&k("lr"), self.lr)?;
+        non_negative(&k("min_lr"), self.min_lr)?;
+        if self.min_lr > self.lr {
+            return Err(bad(
+                &k("min_lr"),
+                format!(
+                    "{} is above {} = {}: the schedule decays to min_lr",
+                    self.min_lr,
+                    k("lr"),
+                    self.lr
+                ),
+            ));
+        }
+        fraction(&k("beta1"), self.beta1)?;
+        fraction(&k("beta2"), self.beta2)?;
+        positive(&k("eps"), self.eps)?;
+        non_negative(&k("weight_decay"), self.weight_decay)?;
+        if let Some(c) = self.grad_clip {
+            positive(&k("grad_clip"), c).map_err(|_| {
+                bad(
+                    &k("grad_clip"),
+                    format!("must be positive, or false to turn clipping off; got {c}"),
+                )
+            })?;
+        }
+        at_least(&k("log_every"), self.log_every, 1)?;
+        at_least(&k("eval_batches"), self.eval_batches as u64, 1)?;
+        Ok(())
     }
 }
 

@@ -23,6 +23,9 @@ pub enum TrainError {
     },
     #[error("cannot resume from {path}: {msg}")]
     Resume { path: PathBuf, msg: String },
+    /// A setting out of range: `key` is its path in the config (`train.lr`).
+    #[error("{key}: {msg}")]
+    Setting { key: String, msg: String },
     #[error("{0}")]
     Invalid(String),
 }

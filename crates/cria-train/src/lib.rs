@@ -9,6 +9,7 @@
 //! (checkpointed state and resume), [`metrics`] (step logs) and [`schedule`].
 
 pub mod batch;
+pub mod check;
 pub mod config;
 pub mod data;
 pub mod error;

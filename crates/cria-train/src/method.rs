@@ -59,6 +59,21 @@ pub fn offered(method: Method, stage: &str, offered: &[Method]) -> Result<()> {
     )))
 }
 
+/// Range checks of the method's settings (`lora.*`, `adapter.*`).
+pub fn validate(method: Method, lora: &LoraConfig, prefix: Option<&PrefixConfig>) -> Result<()> {
+    match (method, prefix) {
+        (Method::Full, _) => Ok(()),
+        (Method::Lora, _) => Ok(lora.validate()?),
+        (Method::LlamaAdapter, Some(p)) => {
+            crate::check::at_least("adapter.len", p.len as u64, 1)?;
+            crate::check::at_least("adapter.layers", p.layers as u64, 1)
+        }
+        (Method::LlamaAdapter, None) => Err(TrainError::Invalid(
+            "method: `llama-adapter` is not offered here".into(),
+        )),
+    }
+}
+
 /// Adds the method's adapter to `model` (initialised from `seed`); a LLaMA-Adapter needs its
 /// settings in `prefix`.
 pub fn apply<'a>(
@@ -109,10 +124,27 @@ pub fn without_lora(model: &Llama) -> Llama {
 
 /// Refuses a reward model where a language model is needed (`init` of SFT, DPO and PPO).
 pub fn require_lm(model: &Llama, dir: &Path) -> Result<()> {
+    require_lm_as(model, dir, "init")
+}
+
+/// Refuses a reward model given as `what` (a setting or flag) where a language model is
+/// needed.
+pub fn require_lm_as(model: &Llama, dir: &Path, what: &str) -> Result<()> {
     if model.cfg.head != Head::Lm {
         return Err(TrainError::Invalid(format!(
-            "init: {} is a reward model (a score head, no language-model head); start from a \
+            "{what}: {} is a reward model (a score head, no language-model head); give a \
              language model such as an SFT checkpoint",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a language model given as `what` where a reward model is needed.
+pub fn require_reward_model(model: &Llama, dir: &Path, what: &str) -> Result<()> {
+    if model.cfg.head != Head::Score {
+        return Err(TrainError::Invalid(format!(
+            "{what}: {} is a language model, not a reward model (train one with `cria rm`)",
             dir.display()
         )));
     }

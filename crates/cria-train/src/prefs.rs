@@ -35,6 +35,19 @@ impl Default for PrefDataConfig {
     }
 }
 
+impl PrefDataConfig {
+    /// Range checks of `data.*`.
+    pub fn validate(&self) -> Result<()> {
+        if self.train.is_empty() {
+            return Err(TrainError::Invalid(
+                "data.train is empty: name preference files".into(),
+            ));
+        }
+        crate::check::at_least("data.seq_len", self.seq_len as u64, 1)?;
+        crate::check::fraction("data.val_fraction", self.val_fraction)
+    }
+}
+
 /// Rendered preferences, how many rows were cut to the length limit, and how many
 /// preferences were dropped because a response lost all its tokens to the cut.
 pub struct Encoded {

@@ -54,9 +54,15 @@ seq_len = 64
 steps = 2
 batch_size = 2
 
+[ppo.data]
+prompt_len = 200
+
 [ppo.rollout]
 batch_size = 4
 max_new_tokens = 6
+
+[ppo.ppo]
+minibatch_size = 4
 
 [ppo.train]
 steps = 2
@@ -230,8 +236,8 @@ fn a_pipeline_on_named_files_evaluates_on_the_named_sets() {
             "[dpo.data]\ntrain = [\"mine/prefs.jsonl\"]\n",
         )
         .replace(
-            "[ppo.rollout]\n",
-            "[ppo.data]\nprompts = [\"mine/prompts.jsonl\"]\n\n[ppo.rollout]\n",
+            "[ppo.data]\n",
+            "[ppo.data]\nprompts = [\"mine/prompts.jsonl\"]\n",
         )
         .replace(
             "[eval]\n",

@@ -89,7 +89,7 @@ fn sft_on_chat_and_alpaca_records() {
                 "--set",
                 "data.format=\"alpaca\"",
                 "--set",
-                "data.seq_len=192",
+                "data.seq_len=128",
                 "--set",
             ])
             .arg(format!("out={:?}", alpaca.display().to_string())),

@@ -173,11 +173,7 @@ impl Llama {
                 false,
             )?)
         };
-        let rope = Rope::new(
-            cfg,
-            cfg.max_position_embeddings.min(MAX_ROPE_TABLE),
-            &device,
-        );
+        let rope = Rope::new(cfg, cfg.context(), &device);
         Ok(Llama {
             cfg: cfg.clone(),
             embed_tokens,

@@ -57,6 +57,9 @@ impl LoraConfig {
         if self.r == 0 {
             return bad("r must be at least 1".into());
         }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return bad(format!("alpha must be positive, got {}", self.alpha));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!(
                 "dropout {} must be at least 0 and below 1",

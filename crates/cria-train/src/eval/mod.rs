@@ -50,12 +50,15 @@ fn prompt_strings(path: &std::path::Path) -> Result<Vec<String>> {
 }
 
 /// Loads a checkpoint (and adapter) with its tokenizer and chat format.
+/// `what` names the checkpoint's role in errors (a reward model given as a model is refused).
 pub fn load_subject(
     dir: &std::path::Path,
     adapter: Option<&std::path::Path>,
+    what: &str,
 ) -> Result<(Llama, Tokenizer, ChatFormat)> {
     let dev = device::inference_device();
     let mut m = cria_core::checkpoint::load_model(dir, &dev)?;
+    crate::method::require_lm_as(&m, dir, what)?;
     if let Some(a) = adapter {
         m.load_adapter(a)?;
     }
@@ -164,7 +167,7 @@ pub fn evaluate(
     adapter: Option<&std::path::Path>,
     inputs: &EvalInputs,
 ) -> Result<Evaluation> {
-    let (model, tok, fmt) = load_subject(dir, adapter)?;
+    let (model, tok, fmt) = load_subject(dir, adapter, "model")?;
     let s = Subject {
         model: &model,
         tok: &tok,
@@ -191,6 +194,7 @@ pub fn evaluate(
             return Err(need_prompts("KL to a reference"));
         }
         let reference = cria_core::checkpoint::load_model(ref_dir, &device::inference_device())?;
+        crate::method::require_lm_as(&reference, ref_dir, "reference")?;
         let kl = kl_to(
             &s,
             &reference,
@@ -250,12 +254,13 @@ fn judged(
         return Err(need_prompts("the reward model"));
     }
     let rm = cria_core::checkpoint::load_model(rm_dir, &device::inference_device())?;
+    crate::method::require_reward_model(&rm, rm_dir, "reward model")?;
     let rm_fmt = ChatFormat::for_checkpoint(rm_dir, s.tok)?;
     let mine = rewards(&rm, &rm_fmt, s.tok, &g.judged_prompts, &g.judged_replies)?;
     let mean = mine.iter().map(|x| *x as f64).sum::<f64>() / mine.len() as f64;
     g.metrics.insert("reward_mean".into(), mean);
     if let Some((b, b_adapter)) = &inputs.against {
-        let (other, otok, ofmt) = load_subject(b, b_adapter.as_deref())?;
+        let (other, otok, ofmt) = load_subject(b, b_adapter.as_deref(), "against")?;
         let os = Subject {
             model: &other,
             tok: &otok,

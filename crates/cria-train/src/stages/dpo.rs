@@ -6,8 +6,9 @@
 //! or (`pairs = "best"`) the best response against each other one.
 
 use crate::batch::{Batch, Group, Layout};
+use crate::check;
 use crate::config::TrainConfig;
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 use crate::losses::{chosen_nll, dpo_loss};
 use crate::method::{self, Method};
 use crate::metrics::{Metrics, Reporter, RunDir};
@@ -57,6 +58,18 @@ impl Default for DpoConfig {
             data: PrefDataConfig::default(),
             train: TrainConfig::default(),
         }
+    }
+}
+
+impl DpoConfig {
+    /// Range checks of every setting (the context is checked once the model is known).
+    pub fn validate(&self) -> Result<()> {
+        check::positive("beta", self.beta)?;
+        check::non_negative("sft_weight", self.sft_weight)?;
+        method::offered(self.method, "DPO", &[Method::Full, Method::Lora])?;
+        method::validate(self.method, &self.lora, None)?;
+        self.data.validate()?;
+        self.train.validate("train")
     }
 }
 
@@ -125,20 +138,15 @@ fn fill_reference(reference: &Llama, groups: &mut [Group], pad: u32, batch: usiz
 
 /// Runs DPO; returns the checkpoint directory.
 pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
-    if cfg.beta <= 0.0 || !cfg.beta.is_finite() {
-        return Err(TrainError::Invalid(format!(
-            "beta must be positive, got {}",
-            cfg.beta
-        )));
-    }
-    method::offered(cfg.method, "DPO", &[Method::Full, Method::Lora])?;
+    cfg.validate()?;
     let inf = device::inference_device();
     let reference = checkpoint::load_model(&cfg.init, &inf)?;
     method::require_lm(&reference, &cfg.init)?;
     let tok = checkpoint::load_tokenizer(&cfg.init, &reference.cfg)?;
     let pad = tok.pad_id();
     let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
-    let max = (cfg.data.seq_len + 1).min(reference.max_len());
+    check::fits_context("data.seq_len", cfg.data.seq_len, reference.max_len())?;
+    let max = cfg.data.seq_len + 1;
     let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &tok, &fmt, max)?;
     let (mut train, mut val) = (pairs(t.groups, cfg.pairs), pairs(v.groups, cfg.pairs));
     let fp = format!(

@@ -1,6 +1,7 @@
 //! `cria pretrain`: next-token prediction on a text corpus, from scratch (model shape in the
 //! config) or continuing an existing Hugging Face checkpoint (`init`).
 
+use crate::check;
 use crate::config::TrainConfig;
 use crate::data::{CorpusSpec, TokenShards};
 use crate::error::{Result, TrainError};
@@ -95,17 +96,39 @@ fn arch_of(name: &str) -> Result<Arch> {
 }
 
 impl ModelShape {
-    pub fn to_config(&self, tok: &Tokenizer) -> Result<ModelConfig> {
+    /// Range checks of the shape (`model.*`).
+    pub fn validate(&self) -> Result<()> {
+        arch_of(&self.arch)?;
+        for (key, v) in [
+            ("model.hidden_size", self.hidden_size),
+            ("model.intermediate_size", self.intermediate_size),
+            ("model.num_hidden_layers", self.num_hidden_layers),
+            ("model.num_attention_heads", self.num_attention_heads),
+            ("model.num_key_value_heads", self.num_key_value_heads),
+            (
+                "model.max_position_embeddings",
+                self.max_position_embeddings,
+            ),
+        ] {
+            check::at_least(key, v as u64, 1)?;
+        }
         let heads = self.num_attention_heads;
-        if heads == 0
-            || !self.hidden_size.is_multiple_of(heads)
-            || !heads.is_multiple_of(self.num_key_value_heads.max(1))
+        if !self.hidden_size.is_multiple_of(heads)
+            || !heads.is_multiple_of(self.num_key_value_heads)
         {
             return Err(TrainError::Invalid(format!(
                 "model: hidden_size {} must divide by num_attention_heads {heads}, which must divide by num_key_value_heads {}",
                 self.hidden_size, self.num_key_value_heads
             )));
         }
+        check::positive("model.rope_theta", self.rope_theta)?;
+        check::positive("model.rms_norm_eps", self.rms_norm_eps)?;
+        check::positive("model.initializer_range", self.initializer_range)
+    }
+
+    pub fn to_config(&self, tok: &Tokenizer) -> Result<ModelConfig> {
+        self.validate()?;
+        let heads = self.num_attention_heads;
         Ok(ModelConfig {
             arch: arch_of(&self.arch)?,
             head: Default::default(),
@@ -134,6 +157,23 @@ impl ModelShape {
     }
 }
 
+impl PretrainConfig {
+    /// Range checks of every setting (the context is checked once the model is known).
+    pub fn validate(&self) -> Result<()> {
+        if self.data.inputs.is_empty() {
+            return Err(TrainError::Invalid(
+                "data.inputs is empty: name corpus files or directories".into(),
+            ));
+        }
+        check::at_least("data.seq_len", self.data.seq_len as u64, 1)?;
+        check::fraction("data.val_fraction", self.data.val_fraction)?;
+        if self.init.is_none() {
+            self.model.validate()?;
+        }
+        self.train.validate("train")
+    }
+}
+
 /// Resolves the tokenizer path: a file, or a directory holding `tokenizer.json`.
 pub fn tokenizer_file(p: &Path) -> PathBuf {
     if p.is_dir() {
@@ -145,11 +185,7 @@ pub fn tokenizer_file(p: &Path) -> PathBuf {
 
 /// Runs pretraining; returns the checkpoint directory.
 pub fn run(cfg: &PretrainConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
-    if cfg.data.inputs.is_empty() {
-        return Err(TrainError::Invalid(
-            "data.inputs is empty: name corpus files or directories".into(),
-        ));
-    }
+    cfg.validate()?;
     let infer = device::inference_device();
     let (model, tok, tok_dir): (Llama, Tokenizer, PathBuf) = match &cfg.init {
         Some(init) => {
@@ -170,13 +206,7 @@ pub fn run(cfg: &PretrainConfig, resolved: String, rep: &mut dyn Reporter) -> Re
             (model, tok, dir)
         }
     };
-    if cfg.data.seq_len + 1 > model.max_len() {
-        return Err(TrainError::Invalid(format!(
-            "data.seq_len {} exceeds the model's context {}",
-            cfg.data.seq_len,
-            model.max_len()
-        )));
-    }
+    check::fits_context("data.seq_len", cfg.data.seq_len, model.max_len())?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| cria_core::CoreError::io(&cfg.out, e))?;
     let corpus = CorpusSpec {
         inputs: &cfg.data.inputs,

@@ -28,6 +28,14 @@ pub struct RmConfig {
     pub train: TrainConfig,
 }
 
+impl RmConfig {
+    /// Range checks of every setting (the context is checked once the model is known).
+    pub fn validate(&self) -> Result<()> {
+        self.data.validate()?;
+        self.train.validate("train")
+    }
+}
+
 /// The ranking loss on rewards read at each row's last token.
 pub struct RankingObjective;
 
@@ -42,6 +50,7 @@ impl Objective for RankingObjective {
 
 /// Trains a reward model; returns the checkpoint directory.
 pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
+    cfg.validate()?;
     let inf = device::inference_device();
     let base = checkpoint::load_model(&cfg.init, &inf)?;
     let tok = checkpoint::load_tokenizer(&cfg.init, &base.cfg)?;
@@ -53,7 +62,8 @@ pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<P
     // transformers finds each row's last token by the pad id.
     model.cfg.pad_token_id.get_or_insert(pad);
     let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
-    let max = cfg.data.seq_len.min(model.max_len());
+    crate::check::fits_context("data.seq_len", cfg.data.seq_len, model.max_len())?;
+    let max = cfg.data.seq_len;
     let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &tok, &fmt, max)?;
     let pairs = |g: &[Group]| g.iter().map(|x| x.len() * (x.len() - 1) / 2).sum::<usize>();
     tracing::info!(

@@ -4,6 +4,7 @@
 //! `seq_len + 1` tokens and are counted; one left with nothing to learn is dropped and counted.
 
 use crate::batch::{self, Layout, Row};
+use crate::check;
 use crate::config::TrainConfig;
 use crate::data::{Shuffled, hold_out};
 use crate::error::{Result, TrainError};
@@ -63,6 +64,21 @@ pub struct SftConfig {
     pub adapter: PrefixConfig,
     pub data: SftDataConfig,
     pub train: TrainConfig,
+}
+
+impl SftConfig {
+    /// Range checks of every setting (the context is checked once the model is known).
+    pub fn validate(&self) -> Result<()> {
+        if self.data.train.is_empty() {
+            return Err(TrainError::Invalid(
+                "data.train is empty: name instruction or chat files".into(),
+            ));
+        }
+        check::at_least("data.seq_len", self.data.seq_len as u64, 1)?;
+        check::fraction("data.val_fraction", self.data.val_fraction)?;
+        method::validate(self.method, &self.lora, Some(&self.adapter))?;
+        self.train.validate("train")
+    }
 }
 
 /// Encoded examples and how many were cut or dropped.
@@ -224,11 +240,7 @@ fn template_files(
 
 /// Runs supervised fine-tuning; returns the checkpoint directory.
 pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
-    if cfg.data.train.is_empty() {
-        return Err(TrainError::Invalid(
-            "data.train is empty: name instruction or chat files".into(),
-        ));
-    }
+    cfg.validate()?;
     let mut model = checkpoint::load_model(&cfg.init, &device::inference_device())?;
     method::require_lm(&model, &cfg.init)?;
     let adapted = method::apply(
@@ -240,7 +252,8 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
     )?;
     let tok = checkpoint::load_tokenizer(&cfg.init, &model.cfg)?;
     let fmt = ChatFormat::choose(cfg.data.format, &cfg.init, &tok)?;
-    let max = (cfg.data.seq_len + 1).min(model.max_len());
+    check::fits_context("data.seq_len", cfg.data.seq_len, model.max_len())?;
+    let max = cfg.data.seq_len + 1;
     let (train, val, fingerprint) = load_rows(cfg, &tok, &fmt, max)?;
     let pad = tok.pad_id();
     let mut data = Shuffled::new(

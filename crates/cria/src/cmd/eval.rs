@@ -69,10 +69,19 @@ fn from_world(explicit: &Option<PathBuf>, world: &Option<PathBuf>, name: &str) -
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    for (flag, v) in [
+        ("--max-new-tokens", a.max_new_tokens),
+        ("--kl-samples", a.kl_samples),
+        ("--seq-len", a.seq_len),
+    ] {
+        if v == 0 {
+            anyhow::bail!("{flag} must be at least 1");
+        }
+    }
     let corpus_ids = if a.corpus.is_empty() {
         None
     } else {
-        let (_, tok, _) = eval::load_subject(&a.model, a.adapter.as_deref())?;
+        let (_, tok, _) = eval::load_subject(&a.model, a.adapter.as_deref(), "--model")?;
         let docs = cria_data::corpus::read_corpus(&a.corpus)?;
         Some(cria_data::shards::tokenize(&docs, &tok)?)
     };

@@ -27,11 +27,20 @@ pub struct Sampling {
 
 impl Sampling {
     pub fn params(&self) -> anyhow::Result<SamplingParams> {
-        if self.temperature < 0.0 {
-            anyhow::bail!("--temperature must be >= 0 (0 is greedy)");
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            anyhow::bail!(
+                "--temperature {} must be a finite number >= 0 (0 is greedy)",
+                self.temperature
+            );
         }
         if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
             anyhow::bail!("--top-p {p} must be in (0, 1]");
+        }
+        if self.top_k == Some(0) {
+            anyhow::bail!("--top-k must be at least 1 (leave it out to keep every token)");
+        }
+        if self.max_new_tokens == 0 {
+            anyhow::bail!("--max-new-tokens must be at least 1");
         }
         Ok(SamplingParams {
             temperature: self.temperature,
@@ -59,8 +68,17 @@ pub struct Args {
     stop: Vec<String>,
 }
 
+/// Refuses an empty stop string (it would match at once and stop every reply).
+pub fn check_stops(stops: &[String]) -> anyhow::Result<()> {
+    if stops.iter().any(String::is_empty) {
+        anyhow::bail!("--stop: an empty stop string would end every reply at once");
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     let sampling = a.sampling.params()?;
+    check_stops(&a.stop)?;
     let (model, tok) = super::load_for_inference(&a.model, a.adapter.as_deref())?;
     let prompt = tok.encode(&a.prompt, true)?;
     let mut stop_ids = model.cfg.eos_token_id.clone();

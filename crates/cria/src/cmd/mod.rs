@@ -82,6 +82,14 @@ pub fn load_for_inference(
     let dev = cria_core::device::inference_device();
     let mut m = cria_core::checkpoint::load_model(model, &dev)
         .with_context(|| format!("loading {}", model.display()))?;
+    if m.cfg.head != cria_core::config::Head::Lm {
+        anyhow::bail!(
+            "--model {}: this is a reward model (a score head, no language-model head); it \
+             scores replies but cannot write them. Give a language model such as an SFT \
+             checkpoint",
+            model.display()
+        );
+    }
     if let Some(ad) = adapter {
         m.load_adapter(ad)
             .with_context(|| format!("loading the adapter {}", ad.display()))?;

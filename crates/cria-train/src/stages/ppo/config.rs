@@ -1,5 +1,6 @@
 //! `cria ppo`'s settings (`[data]`, `[rollout]`, `[ppo]`, `[train]`) and their validation.
 
+use crate::check;
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::method::{self, Method};
@@ -158,11 +159,76 @@ pub(super) fn validate(cfg: &PpoConfig) -> Result<()> {
     if !(0.0..=1.0).contains(&p.gamma) || !(0.0..=1.0).contains(&p.lam) {
         return bad("ppo.gamma and ppo.lam must be within [0, 1]");
     }
+    more_checks(cfg)?;
     if cfg.rollout.top_k.is_some() || cfg.rollout.top_p.is_some_and(|x| x < 1.0) {
         tracing::warn!(
             "rollout.top_k/top_p sample from a truncated distribution while PPO scores the \
              full (tempered) one: the updates are then slightly off-policy"
         );
+    }
+    Ok(())
+}
+
+/// The rest of PPO's ranges, each naming its key.
+fn more_checks(cfg: &PpoConfig) -> Result<()> {
+    let (p, r, d) = (&cfg.ppo, &cfg.rollout, &cfg.data);
+    if d.prompts.is_empty() {
+        return Err(TrainError::Invalid(
+            "data.prompts is empty: name prompt files (or a preference file)".into(),
+        ));
+    }
+    check::positive("rollout.temperature", r.temperature)?;
+    if let Some(k) = r.top_k {
+        check::at_least("rollout.top_k", k as u64, 1)?;
+    }
+    if let Some(x) = r.top_p
+        && !(x > 0.0 && x <= 1.0)
+    {
+        return Err(check::bad(
+            "rollout.top_p",
+            format!("must be within (0, 1], got {x}"),
+        ));
+    }
+    if !r.batch_size.is_multiple_of(p.minibatch_size) {
+        return Err(check::bad(
+            "ppo.minibatch_size",
+            format!(
+                "{} does not divide rollout.batch_size = {}: every minibatch must be full",
+                p.minibatch_size, r.batch_size
+            ),
+        ));
+    }
+    check::at_least("data.prompt_len", d.prompt_len as u64, 1)?;
+    check::finite("ppo.kl_coef", p.kl_coef)?;
+    check::finite("ppo.missing_eos_penalty", p.missing_eos_penalty)?;
+    check::non_negative("ppo.ptx_coef", p.ptx_coef)?;
+    if p.ptx_coef > 0.0 {
+        check::at_least("data.ptx_seq_len", d.ptx_seq_len as u64, 1)?;
+        check::at_least("data.ptx_batch_size", d.ptx_batch_size as u64, 1)?;
+    }
+    if let Some(v) = p.value_lr {
+        check::positive("ppo.value_lr", v)?;
+    }
+    method::validate(cfg.method, &cfg.lora, None)?;
+    cfg.train.validate("train")
+}
+
+/// The lengths PPO needs within the policy's context: a prompt plus its reply, and PPO-ptx's
+/// windows.
+pub fn check_context(cfg: &PpoConfig, context: usize) -> Result<()> {
+    let (prompt, reply) = (cfg.data.prompt_len, cfg.rollout.max_new_tokens);
+    if prompt + reply > context {
+        return Err(check::bad(
+            "data.prompt_len",
+            format!(
+                "{prompt} + rollout.max_new_tokens {reply} = {} tokens exceed the policy's \
+                 context of {context} (max_position_embeddings); lower either",
+                prompt + reply
+            ),
+        ));
+    }
+    if cfg.ppo.ptx_coef > 0.0 {
+        check::fits_context("data.ptx_seq_len", cfg.data.ptx_seq_len, context)?;
     }
     Ok(())
 }

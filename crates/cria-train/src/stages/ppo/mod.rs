@@ -37,7 +37,7 @@ use std::time::Instant;
 use update::UpdateStats;
 
 pub use checkpoint::STATE_FILE;
-pub use config::{PpoConfig, PpoDataConfig, PpoParams, RolloutConfig};
+pub use config::{PpoConfig, PpoDataConfig, PpoParams, RolloutConfig, check_context};
 
 /// What stays fixed for the run.
 struct Ctx<'a> {
@@ -59,9 +59,16 @@ struct Live {
     order: Order,
 }
 
+impl PpoConfig {
+    /// Range checks of every setting (the context is checked once the policy is known).
+    pub fn validate(&self) -> Result<()> {
+        config::validate(self)
+    }
+}
+
 /// Runs PPO; returns the checkpoint directory.
 pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
-    config::validate(cfg)?;
+    cfg.validate()?;
     let (setup, loaded) = setup::load(cfg)?;
     let ctx = Ctx {
         cfg,

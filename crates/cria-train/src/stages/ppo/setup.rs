@@ -6,7 +6,6 @@ use super::config::PpoConfig;
 use crate::data::{CorpusSpec, TokenShards};
 use crate::error::{Result, TrainError};
 use crate::method::{self, Adapted};
-use cria_core::config::Head;
 use cria_core::generate::GenerateOptions;
 use cria_core::hash::{FNV_OFFSET, fnv1a_ids};
 use cria_core::sampling::SamplingParams;
@@ -50,18 +49,14 @@ pub(super) fn load(cfg: &PpoConfig) -> Result<(Setup<'_>, Loaded)> {
     let inf = device::inference_device();
     let mut policy = checkpoint::load_model(&cfg.init, &inf)?;
     method::require_lm(&policy, &cfg.init)?;
+    super::config::check_context(cfg, policy.max_len())?;
     let tok = checkpoint::load_tokenizer(&cfg.init, &policy.cfg)?;
     let reward = checkpoint::load_model(&cfg.reward_model, &inf)?;
-    if reward.cfg.head != Head::Score {
-        return Err(TrainError::Invalid(format!(
-            "reward_model: {} is a language model, not a reward model (train one with `cria rm`)",
-            cfg.reward_model.display()
-        )));
-    }
+    method::require_reward_model(&reward, &cfg.reward_model, "reward_model")?;
     check_same_tokenizer(&cfg.init, &cfg.reward_model)?;
     let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
     let rm_fmt = ChatFormat::for_checkpoint(&cfg.reward_model, &tok)?;
-    let prompts = encode_prompts(cfg, &policy, &tok, &fmt)?;
+    let prompts = encode_prompts(cfg, &tok, &fmt)?;
     let ptx = ptx_shards(cfg, &tok)?;
     let adapted = method::apply(&mut policy, cfg.method, &cfg.lora, None, cfg.train.seed)?;
     let gen_opts = GenerateOptions {
@@ -95,21 +90,19 @@ pub(super) fn load(cfg: &PpoConfig) -> Result<(Setup<'_>, Loaded)> {
     Ok((setup, loaded))
 }
 
-/// The prompts rendered with the reply prompt; those longer than `data.prompt_len` (or the
-/// context) are skipped and counted.
+/// The prompts rendered with the reply prompt; those longer than `data.prompt_len` are
+/// skipped and counted.
 fn encode_prompts(
     cfg: &PpoConfig,
-    policy: &Llama,
     tok: &Tokenizer,
     fmt: &ChatFormat,
 ) -> Result<Vec<(Vec<Message>, Vec<u32>)>> {
     let convs = cria_data::prefs::read_prompts(&cfg.data.prompts)?;
     let mut prompts = Vec::new();
     let mut skipped = 0;
-    let max_prompt = cfg.data.prompt_len.min(policy.max_len().saturating_sub(1));
     for c in convs {
         let ids = fmt.encode(&c, tok, true, false)?.ids;
-        if ids.len() > max_prompt {
+        if ids.len() > cfg.data.prompt_len {
             skipped += 1;
         } else {
             prompts.push((c, ids));
