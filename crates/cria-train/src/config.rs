@@ -35,6 +35,11 @@ pub struct TrainConfig {
     pub eval_batches: usize,
     /// Checkpoint every this many steps (0: only at the end).
     pub save_every: u64,
+    /// Warn when the loss stays above this many times its first value for `blowup_steps`
+    /// steps in a row (a blow-up that is not NaN); `false` turns the warning off.
+    #[serde(with = "number_or_false")]
+    pub blowup_factor: Option<f64>,
+    pub blowup_steps: u64,
 }
 
 impl Default for TrainConfig {
@@ -56,6 +61,8 @@ impl Default for TrainConfig {
             eval_every: 200,
             eval_batches: 8,
             save_every: 200,
+            blowup_factor: Some(3.0),
+            blowup_steps: 10,
         }
     }
 }
@@ -93,8 +100,15 @@ impl TrainConfig {
             })?;
         }
         at_least(&k("log_every"), self.log_every, 1)?;
-        at_least(&k("eval_batches"), self.eval_batches as u64, 1)?;
-        Ok(())
+        if let Some(f) = self.blowup_factor
+            && !(f.is_finite() && f > 1.0)
+        {
+            return Err(bad(
+                &k("blowup_factor"),
+                format!("must be above 1, or false to turn the warning off; got {f}"),
+            ));
+        }
+        at_least(&k("blowup_steps"), self.blowup_steps, 1)
     }
 }
 

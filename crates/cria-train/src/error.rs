@@ -12,15 +12,10 @@ pub enum TrainError {
     Data(#[from] cria_data::DataError),
     #[error("{path}: {msg}")]
     Config { path: PathBuf, msg: String },
-    #[error(
-        "step {step}: the loss is {value}; stopping. The last good checkpoint in {checkpoint} is intact \
-         (try a lower learning rate or stronger clipping)"
-    )]
-    NonFinite {
-        step: u64,
-        value: String,
-        checkpoint: PathBuf,
-    },
+    /// A non-finite loss, gradient norm, validation loss or weight stopped the run; the
+    /// message names the last good checkpoint (see `divergence::diverged`).
+    #[error("{msg}")]
+    Diverged { step: u64, msg: String },
     #[error("cannot resume from {path}: {msg}")]
     Resume { path: PathBuf, msg: String },
     /// A setting out of range: `key` is its path in the config (`train.lr`).

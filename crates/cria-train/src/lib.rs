@@ -12,6 +12,7 @@ pub mod batch;
 pub mod check;
 pub mod config;
 pub mod data;
+pub mod divergence;
 pub mod error;
 pub mod eval;
 pub mod losses;

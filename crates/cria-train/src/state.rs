@@ -25,6 +25,12 @@ pub struct TrainerState {
     /// Everything that must not change across a resume (model shape, batch layout, seed, data).
     pub fingerprint: String,
     pub last_val_loss: Option<f64>,
+    /// The `[train]` settings the run was saved with (absent in checkpoints of older
+    /// builds): a resume may change them, and the changes are logged.
+    #[serde(default)]
+    pub train: Option<crate::config::TrainConfig>,
+    #[serde(default)]
+    pub guard: crate::divergence::BlowupGuard,
 }
 
 impl TrainerState {
@@ -36,6 +42,8 @@ impl TrainerState {
             tokens_seen: 0,
             fingerprint,
             last_val_loss: None,
+            train: None,
+            guard: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 use crate::batch::Batch;
 use crate::config::TrainConfig;
 use crate::data::DataSource;
+use crate::divergence::{self, CheckpointAt};
 use crate::error::{Result, TrainError};
 use crate::method::{Trainable, every_param};
 use crate::metrics::{Metrics, Reporter, RunDir, StepLog, append_metrics, truncate_metrics};
@@ -113,21 +114,18 @@ pub fn train(
     rep: &mut dyn Reporter,
 ) -> Result<Llama> {
     let cfg = spec.cfg;
-    if cfg.batch_size == 0 || cfg.grad_accum == 0 {
-        return Err(TrainError::Invalid(
-            "batch_size and grad_accum must be at least 1".into(),
-        ));
-    }
+    cfg.validate("train")?;
     let train_dev = cria_core::device::training_device();
     let infer_dev = cria_core::device::inference_device();
     let fp = fingerprint(cfg, &model, data, spec.adapter.map(|a| a.0));
     spec.run.prepare()?;
     let ckpt = spec.run.checkpoint();
     let (model, adamw, mut st) = if ckpt.join(STATE_FILE).exists() {
-        resume(&ckpt, &fp, &infer_dev, spec.adapter.map(|a| a.1))?
+        resume(&ckpt, &fp, &infer_dev, spec.adapter.map(|a| a.1), cfg)?
     } else {
         (model, AdamW::default(), TrainerState::fresh(fp))
     };
+    st.train = Some(cfg.clone());
     truncate_metrics(&spec.run.metrics(), st.step)?;
     let trainable: &Trainable = spec.trainable.unwrap_or(&every_param);
     let mut model = model.to_device(&train_dev).require_grad_where(trainable);
@@ -136,58 +134,123 @@ pub fn train(
     let started = Instant::now();
     while st.step < cfg.steps {
         let t0 = Instant::now();
-        let (loss, tokens, grads, metrics) =
-            accumulate(&model, data, cfg, &mut st, &train_dev, &ckpt, spec)?;
+        let work = accumulate(&model, data, cfg, &mut st, &train_dev, spec)?;
         let lr = lr_at(cfg, st.step);
         let norm = opt
-            .step(&mut model, grads, lr)
-            .map_err(|NonFiniteNorm(n)| non_finite(st.step + 1, n, &ckpt))?;
+            .step(&mut model, work.grads, lr)
+            .map_err(|NonFiniteNorm(n)| diverged(st.step + 1, "gradient norm", n, spec))?;
         st.step += 1;
-        st.tokens_seen += tokens as u64;
-        let mut log = StepLog {
+        st.tokens_seen += work.tokens as u64;
+        let log = StepLog {
             step: st.step,
-            loss,
+            loss: work.loss,
             lr,
             grad_norm: norm,
-            tokens_per_s: tokens as f64 / t0.elapsed().as_secs_f64(),
+            tokens_per_s: work.tokens as f64 / t0.elapsed().as_secs_f64(),
             tokens_seen: st.tokens_seen,
             elapsed_s: started.elapsed().as_secs_f64(),
             val_loss: None,
-            metrics,
+            metrics: work.metrics,
         };
-        let last = st.step == cfg.steps;
-        if last || (cfg.eval_every > 0 && st.step % cfg.eval_every == 0) {
-            let (v, vm) = validate(&model, data, cfg.eval_batches, &infer_dev, spec.objective)?;
-            log.val_loss = v;
-            log.metrics
-                .extend(vm.into_iter().map(|(k, x)| (format!("val_{k}"), x)));
-            st.last_val_loss = v;
-        }
-        append_metrics(&spec.run.metrics(), &log)?;
-        rep.step(&log);
-        if last || (cfg.save_every > 0 && st.step % cfg.save_every == 0) {
-            save_checkpoint(&model, &opt.adamw, &st, spec, &infer_dev)?;
-            rep.saved(st.step, &ckpt);
-        }
+        after_step(&model, &opt, &mut st, log, &work.last, data, spec, rep)?;
     }
     Ok(model.to_device(&infer_dev))
 }
 
-/// Runs the micro-batches of one step, returning the mean loss, tokens, summed gradients and
-/// the objective's figures averaged over the micro-batches.
+/// Validation when due, the blow-up guard, the metrics line and the checkpoint when due
+/// (`batch` is the step's last micro-batch).
+#[allow(clippy::too_many_arguments)]
+fn after_step(
+    model: &Llama,
+    opt: &Optimizer,
+    st: &mut TrainerState,
+    mut log: StepLog,
+    batch: &Batch,
+    data: &mut dyn DataSource,
+    spec: &TrainSpec<'_>,
+    rep: &mut dyn Reporter,
+) -> Result<()> {
+    let (cfg, infer_dev) = (spec.cfg, cria_core::device::inference_device());
+    let last = st.step == cfg.steps;
+    if last || (cfg.eval_every > 0 && st.step.is_multiple_of(cfg.eval_every)) {
+        let (v, vm) = validate(model, data, cfg.eval_batches, &infer_dev, spec.objective)?;
+        if let Some(x) = v.filter(|x| !x.is_finite()) {
+            return Err(diverged(st.step, "validation loss", x, spec));
+        }
+        log.val_loss = v;
+        log.metrics
+            .extend(vm.into_iter().map(|(k, x)| (format!("val_{k}"), x)));
+        st.last_val_loss = v;
+    }
+    if let Some(w) = st
+        .guard
+        .observe(log.loss, cfg.blowup_factor, cfg.blowup_steps)
+    {
+        tracing::warn!(step = st.step, "{w}");
+    }
+    append_metrics(&spec.run.metrics(), &log)?;
+    rep.step(&log);
+    if last || (cfg.save_every > 0 && st.step.is_multiple_of(cfg.save_every)) {
+        if log.val_loss.is_none() {
+            check_before_saving(model, batch, st, spec)?;
+        }
+        save_checkpoint(model, &opt.adamw, st, spec, &infer_dev)?;
+        rep.saved(st.step, &spec.run.checkpoint());
+    }
+    Ok(())
+}
+
+/// A checkpoint is only good if its weights give a finite loss: finite but blown-up weights
+/// (a learning rate far too high) turn the next loss into NaN. Without a validation loss this
+/// step, the updated weights are scored on the step's last micro-batch first.
+fn check_before_saving(
+    model: &Llama,
+    batch: &Batch,
+    st: &TrainerState,
+    spec: &TrainSpec<'_>,
+) -> Result<()> {
+    let dev = cria_core::device::inference_device();
+    let m = model.clone().to_device(&dev);
+    let loss = spec.objective.loss(&m, batch, &dev)?.0.into_scalar::<f32>() as f64;
+    if !loss.is_finite() {
+        return Err(diverged(
+            st.step,
+            "loss of the weights to be saved",
+            loss,
+            spec,
+        ));
+    }
+    Ok(())
+}
+
+/// What the micro-batches of one step produced.
+struct StepWork {
+    /// The mean loss.
+    loss: f64,
+    /// Positions that counted.
+    tokens: usize,
+    /// Gradients summed over the micro-batches.
+    grads: Grads,
+    /// The objective's figures averaged over the micro-batches.
+    metrics: Metrics,
+    /// The last micro-batch.
+    last: Batch,
+}
+
+/// Runs the micro-batches of one step.
 fn accumulate(
     model: &Llama,
     data: &mut dyn DataSource,
     cfg: &TrainConfig,
     st: &mut TrainerState,
     device: &Device,
-    ckpt: &Path,
     spec: &TrainSpec<'_>,
-) -> Result<(f64, usize, Grads, Metrics)> {
+) -> Result<StepWork> {
     let trainable: &Trainable = spec.trainable.unwrap_or(&every_param);
     let mut grads = Grads::default();
     let mut metrics = Metrics::new();
     let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
+    let mut last = Batch::default();
     for _ in 0..cfg.grad_accum {
         let batch = data.train_batch(st.micro_cursor)?;
         tokens += batch.num_tokens();
@@ -201,21 +264,31 @@ fn accumulate(
         let loss = loss / cfg.grad_accum as f64;
         let value = loss.clone().into_scalar::<f32>() as f64;
         if !value.is_finite() {
-            return Err(non_finite(st.step + 1, value, ckpt));
+            return Err(diverged(st.step + 1, "loss", value, spec));
         }
         loss_sum += value;
         grads.add(model, &loss.backward(), trainable)?;
         st.micro_cursor += 1;
+        last = batch;
     }
-    Ok((loss_sum, tokens, grads, metrics))
+    Ok(StepWork {
+        loss: loss_sum,
+        tokens,
+        grads,
+        metrics,
+        last,
+    })
 }
 
-fn non_finite(step: u64, value: f64, ckpt: &Path) -> TrainError {
-    TrainError::NonFinite {
-        step,
-        value: format!("{value}"),
-        checkpoint: ckpt.to_path_buf(),
-    }
+/// The error for a non-finite figure at `step`, naming the last good checkpoint.
+fn diverged(step: u64, what: &str, value: f64, spec: &TrainSpec<'_>) -> TrainError {
+    let dir = spec.run.checkpoint();
+    let at = CheckpointAt {
+        dir: &dir,
+        state_file: STATE_FILE,
+        key: "step",
+    };
+    divergence::diverged(step, what, value, &at, spec.cfg.lr)
 }
 
 /// Mean validation loss and figures over up to `n` batches; `None` when there is no
@@ -252,6 +325,10 @@ fn save_checkpoint(
     device: &Device,
 ) -> Result<()> {
     let m = model.clone().to_device(device);
+    // Nothing non-finite is ever saved: the checkpoint on disk stays the last good one.
+    if let Some(name) = divergence::first_non_finite(&m) {
+        return Err(diverged(st.step, &format!("weight {name}"), f64::NAN, spec));
+    }
     let extras = SaveExtras {
         tokenizer_from: spec.tokenizer_dir,
         files: [
@@ -278,9 +355,17 @@ fn resume(
     fp: &str,
     device: &Device,
     adapter_base: Option<&Path>,
+    now: &TrainConfig,
 ) -> Result<(Llama, AdamW, TrainerState)> {
     let st = TrainerState::read(ckpt)?;
     check_fingerprint(&st.fingerprint, fp, &ckpt.join(STATE_FILE))?;
+    for change in st
+        .train
+        .iter()
+        .flat_map(|saved| divergence::changed(saved, now))
+    {
+        tracing::info!(step = st.step, "resuming with {change}");
+    }
     let model = load_trained(ckpt, adapter_base, device)?;
     let opt = read_optimizer(ckpt)?;
     tracing::info!(step = st.step, dir = %ckpt.display(), "resuming");

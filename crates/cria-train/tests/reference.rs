@@ -146,6 +146,7 @@ fn ten_step_trajectory_matches_pytorch() {
         eval_every: 0,
         eval_batches: 0,
         save_every: 0,
+        ..TrainConfig::default()
     };
     let tmp = tempfile::tempdir().unwrap();
     let run = RunDir {

@@ -283,9 +283,12 @@ fn too_small_vocab_is_explained() {
 #[test]
 fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let s = Setup::new();
-    let cfg = s.config(50, 1);
-    // An absurd learning rate blows the weights up within a few steps.
+    let cfg = s.config(4, 1);
+    run_ok(&mut pretrain(&s, &cfg, "run"));
+    // Continued with an absurd learning rate, the weights blow up within a few steps.
     let err = run_err(pretrain(&s, &cfg, "run").args([
+        "--steps",
+        "50",
         "--set",
         "train.lr=1e9",
         "--set",
@@ -295,8 +298,17 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     ]));
     assert!(err.contains("stopping. The last good checkpoint"), "{err}");
     let good = state_step(&s.root.join("run")).expect("a checkpoint from before the blow-up");
-    assert!(good < 50);
-    // The kept checkpoint is complete and loads.
+    assert!((4..50).contains(&good), "{good}");
+    assert!(err.contains(&format!("step {good}, is in")), "{err}");
+    assert!(err.contains("--set train.lr=1e8"), "{err}");
+    // The kept checkpoint is complete, every weight finite, and it loads.
+    let weights = cria_core::weights::WeightMap::read_dir(&s.root.join("run/checkpoint")).unwrap();
+    assert!(
+        weights
+            .tensors
+            .values()
+            .all(|t| t.data.iter().all(|x| x.is_finite()))
+    );
     let out = run_ok(
         cria()
             .args(["generate", "--model"])
@@ -304,6 +316,57 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
             .args(["--prompt", "Ana", "--max-new-tokens", "2"]),
     );
     assert!(out.status.success());
+    // Resuming from it with a lower rate, as the message says, is accepted and logged.
+    let out = run_ok(
+        pretrain(&s, &cfg, "run")
+            .env("RUST_LOG", "info")
+            .args(["--steps", &(good + 2).to_string()])
+            .args(["--set", "train.lr=1e-3", "--set", "train.warmup_steps=0"]),
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("resuming with train.lr = 0.001 (was 1000000000.0)"),
+        "{log}"
+    );
+    assert_eq!(state_step(&s.root.join("run")), Some(good + 2));
+}
+
+#[test]
+fn divergence_without_a_good_checkpoint_says_so() {
+    let s = Setup::new();
+    // No checkpoint before the blow-up: nothing to name.
+    let cfg = s.config(50, 100);
+    let err = run_err(pretrain(&s, &cfg, "run").args([
+        "--set",
+        "train.lr=1e9",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "train.grad_clip=false",
+    ]));
+    assert!(
+        err.contains("There is no good checkpoint to resume from"),
+        "{err}"
+    );
+    assert!(!s.root.join("run/checkpoint").exists());
+    // A checkpoint whose weights are not finite (as older builds could leave) is not good.
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "nan"));
+    let file = s.root.join("nan/checkpoint/model.safetensors");
+    let mut map = cria_core::weights::WeightMap::default();
+    cria_core::weights::WeightMap::read_file(&file, &mut map).unwrap();
+    let mut tensors: cria_core::weights::NamedTensors = map
+        .tensors
+        .into_iter()
+        .map(|(k, t)| (k, (t.shape, t.data)))
+        .collect();
+    tensors.get_mut("model.norm.weight").unwrap().1[0] = f32::NAN;
+    cria_core::weights::save_safetensors(&file, &tensors, None).unwrap();
+    let err = run_err(pretrain(&s, &cfg, "nan").args(["--steps", "4"]));
+    assert!(
+        err.contains("There is no good checkpoint to resume from"),
+        "{err}"
+    );
 }
 
 #[test]

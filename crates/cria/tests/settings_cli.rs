@@ -97,11 +97,6 @@ fn every_out_of_range_setting_is_refused_naming_its_key() {
         ),
         (
             "pretrain",
-            "train.eval_batches=0",
-            "train.eval_batches: must be at least 1",
-        ),
-        (
-            "pretrain",
             "data.seq_len=0",
             "data.seq_len: must be at least 1, got 0",
         ),

@@ -31,6 +31,9 @@ pub struct PpoState {
     /// Pretraining batches consumed by PPO-ptx.
     pub ptx_cursor: u64,
     pub fingerprint: String,
+    /// The `[train]` settings the run was saved with (a resume may change them; logged).
+    #[serde(default)]
+    pub train: Option<crate::config::TrainConfig>,
 }
 
 /// The policy's and the value model's optimizers (the same settings, `[train]`'s).
@@ -60,6 +63,7 @@ pub(super) fn resume_or_start(
             replies_seen: 0,
             ptx_cursor: 0,
             fingerprint: setup.fingerprint.clone(),
+            train: None,
         };
         let value = reward.clone();
         let models = Models {
@@ -72,6 +76,13 @@ pub(super) fn resume_or_start(
     }
     let st: PpoState = read_state(&ckpt.join(STATE_FILE), "PPO state")?;
     check_fingerprint(&st.fingerprint, &setup.fingerprint, &ckpt.join(STATE_FILE))?;
+    for change in st
+        .train
+        .iter()
+        .flat_map(|saved| crate::divergence::changed(saved, &cfg.train))
+    {
+        tracing::info!(iteration = st.iteration, "resuming with {change}");
+    }
     let base = setup.adapted.adapter.map(|_| cfg.init.as_path());
     let models = Models {
         policy: load_trained(&ckpt, base, &ctx.inf)?,
@@ -102,6 +113,13 @@ pub(super) fn save(ctx: &Ctx<'_>, m: &Models, opts: &Optimizers, st: &PpoState) 
     let cfg = ctx.cfg;
     let policy = m.policy.clone().to_device(&ctx.inf);
     let value = m.value.clone().to_device(&ctx.inf);
+    // Nothing non-finite is ever saved: the checkpoint on disk stays the last good one.
+    for (which, model) in [("policy", &policy), ("value model", &value)] {
+        if let Some(name) = crate::divergence::first_non_finite(model) {
+            let what = format!("{which} weight {name}");
+            return Err(ctx.diverged(st.iteration, &what, f64::NAN));
+        }
+    }
     let value_cfg = serde_json::to_vec_pretty(&value.cfg.to_json()).expect("JSON");
     let extras = SaveExtras {
         tokenizer_from: Some(&cfg.init),

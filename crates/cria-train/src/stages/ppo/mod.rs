@@ -49,6 +49,19 @@ struct Ctx<'a> {
     train_dev: Device,
 }
 
+impl Ctx<'_> {
+    /// The error for a non-finite figure at iteration `it`, naming the last good checkpoint.
+    fn diverged(&self, it: u64, what: &str, value: f64) -> crate::TrainError {
+        let dir = self.run.checkpoint();
+        let at = crate::divergence::CheckpointAt {
+            dir: &dir,
+            state_file: STATE_FILE,
+            key: "iteration",
+        };
+        crate::divergence::diverged(it, what, value, &at, self.cfg.train.lr)
+    }
+}
+
 /// What changes from iteration to iteration.
 struct Live {
     models: Models,
@@ -79,8 +92,9 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         train_dev: device::training_device(),
     };
     ctx.run.prepare()?;
-    let (mut models, opts, st) =
+    let (mut models, opts, mut st) =
         checkpoint::resume_or_start(&ctx, loaded.policy, loaded.reference, loaded.reward)?;
+    st.train = Some(cfg.train.clone());
     truncate_metrics(&ctx.run.metrics(), st.iteration)?;
     let trainable = ctx
         .setup

@@ -8,7 +8,7 @@ use super::checkpoint::PpoState;
 use super::{Ctx, Live};
 use crate::batch::Batch;
 use crate::data::{DataSource, TokenShards};
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 use crate::losses::{ppo_policy_loss, ppo_value_loss};
 use crate::method::{Trainable, every_param};
 use crate::metrics::Metrics;
@@ -64,18 +64,18 @@ pub(super) fn epochs(
             let pg = scalar(&loss);
             let loss = with_ptx(ctx, &m.policy, loss, ptx.as_mut(), st, &mut stats.metrics)?;
             if !pg.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: st.iteration + 1,
-                    value: format!("{pg}"),
-                    checkpoint: ctx.run.checkpoint(),
-                });
+                return Err(ctx.diverged(st.iteration + 1, "policy loss", pg));
             }
-            stats.grad_norm = step(&mut m.policy, &mut opts.policy, loss, trainable, lr)?;
+            let it = st.iteration + 1;
+            let g = step(&mut m.policy, &mut opts.policy, loss, trainable, lr)?;
+            stats.grad_norm =
+                g.map_err(|NonFiniteNorm(n)| ctx.diverged(it, "policy gradient norm", n))?;
             let values = m.value.scores(b.input_ids(&ctx.train_dev));
             let (vloss, vm) =
                 ppo_value_loss(values, &cols[2], &cols[4], &cols[0], p.value_clip_range);
             let vl = scalar(&vloss);
-            step(&mut m.value, &mut opts.value, vloss, &every_param, vlr)?;
+            step(&mut m.value, &mut opts.value, vloss, &every_param, vlr)?
+                .map_err(|NonFiniteNorm(n)| ctx.diverged(it, "value gradient norm", n))?;
             for (k, v) in pm.into_iter().chain(vm) {
                 *stats.metrics.entry(k).or_default() += v;
             }
@@ -110,21 +110,17 @@ fn with_ptx(
 }
 
 /// One backward pass of `loss` and a step of the parameters `trainable` accepts; returns the
-/// gradient norm before clipping.
+/// gradient norm before clipping, or the non-finite norm (nothing changed then).
 fn step(
     model: &mut Llama,
     opt: &mut Optimizer,
     loss: Tensor<1>,
     trainable: &Trainable,
     lr: f64,
-) -> Result<f64> {
+) -> Result<std::result::Result<f64, NonFiniteNorm>> {
     let mut grads = Grads::default();
     grads.add(model, &loss.backward(), trainable)?;
-    opt.step(model, grads, lr).map_err(|NonFiniteNorm(norm)| {
-        TrainError::Invalid(format!(
-            "non-finite gradient norm {norm}; lower train.lr or raise ppo.kl_coef"
-        ))
-    })
+    Ok(opt.step(model, grads, lr))
 }
 
 fn scalar(t: &Tensor<1>) -> f64 {
