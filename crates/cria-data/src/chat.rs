@@ -70,7 +70,7 @@ pub fn encode(
         e.train.extend(std::iter::repeat_n(train, ids.len()));
     };
     for m in messages {
-        let reply = m.role == Role::Assistant;
+        let reply = m.role == Role::Assistant && m.train;
         push(&mut e, &[ct.role(m.role)], train_on_inputs);
         let piece = tok.encode(&format!("\n{}", m.text()), false)?;
         // The leading newline belongs to the prompt `<|assistant|>\n`; the reply starts after.

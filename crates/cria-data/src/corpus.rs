@@ -43,7 +43,7 @@ pub fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             if kind(p).is_none() {
                 return Err(DataError::Record {
                     path: p.clone(),
-                    line: 0,
+                    line: None,
                     msg: format!(
                         "unknown corpus file type (expected {}, optionally .gz)",
                         EXTENSIONS.join(", ")
@@ -103,7 +103,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
                 }
                 let rec = |msg: String| DataError::Record {
                     path: path.to_path_buf(),
-                    line: i + 1,
+                    line: Some(i + 1),
                     msg,
                 };
                 let v: serde_json::Value =

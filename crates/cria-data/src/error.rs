@@ -12,10 +12,12 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {msg}")]
+    /// A malformed record or line: `line` is `None` for a JSON list (the message names the
+    /// record) or a whole file.
+    #[error("{}: {msg}", location(.path, *.line))]
     Record {
         path: PathBuf,
-        line: usize,
+        line: Option<usize>,
         msg: String,
     },
     #[error("{path}:{line}: not valid UTF-8 (byte offset {offset}); convert the file to UTF-8")]
@@ -30,6 +32,13 @@ pub enum DataError {
     Core(#[from] cria_core::CoreError),
     #[error("{path}: {msg}")]
     Shard { path: PathBuf, msg: String },
+}
+
+fn location(path: &std::path::Path, line: Option<usize>) -> String {
+    match line {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    }
 }
 
 impl DataError {

@@ -4,7 +4,7 @@
 //! file, line and field.
 
 use crate::error::{DataError, Result};
-use crate::sft::{At, read_records, string};
+use crate::records::{At, Rejects, read_records, string};
 use serde_json::Value;
 use std::path::Path;
 
@@ -17,7 +17,7 @@ pub struct Qa {
 
 /// Reads a question/answer file.
 pub fn read_qa(path: &Path) -> Result<Vec<Qa>> {
-    let rows = read_records(path, |at: &At, rec: &Value| {
+    let rows = read_records(path, &mut Rejects::strict(), |at: &At, rec: &Value| {
         let question = string(at, rec, "question", "question")?.to_string();
         let answers = match (rec.get("answer"), rec.get("answers")) {
             (Some(_), _) => vec![string(at, rec, "answer", "answer")?.to_string()],
@@ -60,7 +60,7 @@ pub struct Mc {
 pub fn read_truthful(path: &Path) -> Result<Vec<Mc>> {
     let err = |line: usize, msg: String| DataError::Record {
         path: path.to_path_buf(),
-        line,
+        line: Some(line),
         msg,
     };
     let bytes = crate::corpus::read_bytes(path)?;

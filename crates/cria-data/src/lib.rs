@@ -6,6 +6,7 @@ pub mod error;
 pub mod evalsets;
 pub mod message;
 pub mod prefs;
+pub mod records;
 pub mod sft;
 pub mod shards;
 pub mod template;

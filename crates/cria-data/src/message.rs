@@ -37,6 +37,18 @@ pub struct Message {
     /// section; other formats append it to the content after a blank line ([`Message::text`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
+    /// Whether the loss trains on this turn when it is the assistant's (OpenAI's `weight` of
+    /// 0 keeps a turn as context only).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub train: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 impl Message {
@@ -45,6 +57,7 @@ impl Message {
             role,
             content: content.into(),
             input: None,
+            train: true,
         }
     }
 

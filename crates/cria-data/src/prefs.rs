@@ -5,14 +5,21 @@
 //! - pairs without a prompt, `{chosen, rejected}` as whole conversations (lists of messages, or
 //!   HH-RLHF transcripts `"\n\nHuman: …\n\nAssistant: …"`): the prompt is the turns they share;
 //! - K-way rankings `{prompt, responses: [...], ranking: [...]}`, `ranking` the response indices
-//!   best first (InstructGPT's labels).
+//!   best first (InstructGPT's labels);
+//! - UltraFeedback-binarized: `prompt` a string and `chosen`/`rejected` whole conversations
+//!   (the prompt turns included; scores and other fields ignored);
+//! - LLaMA-Factory's ShareGPT pairs: `conversations` (`from`/`value` turns) with `chosen` and
+//!   `rejected` each one `{from, value}` message;
+//! - StackExchange-style `{question, response_j, response_k}`, `response_j` preferred.
+//!
+//! KTO's unpaired `{prompt, completion, label}` is refused: these stages need pairs.
 //!
 //! Every record becomes a prompt and its responses best first; a malformed one is an error
 //! naming the file, line (or record) and field.
 
 use crate::error::{DataError, Result};
 use crate::message::{Message, Role};
-use crate::sft::{At, read_records, turns};
+use crate::records::{At, Rejects, message, read_records, short, turns};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -27,16 +34,27 @@ pub struct Preference {
 
 /// Reads every preference record of one file.
 pub fn read_preferences(path: &Path) -> Result<Vec<Preference>> {
-    read_records(path, preference)
+    read_records(path, &mut Rejects::strict(), preference)
 }
 
-/// Reads and concatenates several files; none may be empty.
+/// Reads and concatenates several files; none may be empty. Malformed records fail.
 pub fn read_all_preferences(paths: &[PathBuf]) -> Result<Vec<Preference>> {
+    read_all_preferences_with(paths, &mut Rejects::strict())
+}
+
+/// As [`read_all_preferences`], malformed records going to `rejects`.
+pub fn read_all_preferences_with(
+    paths: &[PathBuf],
+    rejects: &mut Rejects,
+) -> Result<Vec<Preference>> {
     let mut all = Vec::new();
     for p in paths {
-        let v = read_preferences(p)?;
+        let v = read_records(p, rejects, preference)?;
         if v.is_empty() {
-            return Err(DataError::Empty(format!("{}: no records", p.display())));
+            return Err(DataError::Empty(format!(
+                "{}: no records left to use",
+                p.display()
+            )));
         }
         all.extend(v);
     }
@@ -55,7 +73,10 @@ fn prompt_of(at: &At, rec: &Value) -> Result<Vec<Message>> {
         Some(other) => {
             return Err(at.err(
                 "prompt",
-                format!("expected a string or a list of messages, got {other}"),
+                format!(
+                    "expected a string or a list of messages, got {}",
+                    short(other)
+                ),
             ));
         }
         None => return Err(at.err("prompt", "missing")),
@@ -76,15 +97,20 @@ fn check_prompt(at: &At, field: &str, msgs: &[Message]) -> Result<()> {
     }
 }
 
-/// A response: a non-empty string (one assistant turn) or a list of messages.
+/// A response: a non-empty string (one assistant turn), one message object or a list of
+/// messages.
 fn response_of(at: &At, v: &Value, field: &str) -> Result<Vec<Message>> {
     let msgs = match v {
         Value::String(s) => vec![Message::new(Role::Assistant, s.as_str())],
         list @ Value::Array(_) => turns(at, list, field, "role", "content", role_of)?,
+        obj @ Value::Object(_) => vec![one_message(at, obj, field)?],
         other => {
             return Err(at.err(
                 field,
-                format!("expected a string or a list of messages, got {other}"),
+                format!(
+                    "expected a string or a list of messages, got {}",
+                    short(other)
+                ),
             ));
         }
     };
@@ -150,8 +176,39 @@ fn conversation_of(at: &At, v: &Value, field: &str) -> Result<Vec<Message>> {
             )
         }),
         list @ Value::Array(_) => turns(at, list, field, "role", "content", role_of),
-        other => Err(at.err(field, format!("expected a conversation, got {other}"))),
+        other => Err(at.err(
+            field,
+            format!("expected a conversation, got {}", short(other)),
+        )),
     }
+}
+
+/// One message object, `{role, content}` or ShareGPT's `{from, value}`.
+fn one_message(at: &At, obj: &Value, field: &str) -> Result<Message> {
+    if obj.get("from").is_some() {
+        message(at, obj, field, "from", "value", &sharegpt_role)
+    } else {
+        message(at, obj, field, "role", "content", &role_of)
+    }
+}
+
+fn sharegpt_role(r: &str) -> Option<Role> {
+    match r {
+        "human" | "user" => Some(Role::User),
+        "gpt" | "assistant" => Some(Role::Assistant),
+        "system" => Some(Role::System),
+        _ => None,
+    }
+}
+
+/// Whether a conversation-valued field holds the prompt turns too (it starts with a user or
+/// system turn), as UltraFeedback's chosen/rejected do.
+fn is_whole_conversation(v: &Value) -> bool {
+    v.as_array()
+        .and_then(|l| l.first())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        .is_some_and(|r| r != "assistant")
 }
 
 fn preference(at: &At, rec: &Value) -> Result<Preference> {
@@ -161,30 +218,74 @@ fn preference(at: &At, rec: &Value) -> Result<Preference> {
     let p = if let Some(responses) = rec.get("responses") {
         ranking(at, rec, responses)?
     } else if rec.get("chosen").is_some() || rec.get("rejected").is_some() {
-        let chosen = rec
-            .get("chosen")
-            .ok_or_else(|| at.err("chosen", "missing"))?;
-        let rejected = rec
-            .get("rejected")
-            .ok_or_else(|| at.err("rejected", "missing"))?;
-        if rec.get("prompt").is_some() {
-            Preference {
-                prompt: prompt_of(at, rec)?,
-                responses: vec![
-                    response_of(at, chosen, "chosen")?,
-                    response_of(at, rejected, "rejected")?,
-                ],
-            }
-        } else {
-            implicit(at, chosen, rejected)?
+        pair(at, rec)?
+    } else if rec.get("response_j").is_some() || rec.get("response_k").is_some() {
+        let field = |k: &str| rec.get(k).ok_or_else(|| at.err(k, "missing"));
+        let question = field("question")?
+            .as_str()
+            .ok_or_else(|| at.err("question", "expected a string"))?;
+        let prompt = vec![Message::new(Role::User, question)];
+        check_prompt(at, "question", &prompt)?;
+        Preference {
+            prompt,
+            responses: vec![
+                response_of(at, field("response_j")?, "response_j")?,
+                response_of(at, field("response_k")?, "response_k")?,
+            ],
         }
+    } else if rec.get("label").is_some() {
+        return Err(at.err(
+            "label",
+            "unpaired feedback (KTO's {prompt, completion, label}): the reward model and DPO \
+             learn from pairs or rankings of answers to the same prompt; pair the desirable and \
+             undesirable completions of each prompt first",
+        ));
     } else {
         return Err(at.err(
             "(record)",
-            "not a preference record: expected `chosen`/`rejected` (with or without `prompt`) \
-             or `prompt`/`responses`/`ranking`",
+            "not a preference record: expected `chosen`/`rejected` (with or without `prompt`), \
+             `prompt`/`responses`/`ranking` or `question`/`response_j`/`response_k`",
         ));
     };
+    distinct(at, &p)?;
+    Ok(p)
+}
+
+/// A chosen/rejected pair in any of its layouts.
+fn pair(at: &At, rec: &Value) -> Result<Preference> {
+    let chosen = rec
+        .get("chosen")
+        .ok_or_else(|| at.err("chosen", "missing"))?;
+    let rejected = rec
+        .get("rejected")
+        .ok_or_else(|| at.err("rejected", "missing"))?;
+    if let Some(list) = rec.get("conversations") {
+        // LLaMA-Factory: the prompt as ShareGPT turns, each answer one message.
+        let prompt = turns(at, list, "conversations", "from", "value", sharegpt_role)?;
+        check_prompt(at, "conversations", &prompt)?;
+        return Ok(Preference {
+            prompt,
+            responses: vec![
+                response_of(at, chosen, "chosen")?,
+                response_of(at, rejected, "rejected")?,
+            ],
+        });
+    }
+    if rec.get("prompt").is_some() && !is_whole_conversation(chosen) {
+        return Ok(Preference {
+            prompt: prompt_of(at, rec)?,
+            responses: vec![
+                response_of(at, chosen, "chosen")?,
+                response_of(at, rejected, "rejected")?,
+            ],
+        });
+    }
+    // Whole conversations (TRL's implicit prompt, HH-RLHF, UltraFeedback's lists).
+    implicit(at, chosen, rejected)
+}
+
+/// The responses of a preference must differ.
+fn distinct(at: &At, p: &Preference) -> Result<()> {
     for (i, r) in p.responses.iter().enumerate() {
         if let Some(j) = p.responses[..i].iter().position(|o| o == r) {
             let field = if p.responses.len() == 2 {
@@ -205,7 +306,7 @@ fn preference(at: &At, rec: &Value) -> Result<Preference> {
             ));
         }
     }
-    Ok(p)
+    Ok(())
 }
 
 /// Chosen and rejected as whole conversations: the prompt is what they share.
@@ -284,14 +385,27 @@ fn ranking(at: &At, rec: &Value, responses: &Value) -> Result<Preference> {
 /// turn is the user's, or preference pairs whose prompt is implicit (the turns chosen and
 /// rejected share); anything else in the record is ignored.
 pub fn read_prompts(paths: &[PathBuf]) -> Result<Vec<Vec<Message>>> {
+    read_prompts_with(paths, &mut Rejects::strict())
+}
+
+/// As [`read_prompts`], malformed records going to `rejects`.
+pub fn read_prompts_with(paths: &[PathBuf], rejects: &mut Rejects) -> Result<Vec<Vec<Message>>> {
     let mut all = Vec::new();
     for p in paths {
-        let v = read_records(p, |at, rec| {
+        let v = read_records(p, rejects, |at, rec| {
             if rec.get("prompt").is_some() {
                 prompt_of(at, rec)
             } else if let Some(list) = rec.get("messages") {
                 let m = turns(at, list, "messages", "role", "content", role_of)?;
                 check_prompt(at, "messages", &m)?;
+                Ok(m)
+            } else if let Some(list) = rec.get("conversations") {
+                let m = turns(at, list, "conversations", "from", "value", sharegpt_role)?;
+                check_prompt(at, "conversations", &m)?;
+                Ok(m)
+            } else if let Some(q) = rec.get("question").and_then(Value::as_str) {
+                let m = vec![Message::new(Role::User, q)];
+                check_prompt(at, "question", &m)?;
                 Ok(m)
             } else if let Some(chosen) = rec.get("chosen") {
                 // A pair without a prompt: the chosen conversation up to its last user turn

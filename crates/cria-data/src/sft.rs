@@ -4,101 +4,32 @@
 //! list of messages; a malformed record is an error naming the file, the line (JSONL) or
 //! record number (JSON list), and the field.
 
-use crate::corpus::{read_bytes, to_utf8};
 use crate::error::{DataError, Result};
 use crate::message::{Message, Role};
+use crate::records::{At, Rejects, read_records, short, string, turns};
 use serde_json::Value;
-use std::path::Path;
-
-/// Where a record sits, for error messages.
-pub(crate) struct At<'a> {
-    pub path: &'a Path,
-    pub line: usize,
-    pub record: Option<usize>,
-}
-
-impl At<'_> {
-    pub(crate) fn err(&self, field: &str, msg: impl std::fmt::Display) -> DataError {
-        let what = match self.record {
-            Some(r) => format!("record {r}: field `{field}`: {msg}"),
-            None => format!("field `{field}`: {msg}"),
-        };
-        DataError::Record {
-            path: self.path.to_path_buf(),
-            line: self.line,
-            msg: what,
-        }
-    }
-}
-
-pub(crate) fn string<'v>(at: &At, obj: &'v Value, field: &str, path: &str) -> Result<&'v str> {
-    match obj.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(at.err(path, format!("expected a string, got {other}"))),
-        None => Err(at.err(path, "missing")),
-    }
-}
+use std::path::{Path, PathBuf};
 
 /// Reads every conversation of one file.
 pub fn read_conversations(path: &Path) -> Result<Vec<Vec<Message>>> {
-    read_records(path, conversation)
+    read_records(path, &mut Rejects::strict(), conversation)
 }
 
-/// Reads one JSON list or JSONL file (optionally gzipped), turning each record into a `T`.
-pub(crate) fn read_records<T>(
-    path: &Path,
-    parse: impl Fn(&At, &Value) -> Result<T>,
-) -> Result<Vec<T>> {
-    let text = to_utf8(path, read_bytes(path)?)?;
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        let v: Value = serde_json::from_str(&text).map_err(|e| DataError::Record {
-            path: path.to_path_buf(),
-            line: e.line(),
-            msg: format!("invalid JSON: {e}"),
-        })?;
-        let items = v.as_array().expect("starts with [");
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, rec)| {
-                let at = At {
-                    path,
-                    line: 0,
-                    record: Some(i + 1),
-                };
-                parse(&at, rec)
-            })
-            .collect()
-    } else {
-        let mut out = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = At {
-                path,
-                line: i + 1,
-                record: None,
-            };
-            let rec: Value = serde_json::from_str(line).map_err(|e| DataError::Record {
-                path: path.to_path_buf(),
-                line: i + 1,
-                msg: format!("invalid JSON: {e}"),
-            })?;
-            out.push(parse(&at, &rec)?);
-        }
-        Ok(out)
-    }
+/// Reads and concatenates several files; none may be empty. Malformed records fail.
+pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Vec<Message>>> {
+    read_all_with(paths, &mut Rejects::strict())
 }
 
-/// Reads and concatenates several files; none may be empty.
-pub fn read_all(paths: &[std::path::PathBuf]) -> Result<Vec<Vec<Message>>> {
+/// As [`read_all`], malformed records going to `rejects` (which fails or skips them).
+pub fn read_all_with(paths: &[PathBuf], rejects: &mut Rejects) -> Result<Vec<Vec<Message>>> {
     let mut all = Vec::new();
     for p in paths {
-        let c = read_conversations(p)?;
+        let c = read_records(p, rejects, conversation)?;
         if c.is_empty() {
-            return Err(DataError::Empty(format!("{}: no records", p.display())));
+            return Err(DataError::Empty(format!(
+                "{}: no records left to use",
+                p.display()
+            )));
         }
         all.extend(c);
     }
@@ -109,8 +40,31 @@ fn conversation(at: &At, rec: &Value) -> Result<Vec<Message>> {
     if !rec.is_object() {
         return Err(at.err("(record)", "expected a JSON object"));
     }
+    // KTO's unpaired feedback: a completion marked undesirable must not be learned.
+    match rec.get("label") {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => {
+            return Err(at.err(
+                "label",
+                "an undesirable completion (KTO's `label: false`): supervised fine-tuning \
+                 would learn it; keep only `label: true` records",
+            ));
+        }
+        Some(other) => {
+            return Err(at.err(
+                "label",
+                format!("expected true or false, got {}", short(other)),
+            ));
+        }
+    }
     let msgs = if let Some(list) = rec.get("messages") {
         turns(at, list, "messages", "role", "content", Role::parse)?
+    } else if rec.get("chosen").is_some() || rec.get("responses").is_some() {
+        return Err(at.err(
+            "(record)",
+            "a preference record (chosen/rejected or a ranking): SFT trains on demonstrations; \
+             give it to `cria rm` or `cria dpo`, or SFT on the chosen answers",
+        ));
     } else if let Some(list) = rec.get("conversations") {
         turns(at, list, "conversations", "from", "value", |r| match r {
             "human" | "user" => Some(Role::User),
@@ -133,13 +87,7 @@ fn conversation(at: &At, rec: &Value) -> Result<Vec<Message>> {
             Message::new(Role::Assistant, string(at, rec, "output", "output")?),
         ]
     } else if rec.get("prompt").is_some() {
-        vec![
-            Message::new(Role::User, string(at, rec, "prompt", "prompt")?),
-            Message::new(
-                Role::Assistant,
-                string(at, rec, "completion", "completion")?,
-            ),
-        ]
+        prompt_completion(at, rec)?
     } else {
         return Err(at.err(
             "(record)",
@@ -150,29 +98,25 @@ fn conversation(at: &At, rec: &Value) -> Result<Vec<Message>> {
     Ok(msgs)
 }
 
-pub(crate) fn turns(
-    at: &At,
-    list: &Value,
-    field: &str,
-    role_key: &str,
-    content_key: &str,
-    role_of: impl Fn(&str) -> Option<Role>,
-) -> Result<Vec<Message>> {
-    let items = list
-        .as_array()
-        .ok_or_else(|| at.err(field, "expected a list of turns"))?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, turn)| {
-            let name = |k: &str| format!("{field}[{i}].{k}");
-            let role = string(at, turn, role_key, &name(role_key))?;
-            let role = role_of(role)
-                .ok_or_else(|| at.err(&name(role_key), format!("unknown role `{role}`")))?;
-            let content = string(at, turn, content_key, &name(content_key))?;
-            Ok(Message::new(role, content))
-        })
-        .collect()
+/// `{prompt, completion}`: each a string, or (TRL's conversational form) a list of messages.
+fn prompt_completion(at: &At, rec: &Value) -> Result<Vec<Message>> {
+    let part = |field: &str, role: Role| -> Result<Vec<Message>> {
+        match rec.get(field) {
+            Some(Value::String(s)) => Ok(vec![Message::new(role, s.as_str())]),
+            Some(list @ Value::Array(_)) => turns(at, list, field, "role", "content", Role::parse),
+            Some(other) => Err(at.err(
+                field,
+                format!(
+                    "expected a string or a list of messages, got {}",
+                    short(other)
+                ),
+            )),
+            None => Err(at.err(field, "missing")),
+        }
+    };
+    let mut msgs = part("prompt", Role::User)?;
+    msgs.extend(part("completion", Role::Assistant)?);
+    Ok(msgs)
 }
 
 /// A conversation must end on a non-empty assistant turn, with a system turn only first.

@@ -190,7 +190,7 @@ impl ChatTemplate {
         let mut train = vec![train_on_inputs; ids.len()];
         if !train_on_inputs {
             for (i, m) in messages.iter().enumerate() {
-                if m.role != Role::Assistant {
+                if m.role != Role::Assistant || !m.train {
                     continue;
                 }
                 let start = tok

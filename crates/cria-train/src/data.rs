@@ -8,6 +8,7 @@ use crate::error::{Result, TrainError};
 use cria_core::hash::{FNV_OFFSET, fnv1a};
 use cria_core::tokenizer::Tokenizer;
 use cria_data::corpus;
+use cria_data::records::Rejects;
 use cria_data::shards::{self, Order, ShardMeta, TokenFile};
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,26 @@ pub trait DataSource {
     fn val_batches(&mut self, n: usize) -> Result<Vec<Batch>>;
     /// Identifies the data, so a resume on different data is refused.
     fn fingerprint(&self) -> String;
+}
+
+/// The readers' policy for malformed records: fail naming the record (the default), or with
+/// `data.skip_invalid` skip it and keep it for the rejects file.
+pub fn rejects(skip_invalid: bool) -> Rejects {
+    if skip_invalid {
+        Rejects::skipping()
+    } else {
+        Rejects::strict()
+    }
+}
+
+/// With `data.skip_invalid`, writes the skipped records to `out/rejects.jsonl` (and logs how
+/// many were skipped for each reason).
+pub fn write_rejects(rejects: &Rejects, out: &Path) -> Result<()> {
+    if rejects.skip {
+        std::fs::create_dir_all(out).map_err(|e| cria_core::CoreError::io(out, e))?;
+        rejects.write(&out.join("rejects.jsonl"))?;
+    }
+    Ok(())
 }
 
 /// Splits off `fraction` of `items` (at least one, never all) for validation, in a seeded

@@ -227,6 +227,74 @@ fn bad_preference_records_name_file_line_and_field() {
     );
 }
 
+#[test]
+fn skip_invalid_trains_on_the_good_records_and_writes_the_rejects() {
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    let good = std::fs::read_to_string(write_prefs(&s.root)).unwrap();
+    let bad = "{\"prompt\": \"hi\", \"chosen\": \"\", \"rejected\": \"b\"}\nnot json\n";
+    std::fs::write(s.root.join("prefs.jsonl"), format!("{good}{bad}")).unwrap();
+    let c = write_config(&s, "rm", "");
+    let err = run_err(
+        cria()
+            .arg("rm")
+            .arg("--config")
+            .arg(&c)
+            .current_dir(&s.root),
+    );
+    assert!(
+        err.contains("prefs.jsonl:25:") && err.contains("--skip-invalid"),
+        "{err}"
+    );
+    let out = run_ok(
+        cria()
+            .args(["rm", "--skip-invalid", "--steps", "1", "--config"])
+            .arg(&c)
+            .current_dir(&s.root),
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("skipped=2"), "{log}");
+    let rejects = std::fs::read_to_string(s.root.join("rm/rejects.jsonl")).unwrap();
+    assert_eq!(rejects.lines().count(), 2, "{rejects}");
+    assert!(rejects.contains("empty response") && rejects.contains("invalid JSON"));
+    assert!(s.root.join("rm/checkpoint").exists());
+}
+
+#[test]
+fn keep_end_truncation_keeps_the_answers_of_long_prompts() {
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    let long = "Ana gave Bo some tea on day 3. ".repeat(20);
+    let lines: String = (0..8)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"prompt": format!("{long} Who has tea {i}?"), "chosen": "Bo has it.", "rejected": "No."})
+            )
+        })
+        .collect();
+    std::fs::write(s.root.join("prefs.jsonl"), lines).unwrap();
+    for cmd in ["rm", "dpo"] {
+        let c = write_config(&s, cmd, "");
+        // Keeping each row's first 48 tokens leaves no answer to compare.
+        let err = run_err(cria().arg(cmd).arg("--config").arg(&c).current_dir(&s.root));
+        assert!(err.contains("no preference has a response"), "{cmd}: {err}");
+        let out = run_ok(
+            cria()
+                .arg(cmd)
+                .arg("--config")
+                .arg(&c)
+                .args(["--steps", "1", "--set", "data.truncation=\"keep_end\""])
+                .env("RUST_LOG", "info")
+                .current_dir(&s.root),
+        );
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(log.contains("prompt_cut=8"), "{cmd}: {log}");
+    }
+}
+
 /// A pretrained tiny base, the preference file, and a reward model trained from the base for
 /// `steps` steps (in `rm/`).
 fn with_reward_model(steps: u64) -> Setup {
@@ -396,7 +464,7 @@ fn ppo_refuses_bad_setups() {
     // A prompt record without a prompt names its line.
     std::fs::write(
         s.root.join("bad.jsonl"),
-        "{\"prompt\": \"hi\"}\n{\"question\": \"x\"}\n",
+        "{\"prompt\": \"hi\"}\n{\"query\": \"x\"}\n",
     )
     .unwrap();
     let err = ppo(&["--set", "data.prompts=[\"bad.jsonl\"]"]);

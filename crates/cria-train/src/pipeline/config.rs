@@ -98,6 +98,9 @@ pub struct PipelineConfig {
     pub out: PathBuf,
     /// Start from this Hugging Face checkpoint: no tokenizer or pretraining stage.
     pub init: Option<PathBuf>,
+    /// Every stage skips malformed data records instead of stopping (each stage writes its
+    /// `rejects.jsonl`).
+    pub skip_invalid: bool,
     pub world: Option<WorldStage>,
     pub tokenizer: Option<TokenizerStage>,
     pub pretrain: Option<PretrainConfig>,

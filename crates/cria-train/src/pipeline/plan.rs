@@ -186,6 +186,7 @@ fn plan_sft(cfg: &PipelineConfig, base: PathBuf, stages: &mut Vec<Stage>) -> Res
     })?;
     sft.init = base;
     sft.out = cfg.out.join("sft");
+    sft.data.skip_invalid |= cfg.skip_invalid;
     or_default(&mut sft.data.train, world_file(cfg, "sft.jsonl"));
     or_default(&mut sft.data.val, world_file(cfg, "sft-val.jsonl"));
     let sft_is_adapter = sft.method != Method::Full;
@@ -212,6 +213,7 @@ fn plan_preferences(cfg: &PipelineConfig, stages: &mut Vec<Stage>) -> Result<()>
         let mut rm = rm.clone();
         rm.init = sft_ckpt.clone();
         rm.out = out.join("rm");
+        rm.data.skip_invalid |= cfg.skip_invalid;
         prefs(&mut rm.data.train, &mut rm.data.val);
         stages.push(Stage::Rm(Box::new(rm)));
     }
@@ -219,6 +221,7 @@ fn plan_preferences(cfg: &PipelineConfig, stages: &mut Vec<Stage>) -> Result<()>
         let mut d = d.clone();
         d.init = sft_ckpt.clone();
         d.out = out.join("dpo");
+        d.data.skip_invalid |= cfg.skip_invalid;
         prefs(&mut d.data.train, &mut d.data.val);
         stages.push(Stage::Dpo(Box::new(d)));
     }
@@ -232,6 +235,7 @@ fn plan_preferences(cfg: &PipelineConfig, stages: &mut Vec<Stage>) -> Result<()>
         p.init = sft_ckpt;
         p.reward_model = out.join("rm/checkpoint");
         p.out = out.join("ppo");
+        p.data.skip_invalid |= cfg.skip_invalid;
         or_default(&mut p.data.prompts, world_file(cfg, "prompts.jsonl"));
         stages.push(Stage::Ppo(Box::new(p)));
     }

@@ -147,7 +147,7 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
     let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
     check::fits_context("data.seq_len", cfg.data.seq_len, reference.max_len())?;
     let max = cfg.data.seq_len + 1;
-    let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &tok, &fmt, max)?;
+    let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &cfg.out, &tok, &fmt, max)?;
     let (mut train, mut val) = (pairs(t.groups, cfg.pairs), pairs(v.groups, cfg.pairs));
     let fp = format!(
         "dpo {} beta={} seq_len={}",
@@ -159,6 +159,7 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         pairs = train.len(),
         val_pairs = val.len(),
         truncated = t.truncated + v.truncated,
+        prompt_cut = t.prompt_cut + v.prompt_cut,
         dropped = t.dropped + v.dropped,
         "DPO data ready; computing the reference log-probabilities"
     );

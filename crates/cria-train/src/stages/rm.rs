@@ -64,7 +64,7 @@ pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<P
     let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
     crate::check::fits_context("data.seq_len", cfg.data.seq_len, model.max_len())?;
     let max = cfg.data.seq_len;
-    let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &tok, &fmt, max)?;
+    let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &cfg.out, &tok, &fmt, max)?;
     let pairs = |g: &[Group]| g.iter().map(|x| x.len() * (x.len() - 1) / 2).sum::<usize>();
     tracing::info!(
         prompts = t.groups.len(),
@@ -72,8 +72,9 @@ pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<P
         val_prompts = v.groups.len(),
         val_pairs = pairs(&v.groups),
         truncated = t.truncated + v.truncated,
+        prompt_cut = t.prompt_cut + v.prompt_cut,
         dropped = t.dropped + v.dropped,
-        "reward-model data ready (over-long rows keep their first seq_len tokens; dropped \
+        "reward-model data ready (over-long rows are cut as data.truncation says; dropped \
          preferences had a response cut away entirely)"
     );
     let fp = format!("rm {} seq_len={}", fingerprint(&t.groups), cfg.data.seq_len);

@@ -6,7 +6,7 @@
 use crate::batch::{self, Layout, Row};
 use crate::check;
 use crate::config::TrainConfig;
-use crate::data::{Shuffled, hold_out};
+use crate::data::{self, Shuffled, hold_out};
 use crate::error::{Result, TrainError};
 use crate::method::{self, Method};
 use crate::metrics::{Reporter, RunDir};
@@ -15,7 +15,7 @@ use cria_core::nn::lora::LoraConfig;
 use cria_core::nn::prefix::PrefixConfig;
 use cria_core::{checkpoint, device, fsutil};
 use cria_data::chat::{self, ALPACA_TEMPLATE, CHAT_TEMPLATE, ChatFormat, Encoded, FormatChoice};
-use cria_data::sft::read_all;
+use cria_data::sft::read_all_with;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -36,6 +36,9 @@ pub struct SftDataConfig {
     /// Prompt format: `auto` (the checkpoint's own chat template, else cria's), `cria` or
     /// `alpaca`. The checkpoint written carries it as its `chat_template`.
     pub format: FormatChoice,
+    /// Skip malformed records instead of stopping, counting them by reason and writing them
+    /// to `out/rejects.jsonl`.
+    pub skip_invalid: bool,
 }
 
 impl Default for SftDataConfig {
@@ -48,6 +51,7 @@ impl Default for SftDataConfig {
             train_on_inputs: false,
             packing: false,
             format: FormatChoice::Auto,
+            skip_invalid: false,
         }
     }
 }
@@ -188,8 +192,10 @@ fn load_rows(
     fmt: &ChatFormat,
     max: usize,
 ) -> Result<(Vec<Row>, Vec<Row>, String)> {
-    let mut convs = read_all(&cfg.data.train)?;
-    let mut val_convs = read_all(&cfg.data.val)?;
+    let mut rejects = data::rejects(cfg.data.skip_invalid);
+    let mut convs = read_all_with(&cfg.data.train, &mut rejects)?;
+    let mut val_convs = read_all_with(&cfg.data.val, &mut rejects)?;
+    data::write_rejects(&rejects, &cfg.out)?;
     if val_convs.is_empty() {
         (convs, val_convs) = hold_out(convs, cfg.data.val_fraction, cfg.train.seed);
     }

@@ -29,7 +29,7 @@ impl Args {
         if self.run.config.is_none() {
             anyhow::bail!("name the pipeline file: `cria pipeline run FILE.toml`");
         }
-        self.run.resolve(PATHS)
+        self.run.resolve_with(PATHS, "skip_invalid")
     }
 }
 

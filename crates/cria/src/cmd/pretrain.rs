@@ -12,6 +12,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.run.skip_invalid {
+        anyhow::bail!(
+            "--skip-invalid applies to record files (instructions, preferences, prompts); a \
+             pretraining corpus is read whole, so fix or remove the file it names"
+        );
+    }
     let cfg: PretrainConfig = a
         .run
         .resolve(&["out", "init", "tokenizer", "data.inputs"])?;

@@ -21,6 +21,10 @@ pub struct RunArgs {
     /// Optimizer steps (overrides `train.steps`).
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Skip malformed data records instead of stopping: they are counted by reason in the log
+    /// and written to `rejects.jsonl` in the run directory (sets `data.skip_invalid`).
+    #[arg(long)]
+    pub skip_invalid: bool,
 }
 
 impl RunArgs {
@@ -33,7 +37,19 @@ impl RunArgs {
 
     /// Defaults < file < flags, deserialised into the stage's config (unknown keys are errors).
     pub fn resolve<T: serde::de::DeserializeOwned>(&self, path_keys: &[&str]) -> anyhow::Result<T> {
+        self.resolve_with(path_keys, "data.skip_invalid")
+    }
+
+    /// As [`RunArgs::resolve`], `--skip-invalid` setting `skip_key`.
+    pub fn resolve_with<T: serde::de::DeserializeOwned>(
+        &self,
+        path_keys: &[&str],
+        skip_key: &str,
+    ) -> anyhow::Result<T> {
         let mut sets = self.sets.clone();
+        if self.skip_invalid {
+            sets.push(format!("{skip_key}=true"));
+        }
         let quoted = |p: &PathBuf| toml::Value::String(p.display().to_string()).to_string();
         if let Some(o) = &self.out {
             sets.push(format!("out={}", quoted(o)));

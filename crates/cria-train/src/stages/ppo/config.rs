@@ -20,6 +20,9 @@ pub struct PpoDataConfig {
     pub ptx: Vec<PathBuf>,
     pub ptx_seq_len: usize,
     pub ptx_batch_size: usize,
+    /// Skip malformed prompt records instead of stopping, counting them by reason and writing
+    /// them to `out/rejects.jsonl`.
+    pub skip_invalid: bool,
 }
 
 impl Default for PpoDataConfig {
@@ -30,6 +33,7 @@ impl Default for PpoDataConfig {
             ptx: vec![],
             ptx_seq_len: 128,
             ptx_batch_size: 4,
+            skip_invalid: false,
         }
     }
 }

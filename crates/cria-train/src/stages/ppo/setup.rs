@@ -97,7 +97,9 @@ fn encode_prompts(
     tok: &Tokenizer,
     fmt: &ChatFormat,
 ) -> Result<Vec<(Vec<Message>, Vec<u32>)>> {
-    let convs = cria_data::prefs::read_prompts(&cfg.data.prompts)?;
+    let mut rejects = crate::data::rejects(cfg.data.skip_invalid);
+    let convs = cria_data::prefs::read_prompts_with(&cfg.data.prompts, &mut rejects)?;
+    crate::data::write_rejects(&rejects, &cfg.out)?;
     let mut prompts = Vec::new();
     let mut skipped = 0;
     for c in convs {
