@@ -4,6 +4,7 @@ pub mod chat;
 pub mod corpus;
 pub mod error;
 pub mod evalsets;
+pub mod jinja;
 pub mod message;
 pub mod prefs;
 pub mod records;

@@ -1,13 +1,21 @@
 //! Chat templates shipped with checkpoints (`chat_template` in `tokenizer_config.json`, or
-//! `chat_template.jinja`), rendered with minijinja the way transformers' `apply_chat_template`
-//! renders them, then tokenised without added special tokens. The loss mask of each assistant
-//! turn is the span between the rendering that ends with the reply prompt and the rendering that
-//! ends with the reply (how TRL masks completions for arbitrary templates).
+//! `chat_template.jinja`), rendered with minijinja in transformers' environment (see
+//! [`crate::jinja`]) as `apply_chat_template` renders them, then tokenised without added
+//! special tokens (special tokens in the text become their ids).
+//!
+//! The loss mask of an assistant turn: the text the template adds for the reply (the
+//! rendering ending with the reply, past where it stops agreeing with the rendering ending
+//! with the reply prompt), up to and including its end-of-turn token but not the whitespace
+//! after it, found in the whole conversation's rendering and mapped to tokens by offsets. This
+//! holds for templates that move the system prompt (Mistral) or drop earlier thinking (Qwen3),
+//! where a token prefix would not.
 
+use crate::jinja::to_value;
 use crate::message::{Encoded, Message, Role};
 use cria_core::error::{CoreError, Result};
 use cria_core::tokenizer::Tokenizer;
-use minijinja::{Environment, Error, ErrorKind, context};
+use minijinja::{Environment, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The chat format as a Jinja template, for `tokenizer_config.json`.
@@ -22,6 +30,15 @@ pub struct ChatTemplate {
     bos: String,
     eos: String,
     pub source: PathBuf,
+}
+
+/// What a template may read besides the messages: tool definitions (OpenAI's
+/// `{"type": "function", "function": {...}}`), and variables such as `date_string` or
+/// `enable_thinking`.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateVars {
+    pub tools: Option<Vec<serde_json::Value>>,
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 fn token_string(cfg: &serde_json::Value, key: &str) -> String {
@@ -129,13 +146,7 @@ impl ChatTemplate {
     }
 
     pub fn new(text: &str, source: &Path, bos: String, eos: String) -> Result<ChatTemplate> {
-        let mut env = Environment::new();
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, Error> {
-                Err(Error::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
+        let mut env = crate::jinja::environment();
         env.add_template_owned("chat", text.to_string())
             .map_err(|e| {
                 CoreError::config(source, "chat_template", format!("does not parse: {e}"))
@@ -162,14 +173,36 @@ impl ChatTemplate {
 
     /// Renders `messages` as transformers' `apply_chat_template(tokenize=False)` does.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with(messages, add_generation_prompt, &TemplateVars::default())
+    }
+
+    /// As [`ChatTemplate::render`], with tools and other variables.
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        vars: &TemplateVars,
+    ) -> Result<String> {
         let tmpl = self.env.get_template("chat").expect("added in new()");
-        tmpl.render(context! {
-            messages => as_values(messages, self.is(ALPACA_TEMPLATE)),
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos.clone(),
-            eos_token => self.eos.clone(),
-        })
-        .map_err(|e| {
+        let mut ctx: BTreeMap<String, Value> = vars
+            .extra
+            .iter()
+            .map(|(k, v)| (k.clone(), to_value(v)))
+            .collect();
+        ctx.insert(
+            "messages".into(),
+            as_values(messages, self.is(ALPACA_TEMPLATE)),
+        );
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::from(add_generation_prompt),
+        );
+        ctx.insert("bos_token".into(), Value::from(self.bos.clone()));
+        ctx.insert("eos_token".into(), Value::from(self.eos.clone()));
+        if let Some(tools) = &vars.tools {
+            ctx.insert("tools".into(), to_value(tools));
+        }
+        tmpl.render(ctx).map_err(|e| {
             CoreError::config(
                 &self.source,
                 "chat_template",
@@ -186,24 +219,100 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         train_on_inputs: bool,
     ) -> Result<Encoded> {
-        let ids = tok.encode(&self.render(messages, add_generation_prompt)?, false)?;
+        let vars = TemplateVars::default();
+        self.encode_with(messages, &vars, tok, add_generation_prompt, train_on_inputs)
+    }
+
+    /// As [`ChatTemplate::encode`], with tools and other variables.
+    pub fn encode_with(
+        &self,
+        messages: &[Message],
+        vars: &TemplateVars,
+        tok: &Tokenizer,
+        add_generation_prompt: bool,
+        train_on_inputs: bool,
+    ) -> Result<Encoded> {
+        let text = self.render_with(messages, add_generation_prompt, vars)?;
+        let (ids, offsets) = tok.encode_with_offsets(&text)?;
         let mut train = vec![train_on_inputs; ids.len()];
-        if !train_on_inputs {
-            for (i, m) in messages.iter().enumerate() {
-                if m.role != Role::Assistant || !m.train {
-                    continue;
-                }
-                let start = tok
-                    .encode(&self.render(&messages[..i], true)?, false)?
-                    .len();
-                let end = tok
-                    .encode(&self.render(&messages[..=i], false)?, false)?
-                    .len();
-                for t in train.iter_mut().take(end.min(ids.len())).skip(start) {
+        if train_on_inputs {
+            return Ok(Encoded { ids, train });
+        }
+        let mut cursor = 0;
+        for (i, m) in messages.iter().enumerate() {
+            if m.role != Role::Assistant {
+                continue;
+            }
+            let reply = self.reply_text(messages, i, vars)?;
+            let Some((start, end)) = locate(&text, &reply, &m.content, cursor) else {
+                return Err(CoreError::config(
+                    &self.source,
+                    "chat_template",
+                    format!(
+                        "the reply of message {} cannot be found in the rendered conversation, \
+                         so its loss mask is unknown",
+                        i + 1
+                    ),
+                ));
+            };
+            cursor = end;
+            if !m.train {
+                continue;
+            }
+            for (t, (a, b)) in train.iter_mut().zip(&offsets) {
+                if *a < end && *b > start {
                     *t = true;
                 }
             }
         }
         Ok(Encoded { ids, train })
     }
+
+    /// The text the template adds for assistant turn `i` (from where the rendering ending
+    /// with it departs from the one ending with the reply prompt), without trailing whitespace.
+    fn reply_text(&self, messages: &[Message], i: usize, vars: &TemplateVars) -> Result<String> {
+        let prompt = self.render_with(&messages[..i], true, vars)?;
+        let full = self.render_with(&messages[..=i], false, vars)?;
+        let common = common_prefix(&prompt, &full);
+        Ok(full[common..].trim_end().to_string())
+    }
+}
+
+/// The byte span of `reply` in `text` from `from` on, without trailing whitespace. When the
+/// whole conversation renders the reply differently (an earlier turn's thinking dropped, or an
+/// end-of-sequence token the template writes only after the last message), the span grows
+/// from the reply's content as far as `text` and `reply` agree on either side.
+fn locate(text: &str, reply: &str, content: &str, from: usize) -> Option<(usize, usize)> {
+    let rest = &text[from..];
+    let (start, end) = match rest.find(reply).filter(|_| !reply.is_empty()) {
+        Some(p) => (from + p, from + p + reply.len()),
+        None => {
+            let content = content.trim();
+            let at = reply.find(content).filter(|_| !content.is_empty())?;
+            let pos = from + rest.find(content)?;
+            let before = common_suffix(&reply[..at], &text[from..pos]);
+            let after = common_prefix(&reply[at..], &text[pos..]);
+            (pos - before, pos + after)
+        }
+    };
+    Some((start, start + text[start..end].trim_end().len()))
+}
+
+/// Bytes `a` and `b` share at their start (on a character boundary).
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .take_while(|((_, x), y)| x == y)
+        .last()
+        .map_or(0, |((i, x), _)| i + x.len_utf8())
+}
+
+/// Bytes `a` and `b` share at their end (on a character boundary).
+fn common_suffix(a: &str, b: &str) -> usize {
+    a.chars()
+        .rev()
+        .zip(b.chars().rev())
+        .take_while(|(x, y)| x == y)
+        .map(|(x, _)| x.len_utf8())
+        .sum()
 }

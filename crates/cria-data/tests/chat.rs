@@ -109,7 +109,8 @@ fn a_checkpoints_own_template_renders_as_transformers_and_masks_replies() {
             .encode(&msgs[..msgs.len() - 1], &tok, true, false)
             .unwrap();
         assert_eq!(p.ids, ids(&case["prompt_ids"]));
-        // The trained span of the last reply is its text and the template's turn ending.
+        // The trained span of the last reply is its text and the template's end-of-turn token
+        // (not the separator after it: generation stops at the token).
         let trained: Vec<u32> = e
             .ids
             .iter()
@@ -121,7 +122,7 @@ fn a_checkpoints_own_template_renders_as_transformers_and_masks_replies() {
         let last = msgs.last().unwrap().content.clone();
         assert_eq!(
             tok.decode(&trained, false).unwrap(),
-            format!("{last}<|im_end|>\n")
+            format!("{last}<|im_end|>")
         );
     }
     // The cria-format fixture is recognised as cria's own format.

@@ -166,8 +166,8 @@ mod tests {
         assert_eq!(
             c,
             vec![
-                "train.lr = 0.0001 (was 0.0003)".to_string(),
-                "train.steps = 2000 (was 1000)".to_string()
+                "train.steps = 2000 (was 1000)".to_string(),
+                "train.lr = 0.0001 (was 0.0003)".to_string()
             ]
         );
         assert!(changed(&saved, &saved).is_empty());

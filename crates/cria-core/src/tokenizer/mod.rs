@@ -21,6 +21,9 @@ pub const ASSISTANT: &str = "<|assistant|>";
 /// cria's reserved tokens, ids 0..7 in this order in every tokenizer cria trains.
 pub const SPECIAL_TOKENS: [&str; 7] = [BOS, EOS, EOT, PAD, SYSTEM, USER, ASSISTANT];
 
+/// A byte range `[start, end)` of a text.
+pub type Span = (usize, usize);
+
 /// A loaded tokenizer plus the ids of the tokens generation and data preparation need.
 pub struct Tokenizer {
     pub inner: HfTokenizer,
@@ -74,6 +77,16 @@ impl Tokenizer {
             .encode(text, add_special_tokens)
             .map_err(|e| tok_err(&self.path, e))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Ids and, per id, the byte span of `text` it came from (special tokens split out, no
+    /// special tokens added).
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<Span>)> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| tok_err(&self.path, e))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
