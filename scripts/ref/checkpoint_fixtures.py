@@ -4,7 +4,10 @@ computes, for cria's loading tests (crates/cria-core/tests/fixtures/):
 - llama_tied_lm_head: a tied LLaMA saved by `safetensors.torch.save_model`, which keeps the
   shared tensor once, as `lm_head.weight`, and names the alias in the file's metadata
   (`{"model.embed_tokens.weight": "lm_head.weight"}`);
-- llama_tied_lm_head_only: the same tensors with that metadata gone (only `lm_head.weight`).
+- llama_tied_lm_head_only: the same tensors with that metadata gone (only `lm_head.weight`);
+- rm_pad_is_eos: a `LlamaForSequenceClassification` whose pad id is its end-of-sequence id,
+  with the scores transformers gives rows that end in that token, right-padded with it, and
+  one left-padded (transformers reads the rightmost token that is not the pad id).
 
     .venv/bin/python scripts/ref/checkpoint_fixtures.py
 """
@@ -16,7 +19,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file, save_model
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig,
+                          LlamaForCausalLM, LlamaForSequenceClassification)
 
 OUT = Path(__file__).resolve().parents[2] / "crates" / "cria-core" / "tests" / "fixtures"
 VOCAB, T = 96, 12
@@ -62,9 +66,34 @@ def tied_as_lm_head():
     print(d.name, bare.name, "->", sorted(tensors)[:2], "...")
 
 
+def reward_pooling():
+    torch.manual_seed(11)
+    eos = 2
+    cfg = LlamaConfig(**COMMON, tie_word_embeddings=False, num_labels=1, pad_token_id=eos, eos_token_id=eos,
+                      bos_token_id=1)
+    model = LlamaForSequenceClassification(cfg).eval()
+    d = OUT / "rm_pad_is_eos"
+    shutil.rmtree(d, ignore_errors=True)
+    model.save_pretrained(d)
+    ids = torch.tensor([
+        [1, 5, 6, 7, 8, eos],          # ends in EOS == pad: scored at 8
+        [1, 9, 10, eos, eos, eos],     # EOS then padding: scored at 10
+        [1, 11, 12, 13, eos, eos],     # no EOS, right-padded: scored at 13
+        [1, 14, eos, 15, 16, 17],      # an EOS inside: the last token counts
+        [eos, eos, 1, 18, 19, 20],     # left-padded: scored at 20
+    ])
+    reloaded = AutoModelForSequenceClassification.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    with torch.no_grad():
+        scores = reloaded(input_ids=ids).logits[:, 0].float()
+    save_file({"input_ids": ids.to(torch.int64).contiguous(), "scores": scores.contiguous()},
+              d / "reference.safetensors")
+    print(d.name, "->", scores.tolist())
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     tied_as_lm_head()
+    reward_pooling()
 
 
 if __name__ == "__main__":

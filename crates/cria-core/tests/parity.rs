@@ -192,3 +192,30 @@ fn batched_generation_with_left_padding_equals_one_prompt_at_a_time() {
         }
     }
 }
+
+#[test]
+fn reward_models_score_the_token_transformers_scores() {
+    // pad id = EOS id (scripts/ref/checkpoint_fixtures.py): rows ending in EOS, padded with
+    // it, holding it inside, and left-padded; transformers reads the rightmost non-pad token.
+    let dir = fixture("rm_pad_is_eos");
+    let dev = device::inference_device();
+    let model = checkpoint::load_model(&dir, &dev).unwrap();
+    let reference = dir.join("reference.safetensors");
+    let (shape, ids) = read_tensor(&reference, "input_ids");
+    let (_, want) = read_tensor(&reference, "scores");
+    let (b, t) = (shape[0], shape[1]);
+    let ids_u: Vec<u32> = ids.iter().map(|x| *x as u32).collect();
+    let at = model.reward_positions(&ids_u, t, &vec![t; b]);
+    assert_eq!(at, vec![4, 2, 3, 5, 5]);
+    let got = to_vec(model.rewards(ids_tensor(&ids, b, t, &dev), &at));
+    let (d, i) = max_diff(&got, &want);
+    assert!(
+        d < TOL,
+        "row {i}: reward differs from transformers' by {d:e}"
+    );
+    // Saved by cria, the model keeps the pad id its pooling depends on.
+    let tmp = tempfile::tempdir().unwrap();
+    checkpoint::save(&model, tmp.path(), Default::default()).unwrap();
+    let back = checkpoint::load_model(tmp.path(), &dev).unwrap();
+    assert_eq!(back.cfg.pad_token_id, Some(2));
+}

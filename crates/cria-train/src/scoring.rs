@@ -80,7 +80,14 @@ pub fn reply_logps<'a>(
 /// # Shapes
 /// -> `(B,)`
 pub fn rewards(model: &Llama, batch: &Batch, device: &Device) -> Tensor<1> {
-    model.rewards(batch.input_ids(device), &batch.aux.lengths)
+    let at = model.reward_positions(&batch.inputs, batch.t, &batch.aux.lengths);
+    model.rewards(batch.input_ids(device), &at)
+}
+
+/// The id a reward model's batches are padded with: its `pad_token_id` (what its pooling
+/// skips), else the tokenizer's pad.
+pub fn reward_pad(model: &Llama, tok: &Tokenizer) -> u32 {
+    model.cfg.pad_token_id.unwrap_or_else(|| tok.pad_id())
 }
 
 /// Rewards of every row of `groups`, in order, computed `batch` groups at a time.
@@ -115,7 +122,7 @@ pub fn score_conversations(
             }])
         })
         .collect::<Result<Vec<Group>>>()?;
-    Ok(score_groups(model, &groups, tok.pad_id(), batch))
+    Ok(score_groups(model, &groups, reward_pad(model, tok), batch))
 }
 
 fn values(t: Tensor<1>) -> Vec<f32> {

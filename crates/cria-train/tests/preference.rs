@@ -106,7 +106,9 @@ fn reward_model_matches_sequence_classification() {
     let ids_t = |d: &cria_core::Device| {
         Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [b, t]), d)
     };
-    let r = to_vec(model.rewards(ids_t(&inf), &lengths));
+    let ids_u: Vec<u32> = ids.iter().map(|x| *x as u32).collect();
+    let at = model.reward_positions(&ids_u, t, &lengths);
+    let r = to_vec(model.rewards(ids_t(&inf), &at));
     for (a, w) in r.iter().zip(floats(&exp["rewards"])) {
         assert!((a - w).abs() < 1e-5, "reward {a} vs transformers {w}");
     }
@@ -144,7 +146,7 @@ fn reward_model_matches_sequence_classification() {
     assert_eq!(cfg["architectures"][0], "LlamaForSequenceClassification");
     assert_eq!(cfg["id2label"].as_object().unwrap().len(), 1);
     let back = checkpoint::load_model(tmp.path(), &inf).unwrap();
-    let r2 = to_vec(back.rewards(ids_t(&inf), &usizes(&exp["lengths"])));
+    let r2 = to_vec(back.rewards(ids_t(&inf), &at));
     for (a, w) in r2.iter().zip(&r) {
         assert!((a - (w - 0.25)).abs() < 1e-6, "the offset is subtracted");
     }

@@ -223,24 +223,24 @@ impl Llama {
     }
 
     /// The score head's output at each row's last token (position `lengths[i] - 1`), minus the
-    /// reward offset: one reward per sequence, as `…ForSequenceClassification` computes it
-    /// for right-padded rows.
+    /// reward offset: one reward per sequence, read at `positions` (see
+    /// [`Llama::reward_positions`]).
     ///
     /// # Shapes
     /// `ids`: `(B, T)` -> `(B,)`
-    pub fn rewards(&self, ids: Tensor<2, Int>, lengths: &[usize]) -> Tensor<1> {
+    pub fn rewards(&self, ids: Tensor<2, Int>, positions: &[usize]) -> Tensor<1> {
         let [b, t] = ids.dims();
-        assert_eq!(lengths.len(), b, "one length per row");
+        assert_eq!(positions.len(), b, "one position per row");
         let score = self
             .score
             .as_ref()
             .expect("rewards() needs a model with a score head");
         let h = self.hidden(ids, None);
         let c = h.dims()[2];
-        let last: Vec<i64> = lengths
+        let last: Vec<i64> = positions
             .iter()
             .enumerate()
-            .map(|(i, &n)| (i * t + n.clamp(1, t) - 1) as i64)
+            .map(|(i, &p)| (i * t + p.min(t - 1)) as i64)
             .collect();
         let idx =
             Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(last, [b]), &h.device());
@@ -251,6 +251,28 @@ impl Llama {
         } else {
             r
         }
+    }
+
+    /// Where each row's reward is read, as `…ForSequenceClassification` picks it: the
+    /// rightmost token of the row's first `lengths[i]` that is not `pad_token_id` (so a row
+    /// ending in an end-of-sequence token that doubles as the pad is scored before it), the
+    /// row's last token when no pad id is set.
+    ///
+    /// # Shapes
+    /// `ids`: `B*T` row-major ids -> `B` positions
+    pub fn reward_positions(&self, ids: &[u32], t: usize, lengths: &[usize]) -> Vec<usize> {
+        let pad = self.cfg.pad_token_id;
+        lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let row = &ids[i * t..i * t + n.clamp(1, t)];
+                match pad {
+                    None => row.len() - 1,
+                    Some(p) => row.iter().rposition(|&x| x != p).unwrap_or(0),
+                }
+            })
+            .collect()
     }
 
     /// The score head at every position, minus the reward offset: a value model's estimate of

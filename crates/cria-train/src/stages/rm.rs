@@ -10,7 +10,7 @@ use crate::error::{Result, TrainError};
 use crate::losses::ranking_loss;
 use crate::metrics::{Metrics, Reporter, RunDir};
 use crate::prefs::{self, PrefDataConfig, fingerprint};
-use crate::scoring::{rewards, score_groups};
+use crate::scoring::{reward_pad, rewards, score_groups};
 use crate::trainer::{self, Objective, TrainSpec};
 use cria_core::{Device, Llama, Tensor, checkpoint, device, fsutil};
 use cria_data::chat::ChatFormat;
@@ -54,13 +54,14 @@ pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<P
     let inf = device::inference_device();
     let base = checkpoint::load_model(&cfg.init, &inf)?;
     let tok = checkpoint::load_tokenizer(&cfg.init, &base.cfg)?;
-    let pad = tok.pad_id();
     let mut model = match base.cfg.head {
         cria_core::config::Head::Score => base,
         cria_core::config::Head::Lm => base.into_reward_model(cfg.train.seed),
     };
-    // transformers finds each row's last token by the pad id.
-    model.cfg.pad_token_id.get_or_insert(pad);
+    // transformers reads each row's reward at its rightmost token that is not the pad id:
+    // batches are padded with the id the saved config names, so both read the same token.
+    let pad = reward_pad(&model, &tok);
+    model.cfg.pad_token_id = Some(pad);
     let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
     crate::check::fits_context("data.seq_len", cfg.data.seq_len, model.max_len())?;
     let max = cfg.data.seq_len;
