@@ -7,7 +7,10 @@ computes, for cria's loading tests (crates/cria-core/tests/fixtures/):
 - llama_tied_lm_head_only: the same tensors with that metadata gone (only `lm_head.weight`);
 - rm_pad_is_eos: a `LlamaForSequenceClassification` whose pad id is its end-of-sequence id,
   with the scores transformers gives rows that end in that token, right-padded with it, and
-  one left-padded (transformers reads the rightmost token that is not the pad id).
+  one left-padded (transformers reads the rightmost token that is not the pad id);
+- base_no_chat_tokens: a base LLaMA as TinyLlama ships it (SentencePiece-style tokenizer from
+  tokenizer_fixtures.py's llama2 case, `<s>`/`</s>` only, no chat template, no chat tokens),
+  saved with `save_pretrained`: what `cria sft` must grow cria's chat tokens into.
 
     .venv/bin/python scripts/ref/checkpoint_fixtures.py
 """
@@ -23,6 +26,8 @@ from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassificati
                           LlamaForCausalLM, LlamaForSequenceClassification)
 
 OUT = Path(__file__).resolve().parents[2] / "crates" / "cria-core" / "tests" / "fixtures"
+CRIA_TEMPLATE = Path(__file__).resolve().parents[2] / "crates" / "cria-data" / "src" / "chat_template.jinja"
+CRIA_CHAT_TOKENS = ["<|begin_of_text|>", "<|end_of_turn|>", "<|system|>", "<|user|>", "<|assistant|>"]
 VOCAB, T = 96, 12
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
@@ -90,10 +95,40 @@ def reward_pooling():
     print(d.name, "->", scores.tolist())
 
 
+def base_without_chat_tokens():
+    """Needs tokenizer_fixtures.py's output (the llama2 tokenizer)."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(OUT / "tokenizers" / "llama2")
+    assert tok.chat_template is None
+    torch.manual_seed(13)
+    cfg = LlamaConfig(**{**COMMON, "vocab_size": len(tok), "max_position_embeddings": 256},
+                      tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    d = OUT / "base_no_chat_tokens"
+    shutil.rmtree(d, ignore_errors=True)
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    # What transformers renders once cria's chat tokens are added (in cria's order, as
+    # `cria sft` adds them) and cria's template set: the ids cria must train and prompt with.
+    tok.add_special_tokens({"additional_special_tokens": CRIA_CHAT_TOKENS})
+    tok.chat_template = CRIA_TEMPLATE.read_text().rstrip()
+    conversation = [{"role": "system", "content": "Answer briefly."},
+                    {"role": "user", "content": "Where is the market?"},
+                    {"role": "assistant", "content": "By the quay."},
+                    {"role": "user", "content": "Who keeps the lighthouse?"}]
+    expected = {"added": {t: tok.convert_tokens_to_ids(t) for t in CRIA_CHAT_TOKENS},
+                "messages": conversation,
+                "ids": tok.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
+                                               return_dict=False)}
+    (d / "expected_chat.json").write_text(json.dumps(expected, indent=1))
+    print(d.name, "->", len(tok), "tokens, eos", tok.eos_token)
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     tied_as_lm_head()
     reward_pooling()
+    base_without_chat_tokens()
 
 
 if __name__ == "__main__":

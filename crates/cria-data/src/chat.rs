@@ -117,10 +117,23 @@ impl ChatFormat {
     pub fn for_checkpoint(dir: &std::path::Path, tok: &Tokenizer) -> cria_core::Result<ChatFormat> {
         match ChatTemplate::from_checkpoint(dir)? {
             Some(t) if !t.is_cria() => Ok(ChatFormat::Template(Box::new(t))),
-            _ => ChatTokens::of(tok)
-                .map(ChatFormat::Cria)
-                .map_err(cria_core::CoreError::Invalid),
+            _ => Self::cria(dir, tok),
         }
+    }
+
+    /// cria's chat format for the checkpoint in `dir`. With cria's own tokenizer (its BOS is
+    /// cria's) it renders piece by piece; on a base whose tokenizer grew cria's tokens it
+    /// renders through [`CHAT_TEMPLATE`] with the base's own BOS/EOS strings, so the ids are
+    /// exactly those transformers' `apply_chat_template` gives with that tokenizer.
+    pub fn cria(dir: &std::path::Path, tok: &Tokenizer) -> cria_core::Result<ChatFormat> {
+        let tokens = ChatTokens::of(tok).map_err(cria_core::CoreError::Invalid)?;
+        let (bos, eos) = crate::template::special_strings(dir, tok)?;
+        if bos.is_empty() || bos == tokenizer::BOS {
+            return Ok(ChatFormat::Cria(tokens));
+        }
+        let source = std::path::Path::new("(cria's chat template)");
+        ChatTemplate::new(CHAT_TEMPLATE, source, bos, eos)
+            .map(|t| ChatFormat::Template(Box::new(t)))
     }
 
     /// The format `choice` names for the checkpoint in `dir`.
@@ -131,9 +144,7 @@ impl ChatFormat {
     ) -> cria_core::Result<ChatFormat> {
         match choice {
             FormatChoice::Auto => Self::for_checkpoint(dir, tok),
-            FormatChoice::Cria => ChatTokens::of(tok)
-                .map(ChatFormat::Cria)
-                .map_err(cria_core::CoreError::Invalid),
+            FormatChoice::Cria => Self::cria(dir, tok),
             FormatChoice::Alpaca => {
                 let (bos, eos) = crate::template::special_strings(dir, tok)?;
                 ChatTemplate::new(
@@ -164,14 +175,59 @@ impl ChatFormat {
         }
     }
 
+    /// Whether the format holds a single exchange (one instruction and one response, as the
+    /// Alpaca prompt): a conversation must be [`fold_history`]ed into it.
+    pub fn single_exchange(&self) -> bool {
+        matches!(self, ChatFormat::Template(t) if t.is(ALPACA_TEMPLATE))
+    }
+
     /// Ids that end a reply: the end-of-turn token for cria's format, plus the tokenizer's and
     /// the model's end-of-sequence ids.
     pub fn stop_ids(&self, tok: &Tokenizer, model_eos: &[u32]) -> Vec<u32> {
         let mut ids: Vec<u32> = model_eos.to_vec();
         ids.extend(tok.eos_id);
-        if let ChatFormat::Cria(ct) = self {
-            ids.push(ct.eot);
+        match self {
+            ChatFormat::Cria(ct) => ids.push(ct.eot),
+            ChatFormat::Template(t) if t.is_cria() => ids.extend(tok.token_to_id(tokenizer::EOT)),
+            ChatFormat::Template(_) => {}
         }
         ids
     }
+}
+
+/// A conversation as the one exchange a single-exchange format holds (the Alpaca prompt): the
+/// last user message stays the instruction, and the earlier turns become its input, written
+/// `User: …` / `Assistant: …` one per paragraph (before the message's own input, if it has
+/// one). System messages are kept as they are. A conversation with at most one user turn is
+/// returned unchanged.
+pub fn fold_history(messages: &[Message]) -> Vec<Message> {
+    let Some(last) = messages.iter().rposition(|m| m.role == Role::User) else {
+        return messages.to_vec();
+    };
+    if messages[..last].iter().all(|m| m.role == Role::System) {
+        return messages.to_vec();
+    }
+    let mut history: Vec<String> = messages[..last]
+        .iter()
+        .filter(|m| m.role != Role::System)
+        .map(|m| {
+            let who = if m.role == Role::User {
+                "User"
+            } else {
+                "Assistant"
+            };
+            format!("{who}: {}", m.text())
+        })
+        .collect();
+    let mut folded: Vec<Message> = messages[..last]
+        .iter()
+        .filter(|m| m.role == Role::System)
+        .cloned()
+        .collect();
+    let mut question = messages[last].clone();
+    history.extend(question.input.take());
+    question.input = Some(history.join("\n\n"));
+    folded.push(question);
+    folded.extend(messages[last + 1..].iter().cloned());
+    folded
 }

@@ -236,3 +236,52 @@ fn alpaca_prompt_renders_as_transformers_with_and_without_input() {
         .to_string();
     assert!(err.contains("one instruction and one response"), "{err}");
 }
+
+#[test]
+fn a_conversation_folds_into_one_alpaca_exchange() {
+    use cria_data::chat::{ChatFormat, FormatChoice, fold_history};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tok = Tokenizer::from_file(&root.join("chat_alpaca/tokenizer.json")).unwrap();
+    let fmt = ChatFormat::choose(FormatChoice::Alpaca, &root.join("chat"), &tok).unwrap();
+    assert!(fmt.single_exchange());
+    assert!(
+        !ChatFormat::for_checkpoint(&root.join("chat"), &tok)
+            .unwrap()
+            .single_exchange()
+    );
+    let conversation = vec![
+        Message::new(Role::System, "Answer briefly."),
+        Message::new(Role::User, "Where is the market?"),
+        Message::new(Role::Assistant, "By the quay."),
+        Message::new(Role::User, "And the inn?"),
+    ];
+    // Two user turns: the Alpaca template refuses them as they are.
+    let e = fmt.encode(&conversation, &tok, true, false).unwrap_err();
+    assert!(e.to_string().contains("one instruction"), "{e}");
+    let folded = fold_history(&conversation);
+    assert_eq!(folded.len(), 2);
+    assert_eq!(folded[0].content, "Answer briefly.");
+    assert_eq!(folded[1].content, "And the inn?");
+    assert_eq!(
+        folded[1].input.as_deref(),
+        Some("User: Where is the market?\n\nAssistant: By the quay.")
+    );
+    let text = tok
+        .decode(&fmt.encode(&folded, &tok, true, false).unwrap().ids, false)
+        .unwrap();
+    assert!(
+        text.contains("### Instruction:\nAnd the inn?\n\n### Input:\nUser: Where is the market?"),
+        "{text}"
+    );
+    // One exchange (or none) is left as it is; a turn's own input follows the history.
+    assert_eq!(fold_history(&conversation[..2]), conversation[..2].to_vec());
+    let mut with_input = conversation.clone();
+    with_input[3].input = Some("Saltmere".into());
+    assert!(
+        fold_history(&with_input)[1]
+            .input
+            .as_deref()
+            .unwrap()
+            .ends_with("By the quay.\n\nSaltmere")
+    );
+}

@@ -15,6 +15,7 @@ pub mod data;
 pub mod divergence;
 pub mod error;
 pub mod eval;
+pub mod format;
 pub mod losses;
 pub mod method;
 pub mod metrics;

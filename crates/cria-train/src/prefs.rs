@@ -29,6 +29,9 @@ pub struct PrefDataConfig {
     /// answers' ends) or `keep_end` (the prompt's last tokens and the answers whole, as TRL's
     /// `max_prompt_length` keeps them; answers are cut only when they alone are too long).
     pub truncation: Truncation,
+    /// How a checkpoint without a chat template is prompted: `auto`/`cria` (cria's tokens,
+    /// added when missing) or `alpaca` (see cria_train::format).
+    pub format: cria_data::chat::FormatChoice,
 }
 
 /// The side an over-long preference row is cut from.
@@ -49,6 +52,7 @@ impl Default for PrefDataConfig {
             seq_len: 512,
             skip_invalid: false,
             truncation: Truncation::KeepStart,
+            format: cria_data::chat::FormatChoice::Auto,
         }
     }
 }

@@ -253,6 +253,42 @@ impl Llama {
         }
     }
 
+    /// Grows the vocabulary to `vocab` entries, each new embedding (and output) row the mean of
+    /// the existing ones, as transformers' `resize_token_embeddings(mean_resizing=True)` and
+    /// TRL's `setup_chat_format` start new chat tokens. A no-op when it is large enough.
+    pub fn resize_vocab(&mut self, vocab: usize) {
+        let old = self.cfg.vocab_size;
+        if vocab <= old {
+            return;
+        }
+        let device = self.device();
+        let c = self.cfg.hidden_size;
+        // (V, C): rows appended.
+        let mut e = crate::params::to_vec(self.embed_tokens.clone());
+        let mean: Vec<f32> = (0..c)
+            .map(|j| (0..old).map(|i| e[i * c + j]).sum::<f32>() / old as f32)
+            .collect();
+        for _ in old..vocab {
+            e.extend_from_slice(&mean);
+        }
+        self.embed_tokens =
+            Tensor::from_data(burn::tensor::TensorData::new(e, [vocab, c]), &device);
+        if let Some(head) = &mut self.lm_head {
+            // (C, V) in burn's layout: a column per token.
+            let w = crate::params::to_vec(head.weight.clone());
+            let mut out = Vec::with_capacity(c * vocab);
+            for j in 0..c {
+                let row = &w[j * old..(j + 1) * old];
+                out.extend_from_slice(row);
+                let m = row.iter().sum::<f32>() / old as f32;
+                out.extend(std::iter::repeat_n(m, vocab - old));
+            }
+            head.weight =
+                Tensor::from_data(burn::tensor::TensorData::new(out, [c, vocab]), &device);
+        }
+        self.cfg.vocab_size = vocab;
+    }
+
     /// Where each row's reward is read, as `…ForSequenceClassification` picks it: the
     /// rightmost token of the row's first `lengths[i]` that is not `pad_token_id` (so a row
     /// ending in an end-of-sequence token that doubles as the pad is scored before it), the

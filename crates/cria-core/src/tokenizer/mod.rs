@@ -99,6 +99,25 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// Adds `tokens` as special tokens (each split out of text as one id); returns how many
+    /// were new.
+    pub fn add_special_tokens(&mut self, tokens: &[&str]) -> usize {
+        let added: Vec<tokenizers::AddedToken> = tokens
+            .iter()
+            .map(|t| tokenizers::AddedToken::from(*t, true))
+            .collect();
+        self.inner.add_special_tokens(&added)
+    }
+
+    /// The tokenizer as a `tokenizer.json` file's bytes.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        let text = self
+            .inner
+            .to_string(true)
+            .map_err(|e| tok_err(&self.path, e))?;
+        Ok(text.into_bytes())
+    }
+
     /// The id rows are padded with: cria's pad token, else the end-of-sequence token, else 0.
     /// Padding sits after a row's last real token or is masked, so it never changes a result;
     /// one rule keeps batches identical wherever they are built.

@@ -40,6 +40,8 @@ pub struct EvalInputs {
     pub reference: Option<std::path::PathBuf>,
     pub kl_samples: usize,
     pub max_new_tokens: usize,
+    /// How a checkpoint without a chat template is prompted.
+    pub format: cria_data::chat::FormatChoice,
 }
 
 fn prompt_strings(path: &std::path::Path) -> Result<Vec<String>> {
@@ -49,12 +51,14 @@ fn prompt_strings(path: &std::path::Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Loads a checkpoint (and adapter) with its tokenizer and chat format.
-/// `what` names the checkpoint's role in errors (a reward model given as a model is refused).
+/// Loads a checkpoint (and adapter) with its tokenizer and chat format (`format` as the one
+/// rule of [`crate::format`] says). `what` names the checkpoint's role in errors (a reward
+/// model given as a model is refused).
 pub fn load_subject(
     dir: &std::path::Path,
     adapter: Option<&std::path::Path>,
     what: &str,
+    format: cria_data::chat::FormatChoice,
 ) -> Result<(Llama, Tokenizer, ChatFormat)> {
     let dev = device::inference_device();
     let mut m = cria_core::checkpoint::load_model(dir, &dev)?;
@@ -62,9 +66,10 @@ pub fn load_subject(
     if let Some(a) = adapter {
         m.load_adapter(a)?;
     }
-    let tok = cria_core::checkpoint::load_tokenizer(dir, &m.cfg)?;
-    let fmt = ChatFormat::for_checkpoint(adapter.unwrap_or(dir), &tok)?;
-    Ok((m, tok, fmt))
+    let mut tok = cria_core::checkpoint::load_tokenizer(dir, &m.cfg)?;
+    // An adapter directory carries the chat template it was trained with.
+    let p = crate::format::resolve(format, adapter.unwrap_or(dir), &mut m, &mut tok)?;
+    Ok((m, tok, p.fmt))
 }
 
 /// One greedy reply the evaluation generated, with the set its prompt came from
@@ -167,7 +172,7 @@ pub fn evaluate(
     adapter: Option<&std::path::Path>,
     inputs: &EvalInputs,
 ) -> Result<Evaluation> {
-    let (model, tok, fmt) = load_subject(dir, adapter, "model")?;
+    let (model, tok, fmt) = load_subject(dir, adapter, "model", inputs.format)?;
     let s = Subject {
         model: &model,
         tok: &tok,
@@ -260,7 +265,7 @@ fn judged(
     let mean = mine.iter().map(|x| *x as f64).sum::<f64>() / mine.len() as f64;
     g.metrics.insert("reward_mean".into(), mean);
     if let Some((b, b_adapter)) = &inputs.against {
-        let (other, otok, ofmt) = load_subject(b, b_adapter.as_deref(), "against")?;
+        let (other, otok, ofmt) = load_subject(b, b_adapter.as_deref(), "against", inputs.format)?;
         let os = Subject {
             model: &other,
             tok: &otok,

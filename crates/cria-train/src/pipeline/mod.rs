@@ -119,6 +119,7 @@ fn run_eval(cfg: &PipelineConfig, stages: &[Stage], e: &EvalStage) -> Result<()>
             reference: prompted.then(|| sft.clone()),
             kl_samples: e.kl_samples,
             max_new_tokens: e.max_new_tokens,
+            format: Default::default(),
         };
         tracing::info!(model = %name, "evaluating");
         let r = evaluate(&ckpt, adapter.as_deref(), &inputs)?;

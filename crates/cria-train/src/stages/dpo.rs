@@ -8,7 +8,8 @@
 use crate::batch::{Batch, Group, Layout};
 use crate::check;
 use crate::config::TrainConfig;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
+use crate::format;
 use crate::losses::{chosen_nll, dpo_loss};
 use crate::method::{self, Method};
 use crate::metrics::{Metrics, Reporter, RunDir};
@@ -17,7 +18,6 @@ use crate::scoring::{batch_logps, group_logps};
 use crate::trainer::{self, Objective, TrainSpec};
 use cria_core::nn::lora::LoraConfig;
 use cria_core::{Device, Llama, Tensor, checkpoint, device};
-use cria_data::chat::ChatFormat;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -140,14 +140,22 @@ fn fill_reference(reference: &Llama, groups: &mut [Group], pad: u32, batch: usiz
 pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
     cfg.validate()?;
     let inf = device::inference_device();
-    let reference = checkpoint::load_model(&cfg.init, &inf)?;
+    let mut reference = checkpoint::load_model(&cfg.init, &inf)?;
     method::require_lm(&reference, &cfg.init)?;
-    let tok = checkpoint::load_tokenizer(&cfg.init, &reference.cfg)?;
+    let mut tok = checkpoint::load_tokenizer(&cfg.init, &reference.cfg)?;
+    let prompting = format::resolve(cfg.data.format, &cfg.init, &mut reference, &mut tok)?;
+    if prompting.added_tokens > 0 && cfg.method != Method::Full {
+        return Err(TrainError::Invalid(
+            "the starting checkpoint has no chat template and no cria chat tokens: LoRA cannot \
+             learn new tokens; use data.format = \"alpaca\" or method = \"full\""
+                .into(),
+        ));
+    }
     let pad = tok.pad_id();
-    let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
+    let fmt = &prompting.fmt;
     check::fits_context("data.seq_len", cfg.data.seq_len, reference.max_len())?;
     let max = cfg.data.seq_len + 1;
-    let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &cfg.out, &tok, &fmt, max)?;
+    let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &cfg.out, &tok, fmt, max)?;
     let (mut train, mut val) = (pairs(t.groups, cfg.pairs), pairs(v.groups, cfg.pairs));
     let fp = format!(
         "dpo {} beta={} seq_len={}",
@@ -177,6 +185,7 @@ pub fn run(cfg: &DpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
     let spec = TrainSpec {
         adapter: adapted.adapter.map(|a| (a, cfg.init.as_path())),
         trainable: adapted.trainable,
+        extra_files: prompting.checkpoint_files(&cfg.init, &tok)?,
         ..TrainSpec::new(
             &cfg.train, &run, &cfg.init, resolved, "dpo.toml", &objective,
         )

@@ -7,13 +7,13 @@
 use crate::batch::{Batch, Group, Layout};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
+use crate::format;
 use crate::losses::ranking_loss;
 use crate::metrics::{Metrics, Reporter, RunDir};
 use crate::prefs::{self, PrefDataConfig, fingerprint};
 use crate::scoring::{reward_pad, rewards, score_groups};
 use crate::trainer::{self, Objective, TrainSpec};
 use cria_core::{Device, Llama, Tensor, checkpoint, device, fsutil};
-use cria_data::chat::ChatFormat;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -52,8 +52,9 @@ impl Objective for RankingObjective {
 pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
     cfg.validate()?;
     let inf = device::inference_device();
-    let base = checkpoint::load_model(&cfg.init, &inf)?;
-    let tok = checkpoint::load_tokenizer(&cfg.init, &base.cfg)?;
+    let mut base = checkpoint::load_model(&cfg.init, &inf)?;
+    let mut tok = checkpoint::load_tokenizer(&cfg.init, &base.cfg)?;
+    let prompting = format::resolve(cfg.data.format, &cfg.init, &mut base, &mut tok)?;
     let mut model = match base.cfg.head {
         cria_core::config::Head::Score => base,
         cria_core::config::Head::Lm => base.into_reward_model(cfg.train.seed),
@@ -62,10 +63,10 @@ pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<P
     // batches are padded with the id the saved config names, so both read the same token.
     let pad = reward_pad(&model, &tok);
     model.cfg.pad_token_id = Some(pad);
-    let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
+    let fmt = &prompting.fmt;
     crate::check::fits_context("data.seq_len", cfg.data.seq_len, model.max_len())?;
     let max = cfg.data.seq_len;
-    let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &cfg.out, &tok, &fmt, max)?;
+    let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &cfg.out, &tok, fmt, max)?;
     let pairs = |g: &[Group]| g.iter().map(|x| x.len() * (x.len() - 1) / 2).sum::<usize>();
     tracing::info!(
         prompts = t.groups.len(),
@@ -82,14 +83,17 @@ pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<P
     let (seed, bs) = (cfg.train.seed, cfg.train.batch_size);
     let mut data = prefs::data(t.groups, v.groups, seed, bs, fp, pad, Layout::Score);
     let run = RunDir::new(&cfg.out);
-    let spec = TrainSpec::new(
-        &cfg.train,
-        &run,
-        &cfg.init,
-        resolved,
-        "rm.toml",
-        &RankingObjective,
-    );
+    let spec = TrainSpec {
+        extra_files: prompting.checkpoint_files(&cfg.init, &tok)?,
+        ..TrainSpec::new(
+            &cfg.train,
+            &run,
+            &cfg.init,
+            resolved,
+            "rm.toml",
+            &RankingObjective,
+        )
+    };
     let mut model = trainer::train(model, &mut data, &spec, rep)?;
     // Rewards are centred on the validation responses, else the training ones.
     let reference = if data.val.is_empty() {

@@ -8,16 +8,17 @@ use crate::check;
 use crate::config::TrainConfig;
 use crate::data::{self, Shuffled, hold_out};
 use crate::error::{Result, TrainError};
+use crate::format;
 use crate::method::{self, Method};
 use crate::metrics::{Reporter, RunDir};
 use crate::trainer::{self, TrainSpec};
 use cria_core::nn::lora::LoraConfig;
 use cria_core::nn::prefix::PrefixConfig;
-use cria_core::{checkpoint, device, fsutil};
-use cria_data::chat::{self, ALPACA_TEMPLATE, CHAT_TEMPLATE, ChatFormat, Encoded, FormatChoice};
+use cria_core::{checkpoint, device};
+use cria_data::chat::{self, ChatFormat, Encoded, FormatChoice};
 use cria_data::sft::read_all_with;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -33,8 +34,9 @@ pub struct SftDataConfig {
     pub train_on_inputs: bool,
     /// Pack examples end to end into full rows instead of padding each to its batch's longest.
     pub packing: bool,
-    /// Prompt format: `auto` (the checkpoint's own chat template, else cria's), `cria` or
-    /// `alpaca`. The checkpoint written carries it as its `chat_template`.
+    /// Prompt format: `auto` (the checkpoint's own chat template, else cria's, its tokens
+    /// added when the base lacks them), `cria` or `alpaca`. The checkpoint written carries
+    /// it as its `chat_template`.
     pub format: FormatChoice,
     /// Skip malformed records instead of stopping, counting them by reason and writing them
     /// to `out/rejects.jsonl`.
@@ -159,31 +161,6 @@ fn rows(examples: Vec<Encoded>, max: usize, packing: bool) -> Vec<Row> {
     out.into_iter().map(row).collect()
 }
 
-/// `tokenizer_config.json` of the base with `template` as its chat template (and the BOS/EOS
-/// strings the template uses, so transformers renders it the same).
-fn tokenizer_config_with_template(
-    init: &Path,
-    template: &str,
-    tok: &cria_core::tokenizer::Tokenizer,
-) -> Result<Vec<u8>> {
-    let path = init.join("tokenizer_config.json");
-    let mut v = if path.exists() {
-        fsutil::read_json(&path)?
-    } else {
-        serde_json::json!({})
-    };
-    let (bos, eos) = cria_data::template::special_strings(init, tok)?;
-    if let Some(o) = v.as_object_mut() {
-        o.insert("chat_template".into(), template.trim_end().into());
-        for (k, s) in [("bos_token", bos), ("eos_token", eos)] {
-            if !o.contains_key(k) && !s.is_empty() {
-                o.insert(k.into(), s.into());
-            }
-        }
-    }
-    Ok(serde_json::to_vec_pretty(&v).expect("JSON value"))
-}
-
 /// The training and validation rows (validation: the named files, else `val_fraction` of
 /// the training records) and a fingerprint of the training rows.
 fn load_rows(
@@ -226,29 +203,22 @@ fn load_rows(
     Ok((rows_train, rows_val, fingerprint))
 }
 
-/// The format trained in, written into the checkpoint so chat and transformers render
-/// prompts the same way; a checkpoint's own template is kept as it is.
-fn template_files(
-    cfg: &SftConfig,
-    fmt: &ChatFormat,
-    tok: &cria_core::tokenizer::Tokenizer,
-) -> Result<Vec<(String, Vec<u8>)>> {
-    let template = match fmt {
-        ChatFormat::Cria(_) => CHAT_TEMPLATE,
-        ChatFormat::Template(t) if t.is(ALPACA_TEMPLATE) => ALPACA_TEMPLATE,
-        ChatFormat::Template(_) => return Ok(vec![]),
-    };
-    Ok(vec![(
-        "tokenizer_config.json".into(),
-        tokenizer_config_with_template(&cfg.init, template, tok)?,
-    )])
-}
-
 /// Runs supervised fine-tuning; returns the checkpoint directory.
 pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<PathBuf> {
     cfg.validate()?;
     let mut model = checkpoint::load_model(&cfg.init, &device::inference_device())?;
     method::require_lm(&model, &cfg.init)?;
+    let mut tok = checkpoint::load_tokenizer(&cfg.init, &model.cfg)?;
+    let prompting = format::resolve(cfg.data.format, &cfg.init, &mut model, &mut tok)?;
+    if prompting.added_tokens > 0 && cfg.method != Method::Full {
+        return Err(TrainError::Invalid(format!(
+            "{} has no chat template and no cria chat tokens; a frozen base cannot learn new \
+             tokens' embeddings with method = {:?}: use data.format = \"alpaca\" (no new \
+             tokens), or method = \"full\"",
+            cfg.init.display(),
+            cfg.method
+        )));
+    }
     let adapted = method::apply(
         &mut model,
         cfg.method,
@@ -256,11 +226,10 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         Some(&cfg.adapter),
         cfg.train.seed,
     )?;
-    let tok = checkpoint::load_tokenizer(&cfg.init, &model.cfg)?;
-    let fmt = ChatFormat::choose(cfg.data.format, &cfg.init, &tok)?;
+    let fmt = &prompting.fmt;
     check::fits_context("data.seq_len", cfg.data.seq_len, model.max_len())?;
     let max = cfg.data.seq_len + 1;
-    let (train, val, fingerprint) = load_rows(cfg, &tok, &fmt, max)?;
+    let (train, val, fingerprint) = load_rows(cfg, &tok, fmt, max)?;
     let pad = tok.pad_id();
     let mut data = Shuffled::new(
         train,
@@ -274,7 +243,7 @@ pub fn run(cfg: &SftConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
     let spec = TrainSpec {
         adapter: adapted.adapter.map(|a| (a, cfg.init.as_path())),
         trainable: adapted.trainable,
-        extra_files: template_files(cfg, &fmt, &tok)?,
+        extra_files: prompting.checkpoint_files(&cfg.init, &tok)?,
         ..TrainSpec::new(
             &cfg.train,
             &run,

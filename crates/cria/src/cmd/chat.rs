@@ -2,20 +2,26 @@
 //! with `/` are commands (`/reset`, `/system TEXT`, `/quit`); when stdin is not a terminal it
 //! reads plain lines, so a conversation can be scripted.
 
-use super::generate::Sampling;
+use super::generate::{Format, Sampling};
 use clap::Args as ClapArgs;
 use cria_core::generate::{GenerateOptions, generate};
 use cria_core::tokenizer::StreamDecoder;
 
-use cria_data::chat::{ChatFormat, Message, Role};
+use cria_data::chat::{Message, Role, fold_history};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A Hugging Face checkpoint directory (fine-tuned with cria's chat format).
+    /// A Hugging Face checkpoint directory: prompted with its own chat template, else as
+    /// `--format` says.
     #[arg(long)]
     model: PathBuf,
+    /// How to prompt a checkpoint without a chat template: `auto` (cria's chat tokens, added
+    /// when missing: only useful once trained on them), `cria`, or `alpaca` (the Alpaca
+    /// prompt; earlier turns of the conversation become the instruction's input).
+    #[arg(long, value_enum, default_value = "auto")]
+    format: Format,
     /// A system message that starts the conversation.
     #[arg(long)]
     system: Option<String>,
@@ -43,9 +49,11 @@ impl Session {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let sampling = a.sampling.params()?;
-    let (model, tok) = super::load_for_inference(&a.model, a.adapter.as_deref())?;
+    let (mut model, mut tok) = super::load_for_inference(&a.model, a.adapter.as_deref())?;
     // An adapter directory carries the chat template it was trained with.
-    let fmt = ChatFormat::for_checkpoint(a.adapter.as_deref().unwrap_or(&a.model), &tok)?;
+    let dir = a.adapter.as_deref().unwrap_or(&a.model);
+    let fmt = cria_train::format::resolve(a.format.into(), dir, &mut model, &mut tok)?.fmt;
+    let fold = fmt.single_exchange();
     let budget = model.max_len().saturating_sub(a.sampling.max_new_tokens);
     let stop_ids = fmt.stop_ids(&tok, &model.cfg.eos_token_id);
     let interactive = std::io::stdin().is_terminal();
@@ -53,6 +61,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eprintln!(
             "cria chat — /reset clears the conversation, /system TEXT sets the system message, /quit exits"
         );
+        if fold {
+            eprintln!(
+                "(this model takes one instruction at a time, as Alpaca: earlier turns are given \
+                 to it as the instruction's input)"
+            );
+        }
     }
     let mut s = Session {
         system: a.system.clone(),
@@ -88,7 +102,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         s.turns.push(Message::new(Role::User, line));
         // Keep the conversation inside the context: drop the oldest exchanges first.
         let prompt = loop {
-            let ids = fmt.encode(&s.messages(), &tok, true, false)?.ids;
+            let mut messages = s.messages();
+            if fold {
+                messages = fold_history(&messages);
+            }
+            let ids = fmt.encode(&messages, &tok, true, false)?.ids;
             if ids.len() <= budget || s.turns.len() <= 1 {
                 break ids;
             }

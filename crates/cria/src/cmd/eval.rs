@@ -2,6 +2,7 @@
 //! rate), harmlessness (refusals and over-refusals), held-out perplexity and KL to a reference,
 //! for one checkpoint; printed as a table and written as JSON.
 
+use super::generate::Format;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use cria_train::eval::{self, EvalInputs};
@@ -51,6 +52,10 @@ pub struct Args {
     kl_samples: usize,
     #[arg(long, default_value_t = 48)]
     max_new_tokens: usize,
+    /// How to prompt a checkpoint without a chat template: `auto` (cria's chat tokens, added
+    /// when missing), `cria`, or `alpaca` (the Alpaca prompt).
+    #[arg(long, value_enum, default_value = "auto")]
+    format: Format,
     /// Write the results as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -81,7 +86,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let corpus_ids = if a.corpus.is_empty() {
         None
     } else {
-        let (_, tok, _) = eval::load_subject(&a.model, a.adapter.as_deref(), "--model")?;
+        let (_, tok, _) =
+            eval::load_subject(&a.model, a.adapter.as_deref(), "--model", a.format.into())?;
         let docs = cria_data::corpus::read_corpus(&a.corpus)?;
         Some(cria_data::shards::tokenize(&docs, &tok)?)
     };
@@ -97,6 +103,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         reference: a.reference.clone(),
         kl_samples: a.kl_samples,
         max_new_tokens: a.max_new_tokens,
+        format: a.format.into(),
     };
     let e = eval::evaluate(&a.model, a.adapter.as_deref(), &inputs)
         .with_context(|| format!("evaluating {}", a.model.display()))?;

@@ -9,6 +9,28 @@ use cria_core::tokenizer::StreamDecoder;
 use std::io::Write;
 use std::path::PathBuf;
 
+/// How a checkpoint without a chat template is prompted (`--format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    /// The checkpoint's own chat template; without one, cria's chat tokens (added when the
+    /// tokenizer lacks them).
+    Auto,
+    /// cria's chat format.
+    Cria,
+    /// The Alpaca prompt (one instruction, one response).
+    Alpaca,
+}
+
+impl From<Format> for cria_data::chat::FormatChoice {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Auto => cria_data::chat::FormatChoice::Auto,
+            Format::Cria => cria_data::chat::FormatChoice::Cria,
+            Format::Alpaca => cria_data::chat::FormatChoice::Alpaca,
+        }
+    }
+}
+
 /// Sampling flags shared by `generate` and `chat`.
 #[derive(ClapArgs, Clone)]
 pub struct Sampling {

@@ -23,6 +23,8 @@ pub struct PpoDataConfig {
     /// Skip malformed prompt records instead of stopping, counting them by reason and writing
     /// them to `out/rejects.jsonl`.
     pub skip_invalid: bool,
+    /// How a policy without a chat template is prompted (`auto`/`cria`, or `alpaca`).
+    pub format: cria_data::chat::FormatChoice,
 }
 
 impl Default for PpoDataConfig {
@@ -34,6 +36,7 @@ impl Default for PpoDataConfig {
             ptx_seq_len: 128,
             ptx_batch_size: 4,
             skip_invalid: false,
+            format: cria_data::chat::FormatChoice::Auto,
         }
     }
 }

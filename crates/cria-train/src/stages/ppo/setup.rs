@@ -50,11 +50,19 @@ pub(super) fn load(cfg: &PpoConfig) -> Result<(Setup<'_>, Loaded)> {
     let mut policy = checkpoint::load_model(&cfg.init, &inf)?;
     method::require_lm(&policy, &cfg.init)?;
     super::config::check_context(cfg, policy.max_len())?;
-    let tok = checkpoint::load_tokenizer(&cfg.init, &policy.cfg)?;
+    let mut tok = checkpoint::load_tokenizer(&cfg.init, &policy.cfg)?;
+    let prompting = crate::format::resolve(cfg.data.format, &cfg.init, &mut policy, &mut tok)?;
+    if prompting.added_tokens > 0 {
+        return Err(TrainError::Invalid(format!(
+            "init: {} has no chat template and no cria chat tokens: PPO starts from a model \
+             fine-tuned on its chat format; run `cria sft` on it first",
+            cfg.init.display()
+        )));
+    }
     let reward = checkpoint::load_model(&cfg.reward_model, &inf)?;
     method::require_reward_model(&reward, &cfg.reward_model, "reward_model")?;
     check_same_tokenizer(&cfg.init, &cfg.reward_model)?;
-    let fmt = ChatFormat::for_checkpoint(&cfg.init, &tok)?;
+    let fmt = prompting.fmt;
     let rm_fmt = ChatFormat::for_checkpoint(&cfg.reward_model, &tok)?;
     let prompts = encode_prompts(cfg, &tok, &fmt)?;
     let ptx = ptx_shards(cfg, &tok)?;
