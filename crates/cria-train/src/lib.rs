@@ -16,6 +16,7 @@ pub mod divergence;
 pub mod error;
 pub mod eval;
 pub mod format;
+pub mod keys;
 pub mod losses;
 pub mod method;
 pub mod metrics;

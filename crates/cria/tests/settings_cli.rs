@@ -484,3 +484,68 @@ fn a_pipeline_checks_every_stage_before_the_first_runs() {
     );
     assert!(err.contains("missing.jsonl does not exist"), "{err}");
 }
+
+#[test]
+fn print_config_shows_every_setting_with_a_comment_and_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for stage in ["pretrain", "sft", "rm", "dpo", "ppo"] {
+        let cfg = stage_config(root, stage);
+        let out = run_ok(cria().arg(stage).arg("--config").arg(&cfg).args([
+            "--set",
+            "train.lr=2e-4",
+            "--print-config",
+        ]));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("# peak learning rate (> 0)\nlr = 0.0002\n"),
+            "{stage}: {text}"
+        );
+        assert!(
+            text.contains(&format!("run-{stage}")),
+            "{stage}: the file's settings"
+        );
+        assert!(
+            !root.join(format!("run-{stage}")).exists(),
+            "{stage}: nothing ran"
+        );
+        // Every key line has its comment just above it.
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains(" = ") && !l.starts_with('#') {
+                assert!(
+                    lines[i - 1].starts_with("# "),
+                    "{stage}: {l} has no comment"
+                );
+            }
+        }
+        // What it prints is a config that prints the same again.
+        let printed = root.join(format!("printed-{stage}.toml"));
+        std::fs::write(&printed, &text).unwrap();
+        let again = run_ok(
+            cria()
+                .arg(stage)
+                .arg("--config")
+                .arg(&printed)
+                .arg("--print-config"),
+        );
+        assert_eq!(String::from_utf8(again.stdout).unwrap(), text, "{stage}");
+    }
+    let sft = String::from_utf8(
+        run_ok(cria().args(["sft", "--print-config", "--set", "method=\"lora\""])).stdout,
+    )
+    .unwrap();
+    assert!(
+        sft.contains("method = \"lora\"") && sft.contains("[lora]\n# LoRA rank"),
+        "{sft}"
+    );
+    let help = String::from_utf8(run_ok(cria().args(["sft", "--help"])).stdout).unwrap();
+    for word in [
+        "\"full\"",
+        "\"lora\"",
+        "\"llama-adapter\"",
+        "--print-config",
+    ] {
+        assert!(help.contains(word), "sft --help names {word}: {help}");
+    }
+}

@@ -1,5 +1,6 @@
-//! `cria logits` (hidden, for scripts/ref/check_cria_checkpoint.py): the logits of every
-//! position of a prompt, written as safetensors (`input_ids`, `logits`).
+//! `cria logits`: the logits of every position of a prompt, written as safetensors
+//! (`input_ids`, `logits`), as scripts/ref/check_cria_checkpoint.py compares them with
+//! transformers'.
 
 use clap::Args as ClapArgs;
 use cria_core::params::to_vec;
@@ -8,10 +9,13 @@ use std::path::PathBuf;
 
 #[derive(ClapArgs)]
 pub struct Args {
+    /// A Hugging Face checkpoint directory (a language model).
     #[arg(long)]
     model: PathBuf,
+    /// The text, tokenized as the checkpoint's tokenizer does (with its BOS when it adds one).
     #[arg(long)]
     prompt: String,
+    /// The safetensors file to write: `input_ids` (1, T) and `logits` (1, T, vocab), f32.
     #[arg(long)]
     out: PathBuf,
 }

@@ -26,14 +26,30 @@ pub enum Command {
     #[command(subcommand)]
     Tokenizer(tokenizer::Command),
     /// Pretrain a model from scratch, or continue pretraining a checkpoint, on a text corpus.
+    ///
+    /// Settings come from `--config FILE.toml` and `--set KEY=VALUE`; `--print-config` shows
+    /// every key with what it does.
     Pretrain(pretrain::Args),
     /// Fine-tune a checkpoint on instruction or chat data (loss on the replies only).
+    ///
+    /// `method` = "full" (every weight), "lora" (a PEFT LoRA adapter, `[lora]` r, alpha,
+    /// dropout, target_modules) or "llama-adapter" (`[adapter]` len, layers). A base without a
+    /// chat template is prompted as `data.format` says (auto, cria, alpaca). `--print-config`
+    /// shows every key with what it does.
     Sft(sft::Args),
     /// Train a reward model (scalar head on the SFT trunk) on ranked or paired responses.
+    ///
+    /// `--print-config` shows every key with what it does.
     Rm(rm::Args),
     /// Direct Preference Optimization of an SFT checkpoint on preference pairs.
+    ///
+    /// `method` = "full" or "lora" (`[lora]`); `beta`, `pairs`, `sft_weight`. `--print-config`
+    /// shows every key with what it does.
     Dpo(dpo::Args),
     /// RLHF with PPO: rollouts scored by a reward model, per-token KL penalty to the SFT model.
+    ///
+    /// `method` = "full" or "lora" (`[lora]`); `[rollout]` sampling, `[ppo]` KL, GAE, clipping,
+    /// PPO-ptx. `--print-config` shows every key with what it does.
     Ppo(ppo::Args),
     /// Chat with a fine-tuned checkpoint in the terminal (or over piped lines).
     Chat(chat::Args),
@@ -49,8 +65,8 @@ pub enum Command {
     World(world::Args),
     /// Continue a prompt with a checkpoint, streaming to stdout.
     Generate(generate::Args),
-    /// Write the logits of every prompt position to a safetensors file (for reference checks).
-    #[command(hide = true)]
+    /// Write the logits of every prompt position to a safetensors file (`input_ids`, `logits`),
+    /// to compare a checkpoint with transformers (scripts/ref/check_cria_checkpoint.py).
     Logits(logits::Args),
 }
 

@@ -54,6 +54,15 @@ const PATHS: &[&str] = &[
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
+        Command::Plan(a) | Command::Run(a) if a.run.print_config => {
+            let cfg = a.config()?;
+            println!(
+                "# the pipeline's settings as they would run; each stage's section takes the keys \
+                 `cria <stage> --print-config` describes"
+            );
+            print!("{}", toml::to_string_pretty(&cfg)?);
+            Ok(())
+        }
         Command::Plan(a) => {
             let cfg = a.config()?;
             for line in pipeline::describe(&cfg)? {

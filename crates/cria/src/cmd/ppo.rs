@@ -13,6 +13,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     run_stage(
         &a.run,
+        cria_train::keys::Stage::Ppo,
         &["out", "init", "reward_model", "data.prompts", "data.ptx"],
         |c: &PpoConfig| (&c.out, &c.init, c.train.log_every),
         ppo::run,

@@ -21,6 +21,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let cfg: PretrainConfig = a
         .run
         .resolve(&["out", "init", "tokenizer", "data.inputs"])?;
+    if a.run.printed(cria_train::keys::Stage::Pretrain, &cfg)? {
+        return Ok(());
+    }
     if cfg.out.as_os_str().is_empty() {
         anyhow::bail!("{}: set `out` (or pass --out DIR)", a.run.origin());
     }

@@ -13,6 +13,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     run_stage(
         &a.run,
+        cria_train::keys::Stage::Rm,
         &["out", "init", "data.train", "data.val"],
         |c: &RmConfig| (&c.out, &c.init, c.train.log_every),
         rm::run,

@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// and written to `rejects.jsonl` in the run directory (sets `data.skip_invalid`).
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Print the stage's settings as they would run (defaults < --config < --set), each with a
+    /// comment saying what it does, and exit: a starting point for a config file.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 impl RunArgs {
@@ -38,6 +42,19 @@ impl RunArgs {
     /// Defaults < file < flags, deserialised into the stage's config (unknown keys are errors).
     pub fn resolve<T: serde::de::DeserializeOwned>(&self, path_keys: &[&str]) -> anyhow::Result<T> {
         self.resolve_with(path_keys, "data.skip_invalid")
+    }
+
+    /// With `--print-config`, prints `cfg` annotated (see cria_train::keys) and returns true.
+    pub fn printed<C: serde::Serialize>(
+        &self,
+        stage: cria_train::keys::Stage,
+        cfg: &C,
+    ) -> anyhow::Result<bool> {
+        if self.print_config {
+            let table = toml::Table::try_from(cfg)?;
+            print!("{}", cria_train::keys::annotated(stage, &table));
+        }
+        Ok(self.print_config)
     }
 
     /// As [`RunArgs::resolve`], `--skip-invalid` setting `skip_key`.
@@ -69,11 +86,15 @@ impl RunArgs {
 /// checks both paths are set, trains with a progress display and prints the checkpoint path.
 pub fn run_stage<C: serde::Serialize + serde::de::DeserializeOwned>(
     args: &RunArgs,
+    which: cria_train::keys::Stage,
     path_keys: &[&str],
     parts: impl Fn(&C) -> (&std::path::Path, &std::path::Path, u64),
     stage: impl Fn(&C, String, &mut dyn cria_train::metrics::Reporter) -> cria_train::Result<PathBuf>,
 ) -> anyhow::Result<()> {
     let cfg: C = args.resolve(path_keys)?;
+    if args.printed(which, &cfg)? {
+        return Ok(());
+    }
     let (out, init, log_every) = parts(&cfg);
     if out.as_os_str().is_empty() || init.as_os_str().is_empty() {
         anyhow::bail!(
