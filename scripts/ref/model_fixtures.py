@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM)
+                          Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 OUT = Path(__file__).resolve().parents[2] / "crates" / "cria-core" / "tests" / "fixtures"
 VOCAB, T = 96, 12
@@ -102,6 +102,17 @@ def tokenizer_and_greedy(name):
         {"prompt": prompt, "prompt_ids": ids, "greedy_ids": out[0, len(ids):].tolist()}, indent=1))
 
 
+def greedy_ids(name):
+    """transformers' greedy continuation of fixed prompt ids (no tokenizer needed)."""
+    d = OUT / name
+    ids = [1, 17, 42, 5, 63, 8, 29]
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    out = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                         eos_token_id=None, pad_token_id=0)
+    (d / "greedy.json").write_text(json.dumps(
+        {"prompt_ids": ids, "greedy_ids": out[0, len(ids):].tolist()}, indent=1))
+
+
 def main():
     torch.manual_seed(1234)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -124,6 +135,33 @@ def main():
                                                rope_parameters={"rope_type": "default",
                                                                 "rope_theta": 10000.0}))
     write("mistral_sharded", mistral, shard="40KB")
+
+    # Qwen3: RMSNorm over each head's queries and keys before RoPE, a head_dim that is not
+    # hidden_size / heads, tied embeddings as the small Qwen3 models ship.
+    qwen3 = Qwen3ForCausalLM(Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=24, tie_word_embeddings=True,
+                                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
+    with torch.no_grad():
+        for n, p in qwen3.named_parameters():
+            if n.endswith(("q_norm.weight", "k_norm.weight")):
+                p.normal_(1.0, 0.5)  # ones by default: a dropped norm weight would not show
+    write("qwen3", qwen3)
+    greedy_ids("qwen3")
+
+    # Phi-3: q, k and v in one fused qkv_proj, gate and up in one gate_up_proj, a sliding window.
+    phi3 = Phi3ForCausalLM(Phi3Config(**COMMON, num_key_value_heads=2, tie_word_embeddings=False, sliding_window=5,
+                                      pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
+    write("phi3", phi3)
+    greedy_ids("phi3")
+
+    # SmolLM2 as HuggingFaceTB ships it: a LlamaForCausalLM whose config also carries
+    # nanotron's markers (is_llama_config, rope_interleaved: false) and a transformers.js hint.
+    smol_cfg = LlamaConfig(**COMMON, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
+                           bos_token_id=0, eos_token_id=0, pretraining_tp=1, is_llama_config=True,
+                           rope_interleaved=False,
+                           rope_parameters={"rope_type": "default", "rope_theta": 100000.0})
+    setattr(smol_cfg, "transformers.js_config", {"kv_cache_dtype": {"q4f16": "float16", "fp16": "float16"}})
+    write("smollm2", LlamaForCausalLM(smol_cfg))
 
 
 if __name__ == "__main__":

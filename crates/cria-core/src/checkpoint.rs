@@ -43,7 +43,10 @@ pub fn load_config(dir: &Path) -> Result<ModelConfig> {
 /// Loads the model of a checkpoint directory onto `device`.
 pub fn load_model(dir: &Path, device: &Device) -> Result<Llama> {
     let cfg = load_config(dir)?;
-    let map = WeightMap::read_dir(dir)?;
+    let mut map = WeightMap::read_dir(dir)?;
+    if cfg.arch == crate::config::Arch::Phi3 {
+        crate::model::fused::split(&cfg, &mut map)?;
+    }
     let mut vb = VarBuilder::load(map, dir, device);
     let model = Llama::new(&cfg, &mut vb)?;
     vb.finish()?;
@@ -162,9 +165,9 @@ fn write_model(model: &Llama, dir: &Path) -> Result<()> {
     let meta = [("format".to_string(), "pt".to_string())]
         .into_iter()
         .collect();
-    save_safetensors(
-        &dir.join("model.safetensors"),
-        &named_tensors(model),
-        Some(meta),
-    )
+    let mut tensors = named_tensors(model);
+    if model.cfg.arch == crate::config::Arch::Phi3 {
+        crate::model::fused::fuse(&model.cfg, &mut tensors);
+    }
+    save_safetensors(&dir.join("model.safetensors"), &tensors, Some(meta))
 }

@@ -1,6 +1,7 @@
 //! The model configuration, read from and written to Hugging Face `config.json`.
 //!
-//! One struct covers `LlamaForCausalLM`, `MistralForCausalLM` and `Qwen2ForCausalLM`. Both the
+//! One struct covers `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`,
+//! `Qwen3ForCausalLM` (q/k RMSNorm) and `Phi3ForCausalLM` (fused projections). Both the
 //! older (`rope_theta`, `rope_scaling`, `torch_dtype`) and the newer (`rope_parameters`, `dtype`)
 //! spellings are read. Keys that would change the numerics and that cria does not implement are
 //! errors, as are keys nobody wrote for these architectures: a silent misread would give a
@@ -16,6 +17,11 @@ pub enum Arch {
     Llama,
     Mistral,
     Qwen2,
+    /// Qwen2's layout with an RMSNorm over each head's queries and keys, no q/k/v bias.
+    Qwen3,
+    /// LLaMA's blocks with q/k/v stored as one `qkv_proj` and gate/up as one `gate_up_proj`
+    /// (split at load, fused again at save).
+    Phi3,
 }
 
 /// What sits on top of the final norm.
@@ -38,9 +44,13 @@ impl Arch {
             (Arch::Llama, Head::Lm) => "LlamaForCausalLM",
             (Arch::Mistral, Head::Lm) => "MistralForCausalLM",
             (Arch::Qwen2, Head::Lm) => "Qwen2ForCausalLM",
+            (Arch::Qwen3, Head::Lm) => "Qwen3ForCausalLM",
+            (Arch::Phi3, Head::Lm) => "Phi3ForCausalLM",
             (Arch::Llama, Head::Score) => "LlamaForSequenceClassification",
             (Arch::Mistral, Head::Score) => "MistralForSequenceClassification",
             (Arch::Qwen2, Head::Score) => "Qwen2ForSequenceClassification",
+            (Arch::Qwen3, Head::Score) => "Qwen3ForSequenceClassification",
+            (Arch::Phi3, Head::Score) => "Phi3ForSequenceClassification",
         }
     }
     pub fn model_type(self) -> &'static str {
@@ -48,18 +58,27 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Mistral => "mistral",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Phi3 => "phi3",
         }
     }
+    const ALL: [Arch; 5] = [
+        Arch::Llama,
+        Arch::Mistral,
+        Arch::Qwen2,
+        Arch::Qwen3,
+        Arch::Phi3,
+    ];
     fn from_class(name: &str) -> Option<(Arch, Head)> {
-        Some(match name {
-            "LlamaForCausalLM" => (Arch::Llama, Head::Lm),
-            "MistralForCausalLM" => (Arch::Mistral, Head::Lm),
-            "Qwen2ForCausalLM" => (Arch::Qwen2, Head::Lm),
-            "LlamaForSequenceClassification" => (Arch::Llama, Head::Score),
-            "MistralForSequenceClassification" => (Arch::Mistral, Head::Score),
-            "Qwen2ForSequenceClassification" => (Arch::Qwen2, Head::Score),
-            _ => return None,
+        Self::ALL.into_iter().find_map(|a| {
+            [Head::Lm, Head::Score]
+                .into_iter()
+                .find(|&h| a.class_name_with(h) == name)
+                .map(|h| (a, h))
         })
+    }
+    fn from_model_type(name: &str) -> Option<Arch> {
+        Self::ALL.into_iter().find(|a| a.model_type() == name)
     }
 }
 
@@ -97,8 +116,11 @@ pub struct ModelConfig {
     pub rope_scaling: Option<RopeScaling>,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
-    /// Bias on q/k/v projections (Qwen2 always; LLaMA with `attention_bias`).
+    /// Bias on q/k/v projections (Qwen2 always; LLaMA and Qwen3 with `attention_bias`).
     pub qkv_bias: bool,
+    /// RMSNorm (weights `q_norm`, `k_norm`, over `head_dim`) of each head's queries and keys
+    /// before RoPE (Qwen3).
+    pub qk_norm: bool,
     /// Bias on the output projection (LLaMA's `attention_bias` covers o_proj too).
     pub o_bias: bool,
     pub mlp_bias: bool,
@@ -168,6 +190,17 @@ const KNOWN_KEYS: &[&str] = &[
     "tf_legacy_loss",
     "torchscript",
     "use_bfloat16",
+    // Phi-3: dropout rates (training only) and the length longrope scales from (read with
+    // `rope_scaling`, which cria refuses unless it is default, linear or llama3).
+    "embd_pdrop",
+    "resid_pdrop",
+    "original_max_position_embeddings",
+    "partial_rotary_factor",
+    // SmolLM2 (converted from nanotron): a marker, a transformers.js runtime hint, and
+    // `rope_interleaved`, which must be false (transformers always rotates halves).
+    "is_llama_config",
+    "transformers.js_config",
+    "rope_interleaved",
 ];
 
 struct Reader<'a> {
@@ -278,6 +311,13 @@ impl ModelConfig {
                 format!("`{act}` is not supported (only silu)"),
             ));
         }
+        if r.bool_or("rope_interleaved", false)? {
+            return Err(r.err(
+                "rope_interleaved",
+                "interleaved RoPE is not what transformers computes for this class (it rotates \
+                 halves); convert the checkpoint first",
+            ));
+        }
         let hidden_size = r.usize("hidden_size")?;
         let heads = r.usize("num_attention_heads")?;
         let kv_heads = r.opt_usize("num_key_value_heads")?.unwrap_or(heads);
@@ -296,8 +336,12 @@ impl ModelConfig {
         let attention_bias = r.bool_or("attention_bias", false)?;
         let (qkv_bias, o_bias) = match arch {
             Arch::Qwen2 => (true, false),
+            Arch::Phi3 => (false, false),
             _ => (attention_bias, attention_bias),
         };
+        if arch == Arch::Phi3 && r.obj.contains_key("attention_bias") {
+            return Err(r.err("attention_bias", "Phi-3 has no attention bias"));
+        }
         let cfg = ModelConfig {
             arch,
             head,
@@ -315,6 +359,7 @@ impl ModelConfig {
             max_position_embeddings: r.opt_usize("max_position_embeddings")?.unwrap_or(2048),
             tie_word_embeddings: r.bool_or("tie_word_embeddings", false)?,
             qkv_bias,
+            qk_norm: arch == Arch::Qwen3,
             o_bias,
             mlp_bias: r.bool_or("mlp_bias", false)?,
             sliding_window: read_sliding(&r, arch, layers)?,
@@ -354,10 +399,13 @@ impl ModelConfig {
                 o.insert("attention_bias".into(), json!(self.qkv_bias));
                 o.insert("mlp_bias".into(), json!(self.mlp_bias));
             }
-            Arch::Mistral => {
+            Arch::Mistral | Arch::Phi3 => {
                 o.insert("sliding_window".into(), json!(self.sliding_window[0]));
             }
-            Arch::Qwen2 => {
+            Arch::Qwen2 | Arch::Qwen3 => {
+                if self.arch == Arch::Qwen3 {
+                    o.insert("attention_bias".into(), json!(self.qkv_bias));
+                }
                 let sw = self.sliding_window.iter().flatten().next().copied();
                 let first = self.sliding_window.iter().position(Option::is_some);
                 o.insert("use_sliding_window".into(), json!(sw.is_some()));
@@ -395,7 +443,8 @@ impl ModelConfig {
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
         let attn = d * q + 2 * d * kv + q * d;
-        let layer = attn + 3 * d * f + 2 * d;
+        let qk_norm = if self.qk_norm { 2 * self.head_dim } else { 0 };
+        let layer = attn + 3 * d * f + 2 * d + qk_norm;
         let head = if self.tie_word_embeddings { 0 } else { v * d };
         v * d + self.num_hidden_layers * layer + d + head
     }
@@ -430,16 +479,16 @@ fn read_arch(r: &Reader) -> Result<(Arch, Head)> {
             r.err(
                 "architectures",
                 format!(
-                    "unknown architecture `{name}` (cria reads Llama, Mistral and Qwen2 \
-                     …ForCausalLM and …ForSequenceClassification)"
+                    "unknown architecture `{name}` (cria reads Llama, Mistral, Qwen2, Qwen3 \
+                     and Phi3 …ForCausalLM and …ForSequenceClassification)"
                 ),
             )
         });
     }
     match r.obj.get("model_type").and_then(Value::as_str) {
-        Some("llama") => Ok((Arch::Llama, Head::Lm)),
-        Some("mistral") => Ok((Arch::Mistral, Head::Lm)),
-        Some("qwen2") => Ok((Arch::Qwen2, Head::Lm)),
+        Some(t) if Arch::from_model_type(t).is_some() => {
+            Ok((Arch::from_model_type(t).expect("checked"), Head::Lm))
+        }
         Some(other) => Err(r.err("model_type", format!("unknown architecture `{other}`"))),
         None => Err(r.err("architectures", "missing (and no model_type)")),
     }
@@ -461,6 +510,18 @@ fn read_rope(r: &Reader) -> Result<(f64, Option<RopeScaling>)> {
             .ok_or_else(|| r.err("rope_parameters.rope_theta", "expected a number"))?,
         None => r.f64_or("rope_theta", 10000.0)?,
     };
+    // Phi-3 writes the rotary fraction at the top level or among the rope parameters; cria
+    // rotates whole heads only.
+    let partial = match params.and_then(|p| p.get("partial_rotary_factor")) {
+        Some(v) => v.as_f64(),
+        None => Some(r.f64_or("partial_rotary_factor", 1.0)?),
+    };
+    if partial != Some(1.0) {
+        return Err(r.err(
+            "partial_rotary_factor",
+            "only 1.0 is supported (RoPE over the whole head)",
+        ));
+    }
     let Some(p) = params else {
         return Ok((theta, None));
     };
@@ -506,8 +567,8 @@ fn read_sliding(r: &Reader, arch: Arch, layers: usize) -> Result<Vec<Option<usiz
     let window = r.opt_usize("sliding_window")?.filter(|w| *w > 0);
     Ok(match arch {
         Arch::Llama => vec![None; layers],
-        Arch::Mistral => vec![window; layers],
-        Arch::Qwen2 => {
+        Arch::Mistral | Arch::Phi3 => vec![window; layers],
+        Arch::Qwen2 | Arch::Qwen3 => {
             if !r.bool_or("use_sliding_window", false)? {
                 return Ok(vec![None; layers]);
             }

@@ -193,3 +193,85 @@ fn invalid_json_config_is_named() {
         "{e}"
     );
 }
+
+fn copy_of(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_dir(&fixture(name), &dir);
+    (tmp, dir)
+}
+
+#[test]
+fn phi3_partial_rotary_and_longrope_are_refused() {
+    // Phi-4-mini rotates 3/4 of each head; cria rotates whole heads only.
+    let (_t, dir) = copy_of("phi3");
+    edit_config(&dir, |c| {
+        c.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75}),
+        );
+    });
+    let e = load_err(&dir);
+    assert!(
+        e.contains("partial_rotary_factor") && e.contains("1.0"),
+        "{e}"
+    );
+    // Phi-3's 128k models scale RoPE with longrope.
+    edit_config(&dir, |c| {
+        c.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_type": "longrope", "rope_theta": 10000.0,
+                               "short_factor": [1.0], "long_factor": [1.0]}),
+        );
+    });
+    let e = load_err(&dir);
+    assert!(e.contains("rope_type") && e.contains("longrope"), "{e}");
+}
+
+#[test]
+fn phi3_without_its_fused_tensor_names_it_and_lora_on_phi3_is_refused() {
+    let (_t, dir) = copy_of("phi3");
+    let model = checkpoint::load_model(&dir, &device::inference_device()).unwrap();
+    let e = model
+        .clone()
+        .add_lora(&Default::default(), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Phi-3") && e.contains("method = \"full\""),
+        "{e}"
+    );
+    // A checkpoint with split projections is not Phi-3's layout.
+    let mut tensors = checkpoint::named_tensors(&model);
+    tensors.remove("model.layers.0.self_attn.q_proj.weight");
+    cria_core::weights::save_safetensors(&dir.join("model.safetensors"), &tensors, None).unwrap();
+    let e = load_err(&dir);
+    assert!(
+        e.contains("model.layers.0.self_attn.qkv_proj.weight"),
+        "{e}"
+    );
+}
+
+#[test]
+fn qwen3_missing_its_key_norm_names_the_tensor() {
+    let (_t, dir) = copy_of("qwen3");
+    let model = checkpoint::load_model(&dir, &device::inference_device()).unwrap();
+    let mut tensors = checkpoint::named_tensors(&model);
+    tensors.remove("model.layers.1.self_attn.k_norm.weight");
+    cria_core::weights::save_safetensors(&dir.join("model.safetensors"), &tensors, None).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("model.layers.1.self_attn.k_norm.weight"), "{e}");
+}
+
+#[test]
+fn interleaved_rope_is_refused() {
+    let (_t, dir) = copy_of("smollm2");
+    edit_config(&dir, |c| {
+        c.insert("rope_interleaved".into(), true.into());
+    });
+    let e = load_err(&dir);
+    assert!(
+        e.contains("rope_interleaved") && e.contains("config.json"),
+        "{e}"
+    );
+}

@@ -1,7 +1,9 @@
 //! cria's forward pass against transformers' logits on tiny random checkpoints written by
 //! scripts/ref/model_fixtures.py: LLaMA (GQA, llama3 rope scaling, untied), the same with the
 //! pre-v5 config spelling, Qwen2 (q/k/v bias, tied embeddings, MQA, bf16 weights) and Mistral
-//! (sliding window 5 < 12 tokens, sharded safetensors); and tied LLaMAs stored as
+//! (sliding window 5 < 12 tokens, sharded safetensors), Qwen3 (q/k RMSNorm, head_dim 24 with
+//! 4 heads of a 64-wide model) and Phi-3 (fused qkv_proj and gate_up_proj, sliding window);
+//! and tied LLaMAs stored as
 //! `safetensors.torch.save_model` writes them (scripts/ref/checkpoint_fixtures.py). Tolerance:
 //! 1e-4 absolute on logits.
 
@@ -80,6 +82,65 @@ fn mistral_sliding_window_sharded_matches_transformers() {
 }
 
 #[test]
+fn qwen3_qk_norm_and_wide_heads_match_transformers() {
+    let cfg = checkpoint::load_config(&fixture("qwen3")).unwrap();
+    assert!(cfg.qk_norm && !cfg.qkv_bias);
+    assert_eq!(
+        cfg.head_dim, 24,
+        "head_dim as given, not hidden_size / heads"
+    );
+    check("qwen3");
+}
+
+#[test]
+fn phi3_fused_projections_and_sliding_window_match_transformers() {
+    let cfg = checkpoint::load_config(&fixture("phi3")).unwrap();
+    assert_eq!(cfg.sliding_window, vec![Some(5), Some(5)]);
+    check("phi3");
+}
+
+/// Saving writes the family's own layout (Phi-3's fused tensors, Qwen3's norms) and loading
+/// it back gives the same weights and config.
+#[test]
+fn qwen3_and_phi3_round_trip_through_cria_save_in_their_own_layout() {
+    let dev = device::inference_device();
+    for (name, must_have) in [
+        ("qwen3", "model.layers.1.self_attn.k_norm.weight"),
+        ("phi3", "model.layers.1.mlp.gate_up_proj.weight"),
+    ] {
+        let model = checkpoint::load_model(&fixture(name), &dev).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("ckpt");
+        checkpoint::save(&model, &out, Default::default()).unwrap();
+        let mut ours = cria_core::weights::WeightMap::default();
+        cria_core::weights::WeightMap::read_file(&out.join("model.safetensors"), &mut ours)
+            .unwrap();
+        let mut theirs = cria_core::weights::WeightMap::default();
+        cria_core::weights::WeightMap::read_file(
+            &fixture(name).join("model.safetensors"),
+            &mut theirs,
+        )
+        .unwrap();
+        let mut a: Vec<&String> = ours.tensors.keys().collect();
+        let mut b: Vec<&String> = theirs.tensors.keys().collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{name}: the tensor names transformers wrote");
+        assert!(ours.tensors.contains_key(must_have), "{name}");
+        for (k, t) in &theirs.tensors {
+            assert_eq!(ours.tensors[k].data, t.data, "{name}: {k}");
+        }
+        let again = checkpoint::load_model(&out, &dev).unwrap();
+        assert_eq!(again.cfg, model.cfg, "{name}");
+    }
+}
+
+#[test]
+fn smollm2_config_as_shipped_matches_transformers() {
+    check("smollm2");
+}
+
+#[test]
 fn tied_embeddings_stored_as_lm_head_with_alias_metadata_load() {
     check("llama_tied_lm_head");
 }
@@ -154,7 +215,7 @@ fn hf_tokenizer_and_greedy_decoding_match_transformers() {
 fn batched_generation_with_left_padding_equals_one_prompt_at_a_time() {
     use cria_core::generate::{Finish, GenerateOptions, generate, generate_batch};
     use cria_core::sampling::SamplingParams;
-    for name in ["llama", "mistral_sharded"] {
+    for name in ["llama", "mistral_sharded", "qwen3", "phi3"] {
         let dev = device::inference_device();
         let model = checkpoint::load_model(&fixture(name), &dev).unwrap();
         let prompts: Vec<Vec<u32>> =
@@ -218,4 +279,24 @@ fn reward_models_score_the_token_transformers_scores() {
     checkpoint::save(&model, tmp.path(), Default::default()).unwrap();
     let back = checkpoint::load_model(tmp.path(), &dev).unwrap();
     assert_eq!(back.cfg.pad_token_id, Some(2));
+}
+
+#[test]
+fn qwen3_and_phi3_greedy_decoding_matches_transformers() {
+    use cria_core::generate::{GenerateOptions, generate};
+    let dev = device::inference_device();
+    for name in ["qwen3", "phi3"] {
+        let dir = fixture(name);
+        let exp: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("greedy.json")).unwrap()).unwrap();
+        let ids = |k: &str| -> Vec<u32> { serde_json::from_value(exp[k].clone()).unwrap() };
+        let model = checkpoint::load_model(&dir, &dev).unwrap();
+        let opts = GenerateOptions {
+            max_new_tokens: 12,
+            sampling: Default::default(),
+            stop_ids: vec![],
+        };
+        let (out, _) = generate(&model, &ids("prompt_ids"), &opts, |_| true).unwrap();
+        assert_eq!(out, ids("greedy_ids"), "{name}: token for token");
+    }
 }

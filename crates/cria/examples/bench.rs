@@ -40,6 +40,7 @@ fn config() -> ModelConfig {
         max_position_embeddings: 1024,
         tie_word_embeddings: false,
         qkv_bias: false,
+        qk_norm: false,
         o_bias: false,
         mlp_bias: false,
         sliding_window: vec![None; 6],

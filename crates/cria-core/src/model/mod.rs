@@ -1,5 +1,6 @@
 //! The LLaMA-family causal language model and its loss.
 
+pub mod fused;
 pub mod llama;
 pub mod loss;
 

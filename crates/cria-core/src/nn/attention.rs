@@ -1,10 +1,11 @@
 //! Multi-head attention with grouped-query heads (Ainslie et al. 2023), rotate-half RoPE,
-//! optional q/k/v bias (Qwen2) and an optional sliding window (Mistral).
+//! optional q/k/v bias (Qwen2), an optional RMSNorm of each head's queries and keys before
+//! RoPE (Qwen3) and an optional sliding window (Mistral, Phi-3).
 
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::kernels;
-use crate::nn::{Linear, Rope};
+use crate::nn::{Linear, RmsNorm, Rope};
 use crate::params::{ParamMut, Params, join};
 use crate::weights::VarBuilder;
 use burn::tensor::Tensor;
@@ -15,6 +16,9 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
+    /// Qwen3's per-head RMSNorms of queries and keys (over `head_dim`), before RoPE.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
@@ -54,7 +58,14 @@ impl Attention {
             cfg.num_key_value_heads,
             cfg.head_dim,
         );
+        let qk_norm = |vb: &mut VarBuilder, n: &str| -> Result<Option<RmsNorm>> {
+            cfg.qk_norm
+                .then(|| RmsNorm::new(vb, &join(name, n), hs, cfg.rms_norm_eps))
+                .transpose()
+        };
         Ok(Attention {
+            q_norm: qk_norm(vb, "q_norm")?,
+            k_norm: qk_norm(vb, "k_norm")?,
             q_proj: Linear::new(vb, &join(name, "q_proj"), d, nh * hs, cfg.qkv_bias)?,
             k_proj: Linear::new(vb, &join(name, "k_proj"), d, nkv * hs, cfg.qkv_bias)?,
             v_proj: Linear::new(vb, &join(name, "v_proj"), d, nkv * hs, cfg.qkv_bias)?,
@@ -67,10 +78,17 @@ impl Attention {
         })
     }
 
-    /// Splits `(B, T, n*hs)` into heads `(B, T, n, hs)` (a view, no copy).
-    fn heads(&self, x: Tensor<3>, n: usize) -> Tensor<4> {
+    /// Splits `(B, T, n*hs)` into heads `(B, T, n, hs)` (a view, no copy), each normalised
+    /// by `norm` when the model has one.
+    fn heads(&self, x: Tensor<3>, n: usize, norm: Option<&RmsNorm>) -> Tensor<4> {
         let [b, t, _] = x.dims();
-        x.reshape([b, t, n, self.head_dim])
+        match norm {
+            Some(norm) => {
+                norm.forward(x.reshape([b, t * n, self.head_dim]))
+                    .reshape([b, t, n, self.head_dim])
+            }
+            None => x.reshape([b, t, n, self.head_dim]),
+        }
     }
 
     /// Causal self-attention over this call's positions and, when given, the cache's earlier
@@ -82,14 +100,22 @@ impl Attention {
         let [b, t, _] = x.dims();
         let offset = cache.as_ref().map_or(0, |c| c.len());
         let q = rope.apply(
-            self.heads(self.q_proj.forward(x.clone()), self.n_heads),
+            self.heads(
+                self.q_proj.forward(x.clone()),
+                self.n_heads,
+                self.q_norm.as_ref(),
+            ),
             offset,
         );
         let mut k = rope.apply(
-            self.heads(self.k_proj.forward(x.clone()), self.n_kv_heads),
+            self.heads(
+                self.k_proj.forward(x.clone()),
+                self.n_kv_heads,
+                self.k_norm.as_ref(),
+            ),
             offset,
         );
-        let mut v = self.heads(self.v_proj.forward(x), self.n_kv_heads);
+        let mut v = self.heads(self.v_proj.forward(x), self.n_kv_heads, None);
         let starts = cache.as_ref().and_then(|c| c.starts.clone());
         if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.kv.take() {
@@ -116,6 +142,12 @@ impl Params for Attention {
         self.k_proj.visit(&join(prefix, "k_proj"), f);
         self.v_proj.visit(&join(prefix, "v_proj"), f);
         self.o_proj.visit(&join(prefix, "o_proj"), f);
+        if let Some(n) = &mut self.q_norm {
+            n.visit(&join(prefix, "q_norm"), f);
+        }
+        if let Some(n) = &mut self.k_norm {
+            n.visit(&join(prefix, "k_norm"), f);
+        }
         if let Some(p) = &mut self.prefix {
             p.visit(prefix, f);
         }

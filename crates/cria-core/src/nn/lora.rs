@@ -276,6 +276,14 @@ impl Llama {
     /// Attaches freshly initialised adapters to the target projections of every layer.
     pub fn add_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<()> {
         cfg.validate()?;
+        if self.cfg.arch == crate::config::Arch::Phi3 {
+            // PEFT adapts Phi-3's fused qkv_proj and gate_up_proj as wholes; an adapter on
+            // the parts would not load in PEFT, nor PEFT's here.
+            return Err(CoreError::Invalid(
+                "LoRA on Phi-3 is not supported yet (its q/k/v and gate/up projections are                  fused in PEFT's layout); use method = \"full\" or \"llama-adapter\""
+                    .into(),
+            ));
+        }
         let mut rng = StdRng::seed_from_u64(seed);
         let device = self.device();
         for block in &mut self.layers {

@@ -89,8 +89,10 @@ fn arch_of(name: &str) -> Result<Arch> {
         "llama" => Ok(Arch::Llama),
         "mistral" => Ok(Arch::Mistral),
         "qwen2" => Ok(Arch::Qwen2),
+        "qwen3" => Ok(Arch::Qwen3),
+        "phi3" => Ok(Arch::Phi3),
         other => Err(TrainError::Invalid(format!(
-            "model.arch `{other}` is not supported (llama, mistral, qwen2)"
+            "model.arch `{other}` is not supported (llama, mistral, qwen2, qwen3, phi3)"
         ))),
     }
 }
@@ -146,6 +148,7 @@ impl ModelShape {
             max_position_embeddings: self.max_position_embeddings,
             tie_word_embeddings: self.tie_word_embeddings,
             qkv_bias: self.arch == "qwen2",
+            qk_norm: self.arch == "qwen3",
             o_bias: false,
             mlp_bias: false,
             sliding_window: vec![None; self.num_hidden_layers],
