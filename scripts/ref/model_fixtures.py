@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+                          Gemma3ForCausalLM, Gemma3TextConfig, Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 OUT = Path(__file__).resolve().parents[2] / "crates" / "cria-core" / "tests" / "fixtures"
 VOCAB, T = 96, 12
@@ -113,6 +113,22 @@ def greedy_ids(name):
         {"prompt_ids": ids, "greedy_ids": out[0, len(ids):].tolist()}, indent=1))
 
 
+def grad_norms(name):
+    """The next-token loss on the reference ids and each parameter's gradient norm (names as
+    transformers has them: Phi-3's fused projections whole, a tied embedding once)."""
+    d = OUT / name
+    from safetensors.torch import load_file
+    x = load_file(d / "reference.safetensors")["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    model.train()
+    logits = model(input_ids=x[:, :-1]).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+    loss.backward()
+    (d / "grads.json").write_text(json.dumps(
+        {"loss": loss.item(), "grad_norms": {n: p.grad.norm().item() for n, p in model.named_parameters()}},
+        indent=1))
+
+
 def main():
     torch.manual_seed(1234)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -146,6 +162,7 @@ def main():
                 p.normal_(1.0, 0.5)  # ones by default: a dropped norm weight would not show
     write("qwen3", qwen3)
     greedy_ids("qwen3")
+    grad_norms("qwen3")
 
     # Phi-3: q, k and v in one fused qkv_proj, gate and up in one gate_up_proj, a sliding window.
     phi3 = Phi3ForCausalLM(Phi3Config(**COMMON, num_key_value_heads=2, tie_word_embeddings=False, sliding_window=5,
@@ -153,6 +170,7 @@ def main():
                                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
     write("phi3", phi3)
     greedy_ids("phi3")
+    grad_norms("phi3")
 
     # SmolLM2 as HuggingFaceTB ships it: a LlamaForCausalLM whose config also carries
     # nanotron's markers (is_llama_config, rope_interleaved: false) and a transformers.js hint.
@@ -162,6 +180,23 @@ def main():
                            rope_parameters={"rope_type": "default", "rope_theta": 100000.0})
     setattr(smol_cfg, "transformers.js_config", {"kv_cache_dtype": {"q4f16": "float16", "fp16": "float16"}})
     write("smollm2", LlamaForCausalLM(smol_cfg))
+
+    # Gemma 3: scaled embeddings, (1 + w) RMSNorms (four per block and q/k norms), GeGLU,
+    # query_pre_attn_scalar, local sliding-window layers with their own RoPE base around a
+    # global one with linear scaling (as the 4B+ models ship).
+    gemma = Gemma3ForCausalLM(Gemma3TextConfig(
+        **{**COMMON, "num_hidden_layers": 3}, num_key_value_heads=2, head_dim=24, query_pre_attn_scalar=32,
+        sliding_window=5, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        tie_word_embeddings=True, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}))
+    with torch.no_grad():
+        for n, p in gemma.named_parameters():
+            if n.endswith("norm.weight"):
+                p.normal_(0.0, 0.5)  # zeros by default: a scale of 1 would hide a missing "1 +"
+    write("gemma3", gemma)
+    greedy_ids("gemma3")
+    grad_norms("gemma3")
 
 
 if __name__ == "__main__":

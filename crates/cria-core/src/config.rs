@@ -22,6 +22,26 @@ pub enum Arch {
     /// LLaMA's blocks with q/k/v stored as one `qkv_proj` and gate/up as one `gate_up_proj`
     /// (split at load, fused again at save).
     Phi3,
+    /// Gemma 3's text model: the [`Extras`] all on, local and global attention layers.
+    Gemma3,
+}
+
+/// Layer choices beyond LLaMA's, all off for LLaMA, Mistral, Qwen and Phi-3 and on for Gemma 3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Extras {
+    /// Norm weights are offsets from one: the scale is `1 + w` (Gemma's RMSNorm).
+    pub norm_plus_one: bool,
+    /// The MLP's gate is GELU (tanh approximation) instead of SiLU: GeGLU.
+    pub gelu_gate: bool,
+    /// Token embeddings are multiplied by `sqrt(hidden_size)`.
+    pub scale_embeddings: bool,
+    /// Attention scores scale by `query_pre_attn_scalar^-1/2` instead of `head_dim^-1/2`.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// A norm after attention and one on each side of the MLP (four per block).
+    pub sandwich_norms: bool,
+    /// The RoPE base of sliding-window layers (Gemma 3's local layers); global ones use
+    /// `rope_theta` and `rope_scaling`.
+    pub local_rope_theta: Option<f64>,
 }
 
 /// What sits on top of the final norm.
@@ -46,11 +66,13 @@ impl Arch {
             (Arch::Qwen2, Head::Lm) => "Qwen2ForCausalLM",
             (Arch::Qwen3, Head::Lm) => "Qwen3ForCausalLM",
             (Arch::Phi3, Head::Lm) => "Phi3ForCausalLM",
+            (Arch::Gemma3, Head::Lm) => "Gemma3ForCausalLM",
             (Arch::Llama, Head::Score) => "LlamaForSequenceClassification",
             (Arch::Mistral, Head::Score) => "MistralForSequenceClassification",
             (Arch::Qwen2, Head::Score) => "Qwen2ForSequenceClassification",
             (Arch::Qwen3, Head::Score) => "Qwen3ForSequenceClassification",
             (Arch::Phi3, Head::Score) => "Phi3ForSequenceClassification",
+            (Arch::Gemma3, Head::Score) => "Gemma3TextForSequenceClassification",
         }
     }
     pub fn model_type(self) -> &'static str {
@@ -60,14 +82,16 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Phi3 => "phi3",
+            Arch::Gemma3 => "gemma3_text",
         }
     }
-    const ALL: [Arch; 5] = [
+    const ALL: [Arch; 6] = [
         Arch::Llama,
         Arch::Mistral,
         Arch::Qwen2,
         Arch::Qwen3,
         Arch::Phi3,
+        Arch::Gemma3,
     ];
     fn from_class(name: &str) -> Option<(Arch, Head)> {
         Self::ALL.into_iter().find_map(|a| {
@@ -130,7 +154,21 @@ pub struct ModelConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Vec<u32>,
     pub pad_token_id: Option<u32>,
+    /// Gemma's layer choices (all off for the other families).
+    pub extras: Extras,
 }
+
+/// Gemma 3's keys, known for that architecture only: elsewhere they would be misread.
+const GEMMA3_KEYS: &[&str] = &[
+    "hidden_activation",
+    "query_pre_attn_scalar",
+    "final_logit_softcapping",
+    "attn_logit_softcapping",
+    "use_bidirectional_attention",
+    "_sliding_window_pattern",
+    "sliding_window_pattern",
+    "rope_local_base_freq",
+];
 
 /// Every key cria reads below, plus those transformers writes that do not change the forward
 /// pass. Anything else is an error.
@@ -299,18 +337,27 @@ impl ModelConfig {
             }
         }
         for key in obj.keys() {
-            if !KNOWN_KEYS.contains(&key.as_str()) {
+            let gemma = arch == Arch::Gemma3 && GEMMA3_KEYS.contains(&key.as_str());
+            if !KNOWN_KEYS.contains(&key.as_str()) && !gemma {
                 return Err(r.err(key, "unknown config key for this architecture"));
             }
         }
-        if let Some(act) = obj.get("hidden_act").and_then(Value::as_str)
-            && act != "silu"
+        let (act_key, act_want) = match arch {
+            Arch::Gemma3 => ("hidden_activation", "gelu_pytorch_tanh"),
+            _ => ("hidden_act", "silu"),
+        };
+        if let Some(act) = obj.get(act_key).and_then(Value::as_str)
+            && act != act_want
         {
             return Err(r.err(
-                "hidden_act",
-                format!("`{act}` is not supported (only silu)"),
+                act_key,
+                format!("`{act}` is not supported (only {act_want})"),
             ));
         }
+        let extras = match arch {
+            Arch::Gemma3 => read_gemma3(&r)?,
+            _ => Extras::default(),
+        };
         if r.bool_or("rope_interleaved", false)? {
             return Err(r.err(
                 "rope_interleaved",
@@ -359,7 +406,7 @@ impl ModelConfig {
             max_position_embeddings: r.opt_usize("max_position_embeddings")?.unwrap_or(2048),
             tie_word_embeddings: r.bool_or("tie_word_embeddings", false)?,
             qkv_bias,
-            qk_norm: arch == Arch::Qwen3,
+            qk_norm: matches!(arch, Arch::Qwen3 | Arch::Gemma3),
             o_bias,
             mlp_bias: r.bool_or("mlp_bias", false)?,
             sliding_window: read_sliding(&r, arch, layers)?,
@@ -367,6 +414,7 @@ impl ModelConfig {
             bos_token_id: r.token_ids("bos_token_id")?.first().copied(),
             eos_token_id: r.token_ids("eos_token_id")?,
             pad_token_id: r.token_ids("pad_token_id")?.first().copied(),
+            extras,
         };
         Ok(cfg)
     }
@@ -402,6 +450,7 @@ impl ModelConfig {
             Arch::Mistral | Arch::Phi3 => {
                 o.insert("sliding_window".into(), json!(self.sliding_window[0]));
             }
+            Arch::Gemma3 => self.gemma3_json(o),
             Arch::Qwen2 | Arch::Qwen3 => {
                 if self.arch == Arch::Qwen3 {
                     o.insert("attention_bias".into(), json!(self.qkv_bias));
@@ -416,7 +465,9 @@ impl ModelConfig {
                 );
             }
         }
-        if let Some(s) = &self.rope_scaling {
+        if let Some(s) = &self.rope_scaling
+            && self.arch != Arch::Gemma3
+        {
             o.insert("rope_scaling".into(), rope_scaling_json(s));
         }
         if self.head == Head::Score {
@@ -438,13 +489,60 @@ impl ModelConfig {
         v
     }
 
+    /// Gemma 3's keys as transformers 5 writes them (rope parameters per layer type).
+    fn gemma3_json(&self, o: &mut Map<String, Value>) {
+        o.remove("hidden_act");
+        o.remove("rope_theta");
+        let mut full = json!({"rope_type": "default", "rope_theta": self.rope_theta});
+        if let Some(s) = &self.rope_scaling
+            && let (Some(f), Value::Object(sc)) = (full.as_object_mut(), rope_scaling_json(s))
+        {
+            f.extend(sc);
+        }
+        let local = self.extras.local_rope_theta.unwrap_or(self.rope_theta);
+        let types: Vec<&str> = self
+            .sliding_window
+            .iter()
+            .map(|w| match w {
+                Some(_) => "sliding_attention",
+                None => "full_attention",
+            })
+            .collect();
+        let window = self.sliding_window.iter().flatten().next().copied();
+        for (k, v) in [
+            ("hidden_activation", json!("gelu_pytorch_tanh")),
+            // transformers' config validates it as an integer.
+            (
+                "query_pre_attn_scalar",
+                match self.extras.query_pre_attn_scalar {
+                    Some(s) if s.fract() == 0.0 => json!(s as u64),
+                    other => json!(other),
+                },
+            ),
+            ("attention_bias", json!(self.qkv_bias)),
+            ("sliding_window", json!(window)),
+            ("layer_types", json!(types)),
+            (
+                "rope_parameters",
+                json!({"full_attention": full,
+                       "sliding_attention": {"rope_type": "default", "rope_theta": local}}),
+            ),
+            ("final_logit_softcapping", Value::Null),
+            ("attn_logit_softcapping", Value::Null),
+            ("use_bidirectional_attention", json!(false)),
+        ] {
+            o.insert(k.into(), v);
+        }
+    }
+
     pub fn num_params(&self) -> usize {
         let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
         let attn = d * q + 2 * d * kv + q * d;
         let qk_norm = if self.qk_norm { 2 * self.head_dim } else { 0 };
-        let layer = attn + 3 * d * f + 2 * d + qk_norm;
+        let norms = if self.extras.sandwich_norms { 4 } else { 2 };
+        let layer = attn + 3 * d * f + norms * d + qk_norm;
         let head = if self.tie_word_embeddings { 0 } else { v * d };
         v * d + self.num_hidden_layers * layer + d + head
     }
@@ -498,6 +596,12 @@ fn read_rope(r: &Reader) -> Result<(f64, Option<RopeScaling>)> {
     // Newer transformers nest everything under `rope_parameters`; older ones use `rope_theta`
     // plus an optional `rope_scaling` object.
     let (params, field) = match r.obj.get("rope_parameters") {
+        // Gemma 3 in transformers 5: one set per layer type; the global layers' here, the
+        // local ones' in read_gemma3.
+        Some(Value::Object(p)) if p.get("full_attention").is_some_and(Value::is_object) => (
+            p.get("full_attention").and_then(Value::as_object),
+            "rope_parameters.full_attention",
+        ),
         Some(Value::Object(p)) => (Some(p), "rope_parameters"),
         _ => match r.obj.get("rope_scaling") {
             Some(Value::Object(p)) => (Some(p), "rope_scaling"),
@@ -507,7 +611,7 @@ fn read_rope(r: &Reader) -> Result<(f64, Option<RopeScaling>)> {
     let theta = match params.and_then(|p| p.get("rope_theta")) {
         Some(v) => v
             .as_f64()
-            .ok_or_else(|| r.err("rope_parameters.rope_theta", "expected a number"))?,
+            .ok_or_else(|| r.err(&format!("{field}.rope_theta"), "expected a number"))?,
         None => r.f64_or("rope_theta", 10000.0)?,
     };
     // Phi-3 writes the rotary fraction at the top level or among the rope parameters; cria
@@ -568,6 +672,7 @@ fn read_sliding(r: &Reader, arch: Arch, layers: usize) -> Result<Vec<Option<usiz
     Ok(match arch {
         Arch::Llama => vec![None; layers],
         Arch::Mistral | Arch::Phi3 => vec![window; layers],
+        Arch::Gemma3 => gemma3_layers(r, window, layers)?,
         Arch::Qwen2 | Arch::Qwen3 => {
             if !r.bool_or("use_sliding_window", false)? {
                 return Ok(vec![None; layers]);
@@ -592,4 +697,81 @@ fn read_sliding(r: &Reader, arch: Arch, layers: usize) -> Result<Vec<Option<usiz
             }
         }
     })
+}
+
+/// Gemma 3's layer choices: GeGLU, (1 + w) norms, scaled embeddings, four norms per block, its
+/// own attention scale and a RoPE base of its own for the local layers. Softcapping and
+/// bidirectional attention (Gemma 2, EmbeddingGemma) are refused.
+fn read_gemma3(r: &Reader) -> Result<Extras> {
+    for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
+        if !matches!(r.obj.get(key), None | Some(Value::Null)) {
+            return Err(r.err(key, "softcapping is not supported (Gemma 3 has none)"));
+        }
+    }
+    if r.bool_or("use_bidirectional_attention", false)? {
+        return Err(r.err(
+            "use_bidirectional_attention",
+            "only causal attention is supported",
+        ));
+    }
+    let local = match r.obj.get("rope_parameters") {
+        Some(Value::Object(p)) if p.get("sliding_attention").is_some_and(Value::is_object) => {
+            let l = p["sliding_attention"].as_object().expect("checked");
+            let kind = l
+                .get("rope_type")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            if kind != "default" {
+                return Err(r.err(
+                    "rope_parameters.sliding_attention.rope_type",
+                    format!("`{kind}` is not supported for the local layers (default)"),
+                ));
+            }
+            l.get("rope_theta").and_then(Value::as_f64).ok_or_else(|| {
+                r.err(
+                    "rope_parameters.sliding_attention.rope_theta",
+                    "expected a number",
+                )
+            })?
+        }
+        _ => r.f64_or("rope_local_base_freq", 10000.0)?,
+    };
+    let scalar = r.f64_or("query_pre_attn_scalar", 256.0)?;
+    if scalar <= 0.0 {
+        return Err(r.err("query_pre_attn_scalar", "must be positive"));
+    }
+    Ok(Extras {
+        norm_plus_one: true,
+        gelu_gate: true,
+        scale_embeddings: true,
+        query_pre_attn_scalar: Some(scalar),
+        sandwich_norms: true,
+        local_rope_theta: Some(local),
+    })
+}
+
+/// Gemma 3's local (sliding-window) and global layers: `layer_types`, else every
+/// `sliding_window_pattern`-th layer global (6 when unset, as Gemma 3 ships).
+fn gemma3_layers(r: &Reader, window: Option<usize>, layers: usize) -> Result<Vec<Option<usize>>> {
+    let Some(window) = window else {
+        return Err(r.err("sliding_window", "Gemma 3 needs its local layers' window"));
+    };
+    if let Some(types) = r.obj.get("layer_types") {
+        let types = types
+            .as_array()
+            .filter(|t| t.len() == layers)
+            .ok_or_else(|| r.err("layer_types", "expected one entry per layer"))?;
+        return types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("sliding_attention") => Ok(Some(window)),
+                Some("full_attention") => Ok(None),
+                _ => Err(r.err("layer_types", format!("unknown layer type {t}"))),
+            })
+            .collect();
+    }
+    let every = r.opt_usize("sliding_window_pattern")?.unwrap_or(6).max(1);
+    Ok((0..layers)
+        .map(|i| ((i + 1) % every != 0).then_some(window))
+        .collect())
 }

@@ -275,3 +275,30 @@ fn interleaved_rope_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn gemma3_softcapping_and_bidirectional_attention_are_refused() {
+    for (key, value) in [
+        ("final_logit_softcapping", serde_json::json!(30.0)),
+        ("attn_logit_softcapping", serde_json::json!(50.0)),
+        ("use_bidirectional_attention", serde_json::json!(true)),
+        ("hidden_activation", serde_json::json!("gelu")),
+    ] {
+        let (_t, dir) = copy_of("gemma3");
+        edit_config(&dir, |c| {
+            c.insert(key.into(), value.clone());
+        });
+        let e = load_err(&dir);
+        assert!(e.contains(key) && e.contains("config.json"), "{key}: {e}");
+    }
+    // Gemma's keys mean nothing to other families: there they stay unknown.
+    let (_t, dir) = llama_copy();
+    edit_config(&dir, |c| {
+        c.insert("query_pre_attn_scalar".into(), 32.into());
+    });
+    let e = load_err(&dir);
+    assert!(
+        e.contains("query_pre_attn_scalar") && e.contains("unknown config key"),
+        "{e}"
+    );
+}

@@ -2,7 +2,8 @@
 //! scripts/ref/model_fixtures.py: LLaMA (GQA, llama3 rope scaling, untied), the same with the
 //! pre-v5 config spelling, Qwen2 (q/k/v bias, tied embeddings, MQA, bf16 weights) and Mistral
 //! (sliding window 5 < 12 tokens, sharded safetensors), Qwen3 (q/k RMSNorm, head_dim 24 with
-//! 4 heads of a 64-wide model) and Phi-3 (fused qkv_proj and gate_up_proj, sliding window);
+//! 4 heads of a 64-wide model), Phi-3 (fused qkv_proj and gate_up_proj, sliding window) and
+//! Gemma 3 (scaled embeddings, (1 + w) norms, GeGLU, local and global layers);
 //! and tied LLaMAs stored as
 //! `safetensors.torch.save_model` writes them (scripts/ref/checkpoint_fixtures.py). Tolerance:
 //! 1e-4 absolute on logits.
@@ -102,11 +103,12 @@ fn phi3_fused_projections_and_sliding_window_match_transformers() {
 /// Saving writes the family's own layout (Phi-3's fused tensors, Qwen3's norms) and loading
 /// it back gives the same weights and config.
 #[test]
-fn qwen3_and_phi3_round_trip_through_cria_save_in_their_own_layout() {
+fn qwen3_phi3_and_gemma3_round_trip_through_cria_save_in_their_own_layout() {
     let dev = device::inference_device();
     for (name, must_have) in [
         ("qwen3", "model.layers.1.self_attn.k_norm.weight"),
         ("phi3", "model.layers.1.mlp.gate_up_proj.weight"),
+        ("gemma3", "model.layers.2.post_feedforward_layernorm.weight"),
     ] {
         let model = checkpoint::load_model(&fixture(name), &dev).unwrap();
         let tmp = tempfile::tempdir().unwrap();
@@ -132,7 +134,26 @@ fn qwen3_and_phi3_round_trip_through_cria_save_in_their_own_layout() {
         }
         let again = checkpoint::load_model(&out, &dev).unwrap();
         assert_eq!(again.cfg, model.cfg, "{name}");
+        // transformers validates Gemma 3's scalar as an integer (checked by loading these
+        // exports with transformers: identical logits for all three).
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        if name == "gemma3" {
+            assert_eq!(cfg["query_pre_attn_scalar"], serde_json::json!(32));
+            assert_eq!(cfg["layer_types"][1], "full_attention");
+            assert!(cfg.get("hidden_act").is_none());
+        }
     }
+}
+
+#[test]
+fn gemma3_local_and_global_layers_match_transformers() {
+    let cfg = checkpoint::load_config(&fixture("gemma3")).unwrap();
+    assert_eq!(cfg.sliding_window, vec![Some(5), None, Some(5)]);
+    assert_eq!(cfg.extras.local_rope_theta, Some(10000.0));
+    assert_eq!(cfg.extras.query_pre_attn_scalar, Some(32.0));
+    assert!(cfg.extras.norm_plus_one && cfg.extras.gelu_gate && cfg.extras.sandwich_norms);
+    check("gemma3");
 }
 
 #[test]
@@ -215,7 +236,7 @@ fn hf_tokenizer_and_greedy_decoding_match_transformers() {
 fn batched_generation_with_left_padding_equals_one_prompt_at_a_time() {
     use cria_core::generate::{Finish, GenerateOptions, generate, generate_batch};
     use cria_core::sampling::SamplingParams;
-    for name in ["llama", "mistral_sharded", "qwen3", "phi3"] {
+    for name in ["llama", "mistral_sharded", "qwen3", "phi3", "gemma3"] {
         let dev = device::inference_device();
         let model = checkpoint::load_model(&fixture(name), &dev).unwrap();
         let prompts: Vec<Vec<u32>> =
@@ -282,10 +303,10 @@ fn reward_models_score_the_token_transformers_scores() {
 }
 
 #[test]
-fn qwen3_and_phi3_greedy_decoding_matches_transformers() {
+fn qwen3_phi3_and_gemma3_greedy_decoding_matches_transformers() {
     use cria_core::generate::{GenerateOptions, generate};
     let dev = device::inference_device();
-    for name in ["qwen3", "phi3"] {
+    for name in ["qwen3", "phi3", "gemma3"] {
         let dir = fixture(name);
         let exp: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("greedy.json")).unwrap()).unwrap();
@@ -298,5 +319,78 @@ fn qwen3_and_phi3_greedy_decoding_matches_transformers() {
         };
         let (out, _) = generate(&model, &ids("prompt_ids"), &opts, |_| true).unwrap();
         assert_eq!(out, ids("greedy_ids"), "{name}: token for token");
+    }
+}
+
+/// The family's own name for a parameter in transformers: Phi-3's split projections are parts
+/// of its fused ones.
+fn fused_name(name: &str) -> String {
+    [
+        ("self_attn.q_proj.", "self_attn.qkv_proj."),
+        ("self_attn.k_proj.", "self_attn.qkv_proj."),
+        ("self_attn.v_proj.", "self_attn.qkv_proj."),
+        ("mlp.gate_proj.", "mlp.gate_up_proj."),
+        ("mlp.up_proj.", "mlp.gate_up_proj."),
+    ]
+    .iter()
+    .find(|(part, _)| name.contains(part))
+    .map_or(name.to_string(), |(part, whole)| name.replace(part, whole))
+}
+
+/// Training goes through the new layers too: the next-token loss and every parameter's
+/// gradient norm equal PyTorch's (scripts/ref/model_fixtures.py, grads.json), within 1e-5
+/// relative on the loss and 1e-4 on each norm.
+#[test]
+fn qwen3_phi3_and_gemma3_gradients_match_pytorch() {
+    use cria_core::params::{ParamMut, Params};
+    let dev = device::training_device();
+    for name in ["qwen3", "phi3", "gemma3"] {
+        let dir = fixture(name);
+        let exp: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("grads.json")).unwrap()).unwrap();
+        let mut model = checkpoint::load_model(&dir, &device::inference_device())
+            .unwrap()
+            .to_device(&dev)
+            .require_grad();
+        let (shape, ids) = read_tensor(&dir.join("reference.safetensors"), "input_ids");
+        let (b, t) = (shape[0], shape[1]);
+        let row = |lo: usize, hi: usize| -> Vec<f64> {
+            (0..b)
+                .flat_map(|i| ids[i * t + lo..i * t + hi].to_vec())
+                .collect()
+        };
+        let input = ids_tensor(&row(0, t - 1), b, t - 1, &dev);
+        let target = ids_tensor(&row(1, t), b, t - 1, &dev);
+        let loss = cria_core::model::cross_entropy(model.forward(input, None), target, None);
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        let want = exp["loss"].as_f64().unwrap();
+        assert!(
+            (value - want).abs() / want < 1e-5,
+            "{name}: loss {value} vs {want}"
+        );
+        let grads = loss.backward();
+        let mut sq: std::collections::BTreeMap<String, f64> = Default::default();
+        model.visit("", &mut |n, p| {
+            let g = match &p {
+                ParamMut::Vector(t) => t.grad(&grads).map(to_vec),
+                ParamMut::Matrix { t, .. } => t.grad(&grads).map(to_vec),
+            };
+            let g = g.unwrap_or_else(|| panic!("{name}: {n} received no gradient"));
+            let key = if name == "phi3" {
+                fused_name(n)
+            } else {
+                n.to_string()
+            };
+            *sq.entry(key).or_default() += g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
+        });
+        let want = exp["grad_norms"].as_object().unwrap();
+        assert_eq!(sq.len(), want.len(), "{name}: every parameter");
+        for (n, s) in &sq {
+            let w = want[n]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name}: {n} not in PyTorch's"));
+            let r = (s.sqrt() - w).abs() / w.max(1e-12);
+            assert!(r < 1e-4, "{name}: gradient norm of {n} off by {r:e}");
+        }
     }
 }

@@ -48,6 +48,7 @@ fn config() -> ModelConfig {
         bos_token_id: None,
         eos_token_id: vec![],
         pad_token_id: None,
+        extras: Default::default(),
     }
 }
 

@@ -17,26 +17,38 @@ pub const MAX_ROPE_TABLE: usize = 16384;
 pub struct Block {
     pub input_layernorm: RmsNorm,
     pub self_attn: Attention,
+    /// The MLP's input norm; with sandwich norms (Gemma), the attention output's norm.
     pub post_attention_layernorm: RmsNorm,
+    /// Gemma's norms before and after the MLP.
+    pub sandwich: Option<(RmsNorm, RmsNorm)>,
     pub mlp: Mlp,
 }
 
 impl Block {
     fn new(vb: &mut VarBuilder, name: &str, cfg: &ModelConfig, layer: usize) -> Result<Self> {
-        let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        let d = cfg.hidden_size;
+        let sandwich = if cfg.extras.sandwich_norms {
+            Some((
+                RmsNorm::of(vb, &join(name, "pre_feedforward_layernorm"), d, cfg)?,
+                RmsNorm::of(vb, &join(name, "post_feedforward_layernorm"), d, cfg)?,
+            ))
+        } else {
+            None
+        };
         Ok(Block {
-            input_layernorm: RmsNorm::new(vb, &join(name, "input_layernorm"), d, eps)?,
+            sandwich,
+            input_layernorm: RmsNorm::of(vb, &join(name, "input_layernorm"), d, cfg)?,
             self_attn: Attention::new(
                 vb,
                 &join(name, "self_attn"),
                 cfg,
                 cfg.sliding_window[layer],
             )?,
-            post_attention_layernorm: RmsNorm::new(
+            post_attention_layernorm: RmsNorm::of(
                 vb,
                 &join(name, "post_attention_layernorm"),
                 d,
-                eps,
+                cfg,
             )?,
             mlp: Mlp::new(vb, &join(name, "mlp"), cfg)?,
         })
@@ -45,11 +57,19 @@ impl Block {
     /// # Shapes
     /// `(B, T, C)` -> `(B, T, C)`
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let h = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), rope, cache);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        let a = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), rope, cache);
+        match &self.sandwich {
+            None => {
+                let h = x + a;
+                h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+            }
+            Some((pre, post)) => {
+                let h = x + self.post_attention_layernorm.forward(a);
+                h.clone() + post.forward(self.mlp.forward(pre.forward(h)))
+            }
+        }
     }
 }
 
@@ -76,6 +96,10 @@ impl Params for Block {
         self.self_attn.visit(&join(prefix, "self_attn"), f);
         self.post_attention_layernorm
             .visit(&join(prefix, "post_attention_layernorm"), f);
+        if let Some((pre, post)) = &mut self.sandwich {
+            pre.visit(&join(prefix, "pre_feedforward_layernorm"), f);
+            post.visit(&join(prefix, "post_feedforward_layernorm"), f);
+        }
         self.mlp.visit(&join(prefix, "mlp"), f);
     }
 }
@@ -144,7 +168,7 @@ impl Llama {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Block::new(vb, &format!("model.layers.{i}"), cfg, i))
             .collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::new(vb, "model.norm", cfg.hidden_size, cfg.rms_norm_eps)?;
+        let norm = RmsNorm::of(vb, "model.norm", cfg.hidden_size, cfg)?;
         let score = if cfg.head == Head::Score {
             Some(crate::nn::Linear::new(
                 vb,
@@ -199,7 +223,27 @@ impl Llama {
     /// # Shapes
     /// `ids`: `(B, T)` -> `(B, T, C)`
     pub fn hidden(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let pad = self
+            .cfg
+            .pad_token_id
+            .filter(|_| self.device().is_autodiff());
+        let pad_mask = pad.map(|p| {
+            ids.clone()
+                .equal_elem(p as i64)
+                .float()
+                .unsqueeze_dim::<3>(2)
+        });
         let mut x = embedding(self.embed_tokens.clone(), ids);
+        if let Some(m) = pad_mask {
+            // As PyTorch's `nn.Embedding(padding_idx=pad_token_id)` in transformers' models:
+            // the pad token's row gets no gradient through the lookup (the values are
+            // unchanged: x·1 + 0). Its row may still learn as a tied output head.
+            x = x.clone() * (m.clone().neg() + 1.0) + x.detach() * m;
+        }
+        if self.cfg.extras.scale_embeddings {
+            // transformers multiplies by sqrt(hidden_size) cast to the weights' dtype (f32).
+            x = x * ((self.cfg.hidden_size as f64).sqrt() as f32) as f64;
+        }
         for (i, block) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             x = block.forward(x, &self.rope, layer_cache);

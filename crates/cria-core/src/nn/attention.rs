@@ -23,6 +23,9 @@ pub struct Attention {
     pub n_kv_heads: usize,
     pub head_dim: usize,
     pub window: Option<usize>,
+    /// Queries are multiplied by this before the kernel's `head_dim^-1/2` (Gemma's
+    /// `query_pre_attn_scalar`: the scores then scale by `query_pre_attn_scalar^-1/2`).
+    pub query_scale: Option<f64>,
     /// A LLaMA-Adapter prompt with its gate, on the layers it adapts.
     pub prefix: Option<crate::nn::prefix::PrefixAdapter>,
 }
@@ -60,7 +63,7 @@ impl Attention {
         );
         let qk_norm = |vb: &mut VarBuilder, n: &str| -> Result<Option<RmsNorm>> {
             cfg.qk_norm
-                .then(|| RmsNorm::new(vb, &join(name, n), hs, cfg.rms_norm_eps))
+                .then(|| RmsNorm::of(vb, &join(name, n), hs, cfg))
                 .transpose()
         };
         Ok(Attention {
@@ -74,6 +77,10 @@ impl Attention {
             n_kv_heads: nkv,
             head_dim: hs,
             window,
+            query_scale: cfg
+                .extras
+                .query_pre_attn_scalar
+                .map(|s| (hs as f64 / s).sqrt()),
             prefix: None,
         })
     }
@@ -99,21 +106,28 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let offset = cache.as_ref().map_or(0, |c| c.len());
-        let q = rope.apply(
+        // Sliding-window layers take the local RoPE base when the model has one (Gemma 3).
+        let local = self.window.is_some();
+        let mut q = rope.apply_to(
             self.heads(
                 self.q_proj.forward(x.clone()),
                 self.n_heads,
                 self.q_norm.as_ref(),
             ),
             offset,
+            local,
         );
-        let mut k = rope.apply(
+        if let Some(s) = self.query_scale {
+            q = q * s;
+        }
+        let mut k = rope.apply_to(
             self.heads(
                 self.k_proj.forward(x.clone()),
                 self.n_kv_heads,
                 self.k_norm.as_ref(),
             ),
             offset,
+            local,
         );
         let mut v = self.heads(self.v_proj.forward(x), self.n_kv_heads, None);
         let starts = cache.as_ref().and_then(|c| c.starts.clone());

@@ -11,16 +11,22 @@ pub struct Rope {
     /// `(max_len, head_dim)`: cos and sin of each position's angles, halves duplicated.
     cos: Tensor<2>,
     sin: Tensor<2>,
+    /// The same for sliding-window layers with a RoPE base of their own (Gemma 3's local
+    /// layers, unscaled).
+    local: Option<(Tensor<2>, Tensor<2>)>,
     pub max_len: usize,
 }
 
 /// The inverse frequencies, after scaling, as transformers computes them.
 pub fn inv_freq(cfg: &ModelConfig) -> Vec<f64> {
-    let dim = cfg.head_dim;
+    scaled(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling.as_ref())
+}
+
+fn scaled(dim: usize, theta: f64, scaling: Option<&RopeScaling>) -> Vec<f64> {
     let base: Vec<f64> = (0..dim / 2)
-        .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / dim as f64))
+        .map(|i| 1.0 / theta.powf((2 * i) as f64 / dim as f64))
         .collect();
-    match &cfg.rope_scaling {
+    match scaling {
         None => base,
         Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / factor).collect(),
         Some(RopeScaling::Llama3 {
@@ -50,27 +56,48 @@ pub fn inv_freq(cfg: &ModelConfig) -> Vec<f64> {
     }
 }
 
-impl Rope {
-    pub fn new(cfg: &ModelConfig, max_len: usize, device: &Device) -> Self {
-        let inv = inv_freq(cfg);
-        let half = inv.len();
-        let dim = 2 * half;
-        let mut cos = vec![0f32; max_len * dim];
-        let mut sin = vec![0f32; max_len * dim];
-        for p in 0..max_len {
-            for (i, f) in inv.iter().enumerate() {
-                // transformers multiplies in f32: position * inv_freq(f32).
-                let angle = (p as f32 * (*f as f32)) as f64;
-                for j in [i, i + half] {
-                    cos[p * dim + j] = angle.cos() as f32;
-                    sin[p * dim + j] = angle.sin() as f32;
-                }
+/// `(max_len, dim)` cos and sin tables of the inverse frequencies `inv`.
+fn tables(inv: &[f64], max_len: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    let half = inv.len();
+    let dim = 2 * half;
+    let mut cos = vec![0f32; max_len * dim];
+    let mut sin = vec![0f32; max_len * dim];
+    for p in 0..max_len {
+        for (i, f) in inv.iter().enumerate() {
+            // transformers multiplies in f32: position * inv_freq(f32).
+            let angle = (p as f32 * (*f as f32)) as f64;
+            for j in [i, i + half] {
+                cos[p * dim + j] = angle.cos() as f32;
+                sin[p * dim + j] = angle.sin() as f32;
             }
         }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [max_len, dim]), device),
+        Tensor::from_data(TensorData::new(sin, [max_len, dim]), device),
+    )
+}
+
+impl Rope {
+    pub fn new(cfg: &ModelConfig, max_len: usize, device: &Device) -> Self {
+        let (cos, sin) = tables(&inv_freq(cfg), max_len, device);
+        let local = cfg
+            .extras
+            .local_rope_theta
+            .map(|theta| tables(&scaled(cfg.head_dim, theta, None), max_len, device));
         Rope {
-            cos: Tensor::from_data(TensorData::new(cos, [max_len, dim]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [max_len, dim]), device),
+            cos,
+            sin,
+            local,
             max_len,
+        }
+    }
+
+    /// As [`Rope::apply`], with the local layers' tables when `local` and the model has them.
+    pub fn apply_to(&self, x: Tensor<4>, offset: usize, local: bool) -> Tensor<4> {
+        match (&self.local, local) {
+            (Some((cos, sin)), true) => rotate(x, offset, cos, sin),
+            _ => self.apply(x, offset),
         }
     }
 
@@ -79,23 +106,25 @@ impl Rope {
     /// # Shapes
     /// `(B, T, nh, hs)` -> `(B, T, nh, hs)`
     pub fn apply(&self, x: Tensor<4>, offset: usize) -> Tensor<4> {
-        let [_, t, _, hs] = x.dims();
-        let cos = self
-            .cos
-            .clone()
-            .narrow(0, offset, t)
-            .unsqueeze_dim::<3>(1)
-            .unsqueeze::<4>();
-        let sin = self
-            .sin
-            .clone()
-            .narrow(0, offset, t)
-            .unsqueeze_dim::<3>(1)
-            .unsqueeze::<4>();
-        let half = hs / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos + rotated * sin
+        rotate(x, offset, &self.cos, &self.sin)
     }
+}
+
+fn rotate(x: Tensor<4>, offset: usize, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+    let [_, t, _, hs] = x.dims();
+    let cos = cos
+        .clone()
+        .narrow(0, offset, t)
+        .unsqueeze_dim::<3>(1)
+        .unsqueeze::<4>();
+    let sin = sin
+        .clone()
+        .narrow(0, offset, t)
+        .unsqueeze_dim::<3>(1)
+        .unsqueeze::<4>();
+    let half = hs / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos + rotated * sin
 }

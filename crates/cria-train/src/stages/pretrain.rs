@@ -156,6 +156,7 @@ impl ModelShape {
             bos_token_id: tok.bos_id,
             eos_token_id: tok.eos_id.into_iter().collect(),
             pad_token_id: tok.token_to_id(tokenizer::PAD),
+            extras: Default::default(),
         })
     }
 }
