@@ -322,49 +322,11 @@ impl ModelConfig {
             .ok_or_else(|| CoreError::config(path, "(root)", "expected a JSON object"))?;
         let r = Reader { path, obj };
         let (arch, head) = read_arch(&r)?;
-        if head == Head::Score {
-            let labels = match (obj.get("num_labels"), obj.get("id2label")) {
-                (Some(n), _) => n.as_u64(),
-                (None, Some(Value::Object(m))) => Some(m.len() as u64),
-                (None, _) => Some(2), // transformers' default
-            };
-            if labels != Some(1) {
-                return Err(r.err(
-                    "id2label",
-                    "a sequence-classification checkpoint is read as a reward model only with \
-                     num_labels = 1",
-                ));
-            }
-        }
-        for key in obj.keys() {
-            let gemma = arch == Arch::Gemma3 && GEMMA3_KEYS.contains(&key.as_str());
-            if !KNOWN_KEYS.contains(&key.as_str()) && !gemma {
-                return Err(r.err(key, "unknown config key for this architecture"));
-            }
-        }
-        let (act_key, act_want) = match arch {
-            Arch::Gemma3 => ("hidden_activation", "gelu_pytorch_tanh"),
-            _ => ("hidden_act", "silu"),
-        };
-        if let Some(act) = obj.get(act_key).and_then(Value::as_str)
-            && act != act_want
-        {
-            return Err(r.err(
-                act_key,
-                format!("`{act}` is not supported (only {act_want})"),
-            ));
-        }
+        check_keys(&r, arch, head)?;
         let extras = match arch {
             Arch::Gemma3 => read_gemma3(&r)?,
             _ => Extras::default(),
         };
-        if r.bool_or("rope_interleaved", false)? {
-            return Err(r.err(
-                "rope_interleaved",
-                "interleaved RoPE is not what transformers computes for this class (it rotates \
-                 halves); convert the checkpoint first",
-            ));
-        }
         let hidden_size = r.usize("hidden_size")?;
         let heads = r.usize("num_attention_heads")?;
         let kv_heads = r.opt_usize("num_key_value_heads")?.unwrap_or(heads);
@@ -386,9 +348,6 @@ impl ModelConfig {
             Arch::Phi3 => (false, false),
             _ => (attention_bias, attention_bias),
         };
-        if arch == Arch::Phi3 && r.obj.contains_key("attention_bias") {
-            return Err(r.err("attention_bias", "Phi-3 has no attention bias"));
-        }
         let cfg = ModelConfig {
             arch,
             head,
@@ -546,6 +505,56 @@ impl ModelConfig {
         let head = if self.tie_word_embeddings { 0 } else { v * d };
         v * d + self.num_hidden_layers * layer + d + head
     }
+}
+
+/// What the checkpoint may say before its shape is read: one score label for a reward model,
+/// only keys cria reads or that do not change the forward pass, the family's activation, and
+/// no interleaved RoPE.
+fn check_keys(r: &Reader, arch: Arch, head: Head) -> Result<()> {
+    let obj = r.obj;
+    if head == Head::Score {
+        let labels = match (obj.get("num_labels"), obj.get("id2label")) {
+            (Some(n), _) => n.as_u64(),
+            (None, Some(Value::Object(m))) => Some(m.len() as u64),
+            (None, _) => Some(2), // transformers' default
+        };
+        if labels != Some(1) {
+            return Err(r.err(
+                "id2label",
+                "a sequence-classification checkpoint is read as a reward model only with \
+                 num_labels = 1",
+            ));
+        }
+    }
+    for key in obj.keys() {
+        let gemma = arch == Arch::Gemma3 && GEMMA3_KEYS.contains(&key.as_str());
+        if !KNOWN_KEYS.contains(&key.as_str()) && !gemma {
+            return Err(r.err(key, "unknown config key for this architecture"));
+        }
+    }
+    let (act_key, act_want) = match arch {
+        Arch::Gemma3 => ("hidden_activation", "gelu_pytorch_tanh"),
+        _ => ("hidden_act", "silu"),
+    };
+    if let Some(act) = obj.get(act_key).and_then(Value::as_str)
+        && act != act_want
+    {
+        return Err(r.err(
+            act_key,
+            format!("`{act}` is not supported (only {act_want})"),
+        ));
+    }
+    if r.bool_or("rope_interleaved", false)? {
+        return Err(r.err(
+            "rope_interleaved",
+            "interleaved RoPE is not what transformers computes for this class (it rotates \
+             halves); convert the checkpoint first",
+        ));
+    }
+    if arch == Arch::Phi3 && obj.contains_key("attention_bias") {
+        return Err(r.err("attention_bias", "Phi-3 has no attention bias"));
+    }
+    Ok(())
 }
 
 fn rope_scaling_json(s: &RopeScaling) -> Value {

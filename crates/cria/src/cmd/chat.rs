@@ -7,7 +7,9 @@ use clap::Args as ClapArgs;
 use cria_core::generate::{GenerateOptions, generate};
 use cria_core::tokenizer::StreamDecoder;
 
-use cria_data::chat::{Message, Role, fold_history};
+use cria_core::Llama;
+use cria_core::tokenizer::Tokenizer;
+use cria_data::chat::{ChatFormat, Message, Role, fold_history};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -45,6 +47,88 @@ impl Session {
             .map(|s| Message::new(Role::System, s.clone()));
         sys.chain(self.turns.iter().cloned()).collect()
     }
+
+    /// Obeys a `/command`; returns `None` to quit, `Some(true)` when the line was a command.
+    fn command(&mut self, line: &str) -> Option<bool> {
+        match line {
+            "/quit" | "/exit" => None,
+            "/reset" => {
+                self.turns.clear();
+                Some(true)
+            }
+            l if l.starts_with("/system") => {
+                let text = l["/system".len()..].trim();
+                self.system = (!text.is_empty()).then(|| text.to_string());
+                self.turns.clear();
+                Some(true)
+            }
+            _ => Some(false),
+        }
+    }
+
+    /// The prompt for the conversation so far, kept inside `budget` tokens by dropping the
+    /// oldest exchanges first; `None` (and the question dropped) when even the last question
+    /// alone does not fit. A single-exchange format gets the conversation folded into one.
+    fn prompt(
+        &mut self,
+        fmt: &ChatFormat,
+        tok: &Tokenizer,
+        budget: usize,
+    ) -> anyhow::Result<Option<Vec<u32>>> {
+        let ids = loop {
+            let mut messages = self.messages();
+            if fmt.single_exchange() {
+                messages = fold_history(&messages);
+            }
+            let ids = fmt.encode(&messages, tok, true, false)?.ids;
+            if ids.len() <= budget || self.turns.len() <= 1 {
+                break ids;
+            }
+            self.turns.drain(..2.min(self.turns.len() - 1));
+        };
+        if ids.len() > budget {
+            eprintln!(
+                "error: that message does not fit the model's context ({} tokens, {budget} available)",
+                ids.len()
+            );
+            self.turns.pop();
+            return Ok(None);
+        }
+        Ok(Some(ids))
+    }
+}
+
+/// Streams one reply to `out` as it is sampled; returns its text.
+fn reply(
+    model: &Llama,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<String> {
+    let mut dec = StreamDecoder::new(tok);
+    let mut io_err = None;
+    generate(model, prompt, opts, |id| {
+        if opts.stop_ids.contains(&id) {
+            return true;
+        }
+        match dec
+            .push(id)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| Ok(write!(out, "{t}").and_then(|_| out.flush())?))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                io_err = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = io_err {
+        return Err(e);
+    }
+    writeln!(out)?;
+    Ok(dec.text()?.trim().to_string())
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -53,7 +137,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // An adapter directory carries the chat template it was trained with.
     let dir = a.adapter.as_deref().unwrap_or(&a.model);
     let fmt = cria_train::format::resolve(a.format.into(), dir, &mut model, &mut tok)?.fmt;
-    let fold = fmt.single_exchange();
     let budget = model.max_len().saturating_sub(a.sampling.max_new_tokens);
     let stop_ids = fmt.stop_ids(&tok, &model.cfg.eos_token_id);
     let interactive = std::io::stdin().is_terminal();
@@ -61,7 +144,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eprintln!(
             "cria chat — /reset clears the conversation, /system TEXT sets the system message, /quit exits"
         );
-        if fold {
+        if fmt.single_exchange() {
             eprintln!(
                 "(this model takes one instruction at a time, as Alpaca: earlier turns are given \
                  to it as the instruction's input)"
@@ -72,9 +155,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         system: a.system.clone(),
         turns: vec![],
     };
-    let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
-    let mut lines = stdin.lock().lines();
+    let mut lines = std::io::stdin().lock().lines();
     let mut turn = 0u64;
     loop {
         if interactive {
@@ -84,42 +166,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             break;
         };
         let line = line.trim_end().to_string();
-        match line.as_str() {
-            "" => continue,
-            "/quit" | "/exit" => break,
-            "/reset" => {
-                s.turns.clear();
-                continue;
-            }
-            l if l.starts_with("/system") => {
-                let text = l["/system".len()..].trim();
-                s.system = (!text.is_empty()).then(|| text.to_string());
-                s.turns.clear();
-                continue;
-            }
-            _ => {}
+        match s.command(&line) {
+            None => break,
+            Some(true) => continue,
+            Some(false) if line.is_empty() => continue,
+            Some(false) => {}
         }
         s.turns.push(Message::new(Role::User, line));
-        // Keep the conversation inside the context: drop the oldest exchanges first.
-        let prompt = loop {
-            let mut messages = s.messages();
-            if fold {
-                messages = fold_history(&messages);
-            }
-            let ids = fmt.encode(&messages, &tok, true, false)?.ids;
-            if ids.len() <= budget || s.turns.len() <= 1 {
-                break ids;
-            }
-            s.turns.drain(..2.min(s.turns.len() - 1));
-        };
-        if prompt.len() > budget {
-            eprintln!(
-                "error: that message does not fit the model's context ({} tokens, {budget} available)",
-                prompt.len()
-            );
-            s.turns.pop();
+        let Some(prompt) = s.prompt(&fmt, &tok, budget)? else {
             continue;
-        }
+        };
         let opts = GenerateOptions {
             max_new_tokens: a.sampling.max_new_tokens,
             sampling: cria_core::sampling::SamplingParams {
@@ -129,32 +185,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             stop_ids: stop_ids.clone(),
         };
         turn += 1;
-        let mut dec = StreamDecoder::new(&tok);
-        let mut io_err = None;
-        generate(&model, &prompt, &opts, |id| {
-            if stop_ids.contains(&id) {
-                return true;
-            }
-            match dec
-                .push(id)
-                .map_err(anyhow::Error::from)
-                .and_then(|t| Ok(write!(out, "{t}").and_then(|_| out.flush())?))
-            {
-                Ok(()) => true,
-                Err(e) => {
-                    io_err = Some(e);
-                    false
-                }
-            }
-        })?;
-        if let Some(e) = io_err {
-            return Err(e);
-        }
-        writeln!(out)?;
-        s.turns.push(Message::new(
-            Role::Assistant,
-            dec.text()?.trim().to_string(),
-        ));
+        let text = reply(&model, &tok, &prompt, &opts, &mut out)?;
+        s.turns.push(Message::new(Role::Assistant, text));
     }
     Ok(())
 }
