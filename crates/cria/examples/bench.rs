@@ -2,7 +2,9 @@
 //!
 //! `bench train STEPS` trains the benchmark LLaMA (vocab 4096, d 384, 6 layers, 6 heads,
 //! SwiGLU 1024, seq 256, batch 8, AdamW) on random tokens through the real training loop;
-//! `bench decode TOKENS` greedily decodes at batch 1 with the KV cache. Prints one JSON line.
+//! `bench decode TOKENS` greedily decodes at batch 1 with the KV cache; `bench serve STREAMS`
+//! runs STREAMS concurrent requests (16-token prompts, 64 new tokens) through the serving
+//! engine with as many slots. Prints one JSON line.
 
 use cria_core::config::{Arch, ModelConfig};
 use cria_core::generate::{GenerateOptions, generate};
@@ -156,6 +158,64 @@ fn decode(tokens: usize) {
     );
 }
 
+fn serve(streams: usize) {
+    use cria_serve::{Engine, EngineConfig, Event, Request};
+    let cfg = EngineConfig {
+        parallel: streams,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(model(), cfg);
+    let request = |i: usize, n: usize| Request {
+        prompt: (0..16)
+            .map(|j| (1 + i * 31 + j * 7) as u32 % 4096)
+            .collect(),
+        max_new_tokens: n,
+        sampling: Default::default(),
+        stop_ids: vec![],
+    };
+    // Warm-up, then all streams at once.
+    let warm = engine.submit(request(0, 8)).expect("warm-up");
+    assert!(warm.iter().count() > 0);
+    let t0 = Instant::now();
+    let rxs: Vec<_> = (0..streams)
+        .map(|i| engine.submit(request(i, 64)).expect("submit"))
+        .collect();
+    // One reader per stream, as one client each: time to first token as each client sees it.
+    let readers: Vec<_> = rxs
+        .into_iter()
+        .map(|rx| {
+            std::thread::spawn(move || {
+                let (mut n, mut first) = (0usize, None);
+                for e in rx {
+                    if let Event::Token(_) = e {
+                        first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+                        n += 1;
+                    }
+                }
+                (n, first.expect("a token"))
+            })
+        })
+        .collect();
+    let (mut tokens, mut ttft) = (0usize, vec![]);
+    for r in readers {
+        let (n, first) = r.join().expect("reader");
+        tokens += n;
+        ttft.push(first);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    ttft.sort_by(f64::total_cmp);
+    let s = engine.stats();
+    let rows = s.decode_rows.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let steps = s.decode_steps.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    println!(
+        "{}",
+        serde_json::json!({"impl": "cria", "streams": streams, "tokens": tokens,
+                           "tokens_per_s": tokens as f64 / secs,
+                           "ttft_p50_s": ttft[ttft.len() / 2], "ttft_max_s": ttft[ttft.len() - 1],
+                           "mean_batch": rows / steps})
+    );
+}
+
 trait CloneOpts {
     fn clone_opts(&self) -> GenerateOptions;
 }
@@ -176,6 +236,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("train") => train(n),
         Some("decode") => decode(n as usize),
-        _ => eprintln!("usage: bench train STEPS | bench decode TOKENS"),
+        Some("serve") => serve(n as usize),
+        _ => eprintln!("usage: bench train STEPS | bench decode TOKENS | bench serve STREAMS"),
     }
 }

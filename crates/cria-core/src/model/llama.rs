@@ -57,9 +57,23 @@ impl Block {
     /// # Shapes
     /// `(B, T, C)` -> `(B, T, C)`
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let a = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), rope, cache);
+        self.around(x, |h| self.self_attn.forward(h, rope, cache))
+    }
+
+    /// As [`Block::forward`] for independent sequences, one per row, each with its own cache
+    /// (see [`Attention::forward_ragged`]).
+    pub fn forward_ragged(
+        &self,
+        x: Tensor<3>,
+        angles: &crate::nn::rope::RowAngles,
+        caches: &mut [&mut super::ragged::RowLayer],
+    ) -> Tensor<3> {
+        self.around(x, |h| self.self_attn.forward_ragged(h, angles, caches))
+    }
+
+    /// The block around its attention: norms, residuals and the MLP.
+    fn around(&self, x: Tensor<3>, attn: impl FnOnce(Tensor<3>) -> Tensor<3>) -> Tensor<3> {
+        let a = attn(self.input_layernorm.forward(x.clone()));
         match &self.sandwich {
             None => {
                 let h = x + a;
@@ -223,6 +237,19 @@ impl Llama {
     /// # Shapes
     /// `ids`: `(B, T)` -> `(B, T, C)`
     pub fn hidden(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let mut x = self.embed(ids);
+        for (i, block) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(x, &self.rope, layer_cache);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Token embeddings (scaled where the model does).
+    ///
+    /// # Shapes
+    /// `ids`: `(B, T)` -> `(B, T, C)`
+    pub(crate) fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let pad = self
             .cfg
             .pad_token_id
@@ -244,11 +271,7 @@ impl Llama {
             // transformers multiplies by sqrt(hidden_size) cast to the weights' dtype (f32).
             x = x * ((self.cfg.hidden_size as f64).sqrt() as f32) as f64;
         }
-        for (i, block) in self.layers.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(x, &self.rope, layer_cache);
-        }
-        self.norm.forward(x)
+        x
     }
 
     /// Projects hidden states to vocabulary logits.

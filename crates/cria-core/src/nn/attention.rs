@@ -98,39 +98,48 @@ impl Attention {
         }
     }
 
-    /// Causal self-attention over this call's positions and, when given, the cache's earlier
-    /// ones; the cache is extended with this call's keys and values.
+    /// Queries, keys and values of `x` by head, normalised where the model does (before RoPE).
     ///
     /// # Shapes
-    /// `x`: `(B, T, C)` -> `(B, T, C)`
-    pub fn forward(&self, x: Tensor<3>, rope: &Rope, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let [b, t, _] = x.dims();
-        let offset = cache.as_ref().map_or(0, |c| c.len());
-        // Sliding-window layers take the local RoPE base when the model has one (Gemma 3).
-        let local = self.window.is_some();
-        let mut q = rope.apply_to(
-            self.heads(
-                self.q_proj.forward(x.clone()),
-                self.n_heads,
-                self.q_norm.as_ref(),
-            ),
-            offset,
-            local,
+    /// `x`: `(B, T, C)` -> `(B, T, H, D)`, `(B, T, KV, D)`, `(B, T, KV, D)`
+    fn project(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let q = self.heads(
+            self.q_proj.forward(x.clone()),
+            self.n_heads,
+            self.q_norm.as_ref(),
         );
+        let k = self.heads(
+            self.k_proj.forward(x.clone()),
+            self.n_kv_heads,
+            self.k_norm.as_ref(),
+        );
+        let v = self.heads(self.v_proj.forward(x), self.n_kv_heads, None);
+        (q, k, v)
+    }
+
+    /// Queries and keys rotated for positions `offset..` (sliding-window layers take the local
+    /// RoPE base when the model has one, as Gemma 3), the queries scaled where the model says.
+    fn rotate(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        rope: &Rope,
+        offset: usize,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let local = self.window.is_some();
+        let mut q = rope.apply_to(q, offset, local);
         if let Some(s) = self.query_scale {
             q = q * s;
         }
-        let mut k = rope.apply_to(
-            self.heads(
-                self.k_proj.forward(x.clone()),
-                self.n_kv_heads,
-                self.k_norm.as_ref(),
-            ),
-            offset,
-            local,
-        );
-        let mut v = self.heads(self.v_proj.forward(x), self.n_kv_heads, None);
-        let starts = cache.as_ref().and_then(|c| c.starts.clone());
+        (q, rope.apply_to(k, offset, local))
+    }
+
+    /// Appends `k`, `v` to `cache` (when given); returns the keys and values attended over.
+    fn extend(
+        cache: Option<&mut LayerCache>,
+        mut k: Tensor<4>,
+        mut v: Tensor<4>,
+    ) -> (Tensor<4>, Tensor<4>) {
         if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.kv.take() {
                 k = Tensor::cat(vec![pk, k], 1);
@@ -138,15 +147,74 @@ impl Attention {
             }
             cache.kv = Some((k.clone(), v.clone()));
         }
-        let mut y = match starts {
-            Some(st) => kernels::attention_padded(q.clone(), k, v, offset, self.window, &st),
-            None => kernels::attention(q.clone(), k, v, offset, self.window),
-        };
+        (k, v)
+    }
+
+    /// The attention output `(B, T, H, D)` through `o_proj`, plus the LLaMA-Adapter prompt's.
+    fn output(&self, mut y: Tensor<4>, q: Tensor<4>) -> Tensor<3> {
+        let [b, t, _, _] = y.dims();
         if let Some(p) = &self.prefix {
             y = y + p.forward(q, &self.k_proj, &self.v_proj, self.n_kv_heads);
         }
         self.o_proj
             .forward(y.reshape([b, t, self.n_heads * self.head_dim]))
+    }
+
+    /// Causal self-attention over this call's positions and, when given, the cache's earlier
+    /// ones; the cache is extended with this call's keys and values.
+    ///
+    /// # Shapes
+    /// `x`: `(B, T, C)` -> `(B, T, C)`
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        let (q, k, v) = self.project(x);
+        let (q, k) = self.rotate(q, k, rope, offset);
+        let starts = cache.as_ref().and_then(|c| c.starts.clone());
+        let (k, v) = Self::extend(cache, k, v);
+        let y = match starts {
+            Some(st) => kernels::attention_padded(q.clone(), k, v, offset, self.window, &st),
+            None => kernels::attention(q.clone(), k, v, offset, self.window),
+        };
+        self.output(y, q)
+    }
+
+    /// One step of `n` independent sequences at once (continuous batching): row `r` of `x`
+    /// is the next token of the sequence whose keys and values for this layer are
+    /// `caches[r]`, at that sequence's own position. Projections and RoPE run batched; the
+    /// attention reads each row's own cache ([`crate::model::ragged::attend`]), so no row is
+    /// padded to another's length and appending a token costs O(1), not a copy of the cache.
+    ///
+    /// # Shapes
+    /// `x`: `(n, 1, C)` -> `(n, 1, C)`
+    pub fn forward_ragged(
+        &self,
+        x: Tensor<3>,
+        angles: &crate::nn::rope::RowAngles,
+        caches: &mut [&mut crate::model::ragged::RowLayer],
+    ) -> Tensor<3> {
+        let (q, k, v) = self.project(x);
+        let local = self.window.is_some();
+        let mut q = angles.apply(q, local);
+        if let Some(s) = self.query_scale {
+            q = q * s;
+        }
+        let k = angles.apply(k, local);
+        let device = q.device();
+        let dims = q.dims();
+        let y = crate::model::ragged::attend(
+            &crate::params::to_vec(q.clone()),
+            &crate::params::to_vec(k),
+            &crate::params::to_vec(v),
+            caches,
+            crate::model::ragged::Heads {
+                q: self.n_heads,
+                kv: self.n_kv_heads,
+                dim: self.head_dim,
+            },
+            self.window,
+        );
+        let y = Tensor::<4>::from_data(burn::tensor::TensorData::new(y, dims), &device);
+        self.output(y, q)
     }
 }
 

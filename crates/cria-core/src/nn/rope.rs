@@ -110,6 +110,49 @@ impl Rope {
     }
 }
 
+/// The cos and sin of one position per row (each sequence of a ragged batch at its own
+/// position), for the global and, when the model has one, the local RoPE base.
+pub struct RowAngles {
+    global: (Tensor<4>, Tensor<4>),
+    local: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+impl Rope {
+    /// Angles of `positions[r]` for row `r`: `(n, 1, 1, D)` each, gathered once per step and
+    /// shared by every layer.
+    pub fn rows(&self, positions: &[usize]) -> RowAngles {
+        let n = positions.len();
+        let device = self.cos.device();
+        let idx = Tensor::<1, burn::tensor::Int>::from_data(
+            TensorData::new(positions.iter().map(|&p| p as i64).collect::<Vec<_>>(), [n]),
+            &device,
+        );
+        let pick = |t: &Tensor<2>| {
+            let d = t.dims()[1];
+            t.clone().select(0, idx.clone()).reshape([n, 1, 1, d])
+        };
+        RowAngles {
+            global: (pick(&self.cos), pick(&self.sin)),
+            local: self.local.as_ref().map(|(c, s)| (pick(c), pick(s))),
+        }
+    }
+}
+
+impl RowAngles {
+    /// Rotates `(n, 1, heads, D)` rows, each at its own position.
+    pub fn apply(&self, x: Tensor<4>, local: bool) -> Tensor<4> {
+        let (cos, sin) = match (&self.local, local) {
+            (Some(l), true) => l,
+            _ => &self.global,
+        };
+        let half = x.dims()[3] / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos.clone() + rotated * sin.clone()
+    }
+}
+
 fn rotate(x: Tensor<4>, offset: usize, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
     let [_, t, _, hs] = x.dims();
     let cos = cos

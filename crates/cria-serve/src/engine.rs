@@ -1,0 +1,418 @@
+//! The inference engine: one scheduler thread owns the model and at most `parallel` running
+//! sequences (slots). Each step it
+//!
+//! 1. admits waiting requests into free slots (a request joins the running batch at the next
+//!    step), reusing the KV of a prompt prefix a finished sequence shared;
+//! 2. prefills one chunk of at most `prefill_chunk` prompt tokens of one admitted request, so
+//!    a long prompt does not stall the others' tokens;
+//! 3. decodes one token of every sequence that has its prompt in the cache, all together
+//!    ([`Llama::decode_rows`]: one batched matmul per projection, each row at its own position
+//!    with its own cache, no padding to the longest);
+//! 4. retires the finished ones, and those whose client went away (its event receiver dropped,
+//!    noticed when its next token is sent).
+//!
+//! Each request samples with its own seeded sampler from its own row's logits, so its output
+//! does not depend on what else is in the batch. The wait queue is bounded: beyond it,
+//! [`Engine::submit`] refuses with [`SubmitError::QueueFull`] (a server answers 503).
+
+use crate::prefix::PrefixCache;
+use cria_core::generate::Finish;
+use cria_core::model::ragged::RowCache;
+use cria_core::params::to_vec;
+use cria_core::sampling::{Sampler, SamplingParams};
+use cria_core::{Int, KvCache, Llama, Tensor, TensorData};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
+use std::thread::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Sequences decoded together (slots).
+    pub parallel: usize,
+    /// Requests that may wait for a slot; more are refused.
+    pub queue: usize,
+    /// Prompt tokens prefilled per step.
+    pub prefill_chunk: usize,
+    /// Finished sequences whose KV is kept for prompts that start the same way.
+    pub prefix_cache: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            parallel: 4,
+            queue: 64,
+            prefill_chunk: 128,
+            prefix_cache: 16,
+        }
+    }
+}
+
+/// One generation: token ids in, token ids out.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation ends after any of these ids (the id is sent).
+    pub stop_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// What a request's receiver gets: its tokens as they are sampled, then how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Token(u32),
+    Done { finish: Finish, usage: Usage },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("the wait queue is full ({0} requests waiting); retry later")]
+    QueueFull(usize),
+    #[error("the engine has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Counters a server reports (`/metrics`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests waiting for a slot.
+    pub queued: AtomicUsize,
+    /// Slots running a sequence.
+    pub busy: AtomicUsize,
+    pub requests: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+    pub cached_tokens: AtomicU64,
+    /// Sequences retired because their client went away.
+    pub cancelled: AtomicU64,
+    /// Decode steps, and the rows they carried (their ratio is the mean batch size).
+    pub decode_steps: AtomicU64,
+    pub decode_rows: AtomicU64,
+}
+
+type Job = (Request, Sender<Event>);
+
+pub struct Engine {
+    tx: Option<SyncSender<Job>>,
+    stats: Arc<Stats>,
+    queue: usize,
+    max_len: usize,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the scheduler thread, which owns `model` from now on.
+    pub fn start(model: Llama, cfg: EngineConfig) -> Engine {
+        let cfg = EngineConfig {
+            parallel: cfg.parallel.max(1),
+            prefill_chunk: cfg.prefill_chunk.max(1),
+            ..cfg
+        };
+        // A zero-capacity channel would make every submit wait for the worker; one slot of
+        // slack and the count below keep the queue's bound exact.
+        let (tx, rx) = mpsc::sync_channel::<Job>(cfg.queue.max(1));
+        let stats = Arc::new(Stats::default());
+        let max_len = model.max_len();
+        let queue = cfg.queue;
+        let worker = {
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("cria-engine".into())
+                .spawn(move || Scheduler::new(model, cfg, stats).run(rx))
+                .expect("spawning the engine thread")
+        };
+        Engine {
+            tx: Some(tx),
+            stats,
+            queue,
+            max_len,
+            worker: Some(worker),
+        }
+    }
+
+    /// Queues `req`; its events arrive on the returned receiver. Dropping the receiver cancels
+    /// the request (its slot is freed at the next step).
+    pub fn submit(&self, req: Request) -> Result<Receiver<Event>, SubmitError> {
+        if req.prompt.is_empty() {
+            return Err(SubmitError::Invalid("the prompt has no tokens".into()));
+        }
+        if req.prompt.len() >= self.max_len {
+            return Err(SubmitError::Invalid(format!(
+                "the prompt has {} tokens; this model's context holds {}",
+                req.prompt.len(),
+                self.max_len
+            )));
+        }
+        let tx = self.tx.as_ref().ok_or(SubmitError::Stopped)?;
+        let waiting = self.stats.queued.fetch_add(1, Ordering::SeqCst);
+        if waiting >= self.queue {
+            self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::QueueFull(waiting));
+        }
+        let (etx, erx) = mpsc::channel();
+        match tx.try_send((req, etx)) {
+            Ok(()) => Ok(erx),
+            Err(e) => {
+                self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+                Err(match e {
+                    TrySendError::Full(_) => SubmitError::QueueFull(waiting),
+                    TrySendError::Disconnected(_) => SubmitError::Stopped,
+                })
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Longest prompt plus reply a request may have.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+}
+
+impl Drop for Engine {
+    /// Stops taking requests, lets the running and queued ones finish, and joins the thread.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A running sequence.
+struct Seq {
+    events: Sender<Event>,
+    /// The cache while the prompt is prefilled (in chunks through the model's own path)...
+    cache: KvCache,
+    /// ...and once it is in: per-row buffers the batched decode step appends to.
+    rows: Option<RowCache>,
+    /// Every id in the cache, in order.
+    ids: Vec<u32>,
+    /// Prompt ids not yet in the cache.
+    pending: Vec<u32>,
+    /// The last sampled id, to be fed next.
+    next: Option<u32>,
+    sampler: Sampler,
+    stop_ids: Vec<u32>,
+    budget: usize,
+    usage: Usage,
+    /// Finished (or its client left); retired at the end of the step.
+    done: bool,
+    /// Its client went away (noticed by the send of its next token).
+    gone: bool,
+}
+
+struct Scheduler {
+    model: Llama,
+    cfg: EngineConfig,
+    stats: Arc<Stats>,
+    prefix: PrefixCache,
+    slots: Vec<Seq>,
+}
+
+impl Scheduler {
+    fn new(model: Llama, cfg: EngineConfig, stats: Arc<Stats>) -> Self {
+        Scheduler {
+            prefix: PrefixCache::new(cfg.prefix_cache),
+            model,
+            cfg,
+            stats,
+            slots: Vec::new(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Job>) {
+        while self.admit(&rx) {
+            self.prefill_one();
+            self.decode();
+            self.retire();
+        }
+    }
+
+    /// Fills free slots from the queue, waiting when nothing runs; false once the engine is
+    /// dropped and nothing is left to do.
+    fn admit(&mut self, rx: &Receiver<Job>) -> bool {
+        while self.slots.len() < self.cfg.parallel {
+            let job = if self.slots.is_empty() {
+                match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => return false,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            };
+            self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let seq = self.start(job);
+            self.slots.push(seq);
+        }
+        self.stats.busy.store(self.slots.len(), Ordering::Relaxed);
+        true
+    }
+
+    fn start(&mut self, (req, events): Job) -> Seq {
+        let (cache, cached) = self
+            .prefix
+            .lookup(&req.prompt, &self.model.device())
+            .unwrap_or_else(|| (self.model.new_cache(), 0));
+        let usage = Usage {
+            prompt_tokens: req.prompt.len(),
+            completion_tokens: 0,
+            cached_tokens: cached,
+        };
+        let budget = req
+            .max_new_tokens
+            .min(self.model.max_len() - req.prompt.len());
+        Seq {
+            events,
+            cache,
+            rows: None,
+            ids: req.prompt[..cached].to_vec(),
+            pending: req.prompt[cached..].to_vec(),
+            next: None,
+            sampler: Sampler::new(req.sampling),
+            stop_ids: req.stop_ids,
+            budget,
+            usage,
+            done: budget == 0,
+            gone: false,
+        }
+    }
+
+    /// One chunk of one sequence's prompt into its cache; the first reply token once the
+    /// whole prompt is in.
+    fn prefill_one(&mut self) {
+        let chunk = self.cfg.prefill_chunk;
+        let Some(s) = self
+            .slots
+            .iter_mut()
+            .find(|s| !s.done && !s.pending.is_empty())
+        else {
+            return;
+        };
+        let n = chunk.min(s.pending.len());
+        let part: Vec<u32> = s.pending.drain(..n).collect();
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(part.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, n]),
+            &self.model.device(),
+        );
+        let h = self.model.hidden(ids, Some(&mut s.cache));
+        s.ids.extend(part);
+        if s.pending.is_empty() {
+            s.rows = Some(RowCache::from_cache(&std::mem::take(&mut s.cache)));
+            let c = h.dims()[2];
+            let logits = to_vec(self.model.logits(h.narrow(1, n - 1, 1).reshape([1, 1, c])));
+            let next = s.sampler.sample(&logits);
+            s.emit(next);
+        }
+    }
+
+    /// One token of every sequence whose prompt is in, all in one batched step.
+    fn decode(&mut self) {
+        let mut rows: Vec<&mut Seq> = self
+            .slots
+            .iter_mut()
+            .filter(|s| !s.done && s.next.is_some() && s.rows.is_some())
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let tokens: Vec<u32> = rows.iter().map(|s| s.next.expect("filtered")).collect();
+        let logits = {
+            let mut caches: Vec<&mut RowCache> = rows
+                .iter_mut()
+                .map(|s| s.rows.as_mut().expect("filtered"))
+                .collect();
+            to_vec(self.model.decode_rows(&tokens, &mut caches))
+        };
+        self.stats.decode_steps.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .decode_rows
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let v = logits.len() / rows.len();
+        for (r, (s, t)) in rows.into_iter().zip(tokens).enumerate() {
+            s.ids.push(t);
+            let next = s.sampler.sample(&logits[r * v..(r + 1) * v]);
+            s.emit(next);
+        }
+    }
+
+    /// Removes finished sequences, keeping their caches for prompts that share a prefix.
+    fn retire(&mut self) {
+        let mut i = 0;
+        while i < self.slots.len() {
+            if !self.slots[i].done {
+                i += 1;
+                continue;
+            }
+            let s = self.slots.swap_remove(i);
+            let u = s.usage;
+            self.stats
+                .prompt_tokens
+                .fetch_add(u.prompt_tokens as u64, Ordering::Relaxed);
+            self.stats
+                .completion_tokens
+                .fetch_add(u.completion_tokens as u64, Ordering::Relaxed);
+            self.stats
+                .cached_tokens
+                .fetch_add(u.cached_tokens as u64, Ordering::Relaxed);
+            if s.gone {
+                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+            // The cache holds exactly `ids` (the last sampled id was never fed).
+            if let Some(rows) = s.rows {
+                self.prefix.put(s.ids, rows);
+            }
+        }
+        self.stats.busy.store(self.slots.len(), Ordering::Relaxed);
+    }
+}
+
+impl Seq {
+    /// Sends a sampled id; ends the sequence at a stop id, at its budget, or when the client
+    /// has gone.
+    fn emit(&mut self, id: u32) {
+        self.usage.completion_tokens += 1;
+        if self.events.send(Event::Token(id)).is_err() {
+            self.done = true;
+            self.gone = true;
+            return;
+        }
+        let finish = if self.stop_ids.contains(&id) {
+            Some(Finish::Stop)
+        } else if self.usage.completion_tokens >= self.budget {
+            Some(Finish::Length)
+        } else {
+            None
+        };
+        match finish {
+            Some(finish) => {
+                let _ = self.events.send(Event::Done {
+                    finish,
+                    usage: self.usage,
+                });
+                self.done = true;
+                self.next = None;
+            }
+            None => self.next = Some(id),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The engine on tiny transformers-made checkpoints (cria-core's fixtures): a request's output
+//! does not depend on what else runs with it, requests join and leave a running batch, the
+//! queue is bounded, a client that leaves frees its slot, and a shared prefix is reused.
+
+use cria_core::generate::{Finish, GenerateOptions, generate};
+use cria_core::sampling::SamplingParams;
+use cria_core::{Llama, checkpoint, device};
+use cria_serve::{Engine, EngineConfig, Event, Request, SubmitError, Usage};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+
+fn model(name: &str) -> Llama {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cria-core/tests/fixtures")
+        .join(name);
+    checkpoint::load_model(&dir, &device::inference_device()).unwrap()
+}
+
+fn greedy(prompt: Vec<u32>, max_new_tokens: usize) -> Request {
+    Request {
+        prompt,
+        max_new_tokens,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        stop_ids: vec![],
+    }
+}
+
+/// Every event of a request, to its end.
+fn collect(rx: Receiver<Event>) -> (Vec<u32>, Finish, Usage) {
+    let mut ids = vec![];
+    for e in rx {
+        match e {
+            Event::Token(t) => ids.push(t),
+            Event::Done { finish, usage } => return (ids, finish, usage),
+        }
+    }
+    panic!("the request ended without Done after {ids:?}");
+}
+
+fn alone(m: &Llama, req: &Request) -> Vec<u32> {
+    let opts = GenerateOptions {
+        max_new_tokens: req.max_new_tokens,
+        sampling: req.sampling.clone(),
+        stop_ids: req.stop_ids.clone(),
+    };
+    generate(m, &req.prompt, &opts, |_| true).unwrap().0
+}
+
+/// Prompts of different lengths, some longer than a prefill chunk.
+fn prompts() -> Vec<Vec<u32>> {
+    (0..7u32)
+        .map(|i| {
+            (0..(3 + 5 * i))
+                .map(|j| (7 * i + 3 * j + 1) % 90 + 1)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn each_output_equals_the_request_run_alone_while_others_join_and_leave() {
+    for name in ["llama", "qwen3", "gemma3"] {
+        let m = model(name);
+        let reqs: Vec<Request> = prompts()
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| greedy(p, 6 + 3 * i))
+            .collect();
+        let want: Vec<Vec<u32>> = reqs.iter().map(|r| alone(&m, r)).collect();
+        // Three slots for seven requests, chunks of 8: sequences start and end mid-batch.
+        let engine = Engine::start(
+            m,
+            EngineConfig {
+                parallel: 3,
+                prefill_chunk: 8,
+                prefix_cache: 0,
+                ..Default::default()
+            },
+        );
+        let rxs: Vec<_> = reqs
+            .iter()
+            .map(|r| engine.submit(r.clone()).unwrap())
+            .collect();
+        for (i, (rx, want)) in rxs.into_iter().zip(&want).enumerate() {
+            let (got, finish, usage) = collect(rx);
+            assert_eq!(&got, want, "{name}: request {i}");
+            assert_eq!(finish, Finish::Length);
+            assert_eq!(usage.prompt_tokens, reqs[i].prompt.len());
+            assert_eq!(usage.completion_tokens, want.len());
+        }
+        let s = engine.stats();
+        let (steps, rows) = (
+            s.decode_steps.load(Ordering::Relaxed),
+            s.decode_rows.load(Ordering::Relaxed),
+        );
+        assert!(
+            rows > steps,
+            "{name}: sequences were decoded together ({rows} rows in {steps} steps)"
+        );
+    }
+}
+
+#[test]
+fn sampled_outputs_follow_their_seed_not_the_batch() {
+    let m = model("llama");
+    let req = |seed| Request {
+        sampling: SamplingParams {
+            temperature: 1.0,
+            seed,
+            ..Default::default()
+        },
+        ..greedy(vec![1, 5, 9, 13], 12)
+    };
+    let want: Vec<Vec<u32>> = (0..4).map(|s| alone(&m, &req(s))).collect();
+    assert_ne!(want[0], want[1], "different seeds sample differently");
+    let engine = Engine::start(m, EngineConfig::default());
+    let rxs: Vec<_> = (0..4).map(|s| engine.submit(req(s)).unwrap()).collect();
+    for (rx, want) in rxs.into_iter().zip(want) {
+        assert_eq!(collect(rx).0, want);
+    }
+}
+
+#[test]
+fn a_stop_id_ends_the_reply_and_is_sent() {
+    let m = model("llama");
+    let free = alone(&m, &greedy(vec![1, 2, 3], 8));
+    let stop = free[3];
+    let engine = Engine::start(m, EngineConfig::default());
+    let rx = engine
+        .submit(Request {
+            stop_ids: vec![stop],
+            ..greedy(vec![1, 2, 3], 8)
+        })
+        .unwrap();
+    let (ids, finish, _) = collect(rx);
+    let first = free.iter().position(|&t| t == stop).unwrap();
+    assert_eq!(ids, free[..=first].to_vec());
+    assert_eq!(finish, Finish::Stop);
+}
+
+#[test]
+fn the_wait_queue_is_bounded_and_refused_requests_are_counted_out() {
+    let engine = Engine::start(
+        model("llama"),
+        EngineConfig {
+            parallel: 1,
+            queue: 2,
+            ..Default::default()
+        },
+    );
+    // Ten long requests at once: one runs, two wait, the rest are refused (finishing one
+    // takes far longer than submitting all ten).
+    let results: Vec<_> = (0..10)
+        .map(|i| engine.submit(greedy(vec![1, 2, 3 + i], 50)))
+        .collect();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(SubmitError::QueueFull(_))))
+        .count();
+    assert!(refused >= 6, "{refused} of 10 refused");
+    for r in results.into_iter().flatten() {
+        assert_eq!(collect(r).0.len(), 50, "accepted requests complete");
+    }
+    assert_eq!(engine.stats().queued.load(Ordering::SeqCst), 0);
+    // And a request fits again once the queue has drained.
+    assert!(engine.submit(greedy(vec![1, 2], 2)).is_ok());
+}
+
+#[test]
+fn a_client_that_leaves_frees_its_slot() {
+    let m = model("llama");
+    let want = alone(&m, &greedy(vec![4, 5, 6], 5));
+    let engine = Engine::start(
+        m,
+        EngineConfig {
+            parallel: 1,
+            ..Default::default()
+        },
+    );
+    // The first client leaves before its first token: the one slot must not stay taken.
+    drop(engine.submit(greedy(vec![1, 2, 3], 50)).unwrap());
+    let rx = engine.submit(greedy(vec![4, 5, 6], 5)).unwrap();
+    assert_eq!(collect(rx).0, want);
+    assert_eq!(engine.stats().cancelled.load(Ordering::Relaxed), 1);
+    assert!(engine.stats().completion_tokens.load(Ordering::Relaxed) < 50);
+}
+
+#[test]
+fn a_conversation_reuses_the_kv_of_its_earlier_turns() {
+    let m = model("llama");
+    let first = greedy(vec![1, 8, 15, 22, 29], 6);
+    let reply = alone(&m, &first);
+    // The next turn's prompt starts with the first prompt and its reply.
+    let mut second = first.prompt.clone();
+    second.extend(&reply);
+    second.extend([30, 31, 32]);
+    let second = greedy(second, 6);
+    let want = alone(&m, &second);
+    let engine = Engine::start(m, EngineConfig::default());
+    let (got, _, usage) = collect(engine.submit(first.clone()).unwrap());
+    assert_eq!(got, reply);
+    assert_eq!(usage.cached_tokens, 0);
+    let (got, _, usage) = collect(engine.submit(second.clone()).unwrap());
+    // Everything but the reply's last token (sampled, never fed) came from the cache.
+    assert_eq!(usage.cached_tokens, first.prompt.len() + reply.len() - 1);
+    assert_eq!(got, want, "the same reply as computed from scratch");
+}
+
+#[test]
+fn bad_requests_are_refused_at_submit() {
+    let engine = Engine::start(model("llama"), EngineConfig::default());
+    let max = engine.max_len();
+    assert!(matches!(
+        engine.submit(greedy(vec![], 4)),
+        Err(SubmitError::Invalid(_))
+    ));
+    let e = engine.submit(greedy(vec![1; max], 4)).unwrap_err();
+    assert!(e.to_string().contains("context holds"), "{e}");
+    // max_new_tokens beyond the context is cut to what fits.
+    let (ids, finish, _) = collect(engine.submit(greedy(vec![1; max - 3], 100)).unwrap());
+    assert_eq!((ids.len(), finish), (3, Finish::Length));
+}
