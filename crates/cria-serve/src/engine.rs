@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 pub struct EngineConfig {
     /// Sequences decoded together (slots).
     pub parallel: usize,
-    /// Requests that may wait for a slot; more are refused.
+    /// Requests that may wait for a slot once every slot is busy; more are refused.
     pub queue: usize,
     /// Prompt tokens prefilled per step.
     pub prefill_chunk: usize,
@@ -108,6 +108,7 @@ pub struct Engine {
     tx: Option<SyncSender<Job>>,
     stats: Arc<Stats>,
     queue: usize,
+    parallel: usize,
     max_len: usize,
     worker: Option<JoinHandle<()>>,
 }
@@ -120,12 +121,11 @@ impl Engine {
             prefill_chunk: cfg.prefill_chunk.max(1),
             ..cfg
         };
-        // A zero-capacity channel would make every submit wait for the worker; one slot of
-        // slack and the count below keep the queue's bound exact.
-        let (tx, rx) = mpsc::sync_channel::<Job>(cfg.queue.max(1));
+        // Requests pass through the channel on their way to a free slot too.
+        let (tx, rx) = mpsc::sync_channel::<Job>(cfg.queue + cfg.parallel);
         let stats = Arc::new(Stats::default());
         let max_len = model.max_len();
-        let queue = cfg.queue;
+        let (queue, parallel) = (cfg.queue, cfg.parallel);
         let worker = {
             let stats = stats.clone();
             std::thread::Builder::new()
@@ -137,6 +137,7 @@ impl Engine {
             tx: Some(tx),
             stats,
             queue,
+            parallel,
             max_len,
             worker: Some(worker),
         }
@@ -157,7 +158,11 @@ impl Engine {
         }
         let tx = self.tx.as_ref().ok_or(SubmitError::Stopped)?;
         let waiting = self.stats.queued.fetch_add(1, Ordering::SeqCst);
-        if waiting >= self.queue {
+        // Up to `queue` may wait beyond the slots that are free.
+        let free = self
+            .parallel
+            .saturating_sub(self.stats.busy.load(Ordering::SeqCst));
+        if waiting >= self.queue + free {
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(SubmitError::QueueFull(waiting));
         }
@@ -281,6 +286,12 @@ impl Scheduler {
         let budget = req
             .max_new_tokens
             .min(self.model.max_len() - req.prompt.len());
+        if budget == 0 {
+            let _ = events.send(Event::Done {
+                finish: Finish::Length,
+                usage,
+            });
+        }
         Seq {
             events,
             cache,

@@ -168,6 +168,23 @@ fn the_wait_queue_is_bounded_and_refused_requests_are_counted_out() {
     assert_eq!(engine.stats().queued.load(Ordering::SeqCst), 0);
     // And a request fits again once the queue has drained.
     assert!(engine.submit(greedy(vec![1, 2], 2)).is_ok());
+
+    // With no wait queue, free slots still take requests; the next one is refused.
+    let engine = Engine::start(
+        model("llama"),
+        EngineConfig {
+            parallel: 2,
+            queue: 0,
+            ..Default::default()
+        },
+    );
+    let a = engine.submit(greedy(vec![1, 2, 3], 50)).unwrap();
+    let b = engine.submit(greedy(vec![1, 2, 4], 50)).unwrap();
+    assert!(matches!(
+        engine.submit(greedy(vec![1, 2, 5], 50)),
+        Err(SubmitError::QueueFull(_))
+    ));
+    assert_eq!((collect(a).0.len(), collect(b).0.len()), (50, 50));
 }
 
 #[test]
@@ -220,6 +237,12 @@ fn bad_requests_are_refused_at_submit() {
     ));
     let e = engine.submit(greedy(vec![1; max], 4)).unwrap_err();
     assert!(e.to_string().contains("context holds"), "{e}");
+    // Nothing asked, nothing sampled, and still a Done.
+    let (ids, finish, usage) = collect(engine.submit(greedy(vec![1, 2], 0)).unwrap());
+    assert_eq!(
+        (ids.len(), finish, usage.completion_tokens),
+        (0, Finish::Length, 0)
+    );
     // max_new_tokens beyond the context is cut to what fits.
     let (ids, finish, _) = collect(engine.submit(greedy(vec![1; max - 3], 100)).unwrap());
     assert_eq!((ids.len(), finish), (3, Finish::Length));

@@ -59,29 +59,10 @@ save_every = 120
 }
 
 fn chat(ckpt: &Path, input: &str, max_new: usize, extra: &[&str]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = cria()
-        .args(["chat", "--model"])
-        .arg(ckpt)
-        .args([
-            "--temperature",
-            "0",
-            "--max-new-tokens",
-            &max_new.to_string(),
-        ])
-        .args(extra)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let max_new = max_new.to_string();
+    let mut args = vec!["--temperature", "0", "--max-new-tokens", &max_new];
+    args.extend(extra);
+    chat_output(ckpt, input, &args)
 }
 
 #[test]

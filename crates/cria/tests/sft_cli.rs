@@ -49,23 +49,11 @@ fn sft_on_chat_and_alpaca_records() {
 
     // A scripted conversation over stdin: replies stream to stdout, commands are obeyed.
     let chat = |ckpt: &Path| {
-        use std::io::Write;
-        let mut child = cria()
-            .args(["chat", "--model"])
-            .arg(ckpt)
-            .args(["--temperature", "0", "--max-new-tokens", "6"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"What does Ana like?\n/reset\n/system Answer briefly.\nWhat does Bo like?\n/quit\nignored\n")
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = chat_output(
+            ckpt,
+            "What does Ana like?\n/reset\n/system Answer briefly.\nWhat does Bo like?\n/quit\nignored\n",
+            &["--temperature", "0", "--max-new-tokens", "6"],
+        );
         assert!(
             out.status.success(),
             "{}",

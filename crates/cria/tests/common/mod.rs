@@ -118,6 +118,27 @@ pub fn pretrain(s: &Setup, cfg: &Path, out: &str) -> Command {
     c
 }
 
+/// `cria chat --model CKPT ARGS...` fed `input` on stdin (a scripted conversation).
+pub fn chat_output(ckpt: &Path, input: &str, args: &[&str]) -> Output {
+    use std::io::Write;
+    let mut child = cria()
+        .args(["chat", "--model"])
+        .arg(ckpt)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn state_step(dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join("checkpoint/trainer_state.json")).ok()?;
     serde_json::from_str::<serde_json::Value>(&text).ok()?["step"].as_u64()
