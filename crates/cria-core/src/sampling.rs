@@ -29,6 +29,11 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// The settings it samples with.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
     pub fn new(params: SamplingParams) -> Self {
         let rng = StdRng::seed_from_u64(params.seed);
         Sampler { params, rng }

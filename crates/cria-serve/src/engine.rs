@@ -11,6 +11,9 @@
 //! 4. retires the finished ones, and those whose client went away (its event receiver dropped,
 //!    noticed when its next token is sent).
 //!
+//! A request may ask for several choices ([`Engine::submit_n`]): its prompt is prefilled once
+//! and each choice then runs in a slot of its own, sampling with its own seed.
+//!
 //! Each request samples with its own seeded sampler from its own row's logits, so its output
 //! does not depend on what else is in the batch. The wait queue is bounded: beyond it,
 //! [`Engine::submit`] refuses with [`SubmitError::QueueFull`] (a server answers 503).
@@ -95,6 +98,8 @@ pub struct Stats {
     pub prompt_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
     pub cached_tokens: AtomicU64,
+    /// Prompt tokens computed (a prefix reused, or a prompt shared by several choices, once).
+    pub prefill_tokens: AtomicU64,
     /// Sequences retired because their client went away.
     pub cancelled: AtomicU64,
     /// Decode steps, and the rows they carried (their ratio is the mean batch size).
@@ -102,7 +107,8 @@ pub struct Stats {
     pub decode_rows: AtomicU64,
 }
 
-type Job = (Request, Sender<Event>);
+/// A request and one event sender per choice.
+type Job = (Request, Vec<Sender<Event>>);
 
 pub struct Engine {
     tx: Option<SyncSender<Job>>,
@@ -146,6 +152,18 @@ impl Engine {
     /// Queues `req`; its events arrive on the returned receiver. Dropping the receiver cancels
     /// the request (its slot is freed at the next step).
     pub fn submit(&self, req: Request) -> Result<Receiver<Event>, SubmitError> {
+        Ok(self.submit_n(req, 1)?.remove(0))
+    }
+
+    /// Queues `req` for `n` choices sampled from one prefill (choice `i` samples with seed
+    /// `seed + i`), each on its own receiver and in its own slot.
+    pub fn submit_n(&self, req: Request, n: usize) -> Result<Vec<Receiver<Event>>, SubmitError> {
+        if n == 0 || n > self.parallel {
+            return Err(SubmitError::Invalid(format!(
+                "n = {n}: this engine runs 1 to {} choices at once",
+                self.parallel
+            )));
+        }
         if req.prompt.is_empty() {
             return Err(SubmitError::Invalid("the prompt has no tokens".into()));
         }
@@ -166,7 +184,7 @@ impl Engine {
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(SubmitError::QueueFull(waiting));
         }
-        let (etx, erx) = mpsc::channel();
+        let (etx, erx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
         match tx.try_send((req, etx)) {
             Ok(()) => Ok(erx),
             Err(e) => {
@@ -220,6 +238,10 @@ struct Seq {
     done: bool,
     /// Its client went away (noticed by the send of its next token).
     gone: bool,
+    /// The other choices' senders: they fork from this sequence once its prompt is in.
+    forks: Vec<Sender<Event>>,
+    /// The seed the choices count from.
+    seed: u64,
 }
 
 struct Scheduler {
@@ -228,6 +250,8 @@ struct Scheduler {
     stats: Arc<Stats>,
     prefix: PrefixCache,
     slots: Vec<Seq>,
+    /// A request received that needs more free slots than there are (its choices).
+    held: Option<Job>,
 }
 
 impl Scheduler {
@@ -238,6 +262,7 @@ impl Scheduler {
             cfg,
             stats,
             slots: Vec::new(),
+            held: None,
         }
     }
 
@@ -253,17 +278,22 @@ impl Scheduler {
     /// dropped and nothing is left to do.
     fn admit(&mut self, rx: &Receiver<Job>) -> bool {
         while self.slots.len() < self.cfg.parallel {
-            let job = if self.slots.is_empty() {
-                match rx.recv() {
+            let job = match self.held.take() {
+                Some(j) => j,
+                None if self.slots.is_empty() => match rx.recv() {
                     Ok(j) => j,
                     Err(_) => return false,
-                }
-            } else {
-                match rx.try_recv() {
+                },
+                None => match rx.try_recv() {
                     Ok(j) => j,
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+                },
             };
+            // Its choices take a slot each: wait (in order) until they fit.
+            if self.slots.len() + job.1.len() > self.cfg.parallel {
+                self.held = Some(job);
+                break;
+            }
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let seq = self.start(job);
@@ -273,7 +303,9 @@ impl Scheduler {
         true
     }
 
-    fn start(&mut self, (req, events): Job) -> Seq {
+    fn start(&mut self, (req, mut events): Job) -> Seq {
+        let forks = events.split_off(1);
+        let events = events.pop().expect("one sender per choice");
         let (cache, cached) = self
             .prefix
             .lookup(&req.prompt, &self.model.device())
@@ -287,12 +319,17 @@ impl Scheduler {
             .max_new_tokens
             .min(self.model.max_len() - req.prompt.len());
         if budget == 0 {
-            let _ = events.send(Event::Done {
-                finish: Finish::Length,
-                usage,
-            });
+            for e in std::iter::once(&events).chain(&forks) {
+                let _ = e.send(Event::Done {
+                    finish: Finish::Length,
+                    usage,
+                });
+            }
         }
+        let seed = req.sampling.seed;
         Seq {
+            forks,
+            seed,
             events,
             cache,
             rows: None,
@@ -327,12 +364,26 @@ impl Scheduler {
         );
         let h = self.model.hidden(ids, Some(&mut s.cache));
         s.ids.extend(part);
+        self.stats
+            .prefill_tokens
+            .fetch_add(n as u64, Ordering::Relaxed);
         if s.pending.is_empty() {
             s.rows = Some(RowCache::from_cache(&std::mem::take(&mut s.cache)));
             let c = h.dims()[2];
             let logits = to_vec(self.model.logits(h.narrow(1, n - 1, 1).reshape([1, 1, c])));
+            // The other choices start here, from the same cache and logits.
+            let forks: Vec<Seq> = std::mem::take(&mut s.forks)
+                .into_iter()
+                .enumerate()
+                .map(|(i, events)| s.fork(events, i as u64 + 1))
+                .collect();
             let next = s.sampler.sample(&logits);
             s.emit(next);
+            for mut f in forks {
+                let next = f.sampler.sample(&logits);
+                f.emit(next);
+                self.slots.push(f);
+            }
         }
     }
 
@@ -398,6 +449,28 @@ impl Scheduler {
 }
 
 impl Seq {
+    /// Choice `i` of this sequence's request: the same cache, sampled with `seed + i`.
+    fn fork(&self, events: Sender<Event>, i: u64) -> Seq {
+        let mut params = self.sampler.params().clone();
+        params.seed = self.seed.wrapping_add(i);
+        Seq {
+            events,
+            cache: KvCache::default(),
+            rows: self.rows.clone(),
+            ids: self.ids.clone(),
+            pending: vec![],
+            next: None,
+            sampler: Sampler::new(params),
+            stop_ids: self.stop_ids.clone(),
+            budget: self.budget,
+            usage: self.usage,
+            done: false,
+            gone: false,
+            forks: vec![],
+            seed: self.seed,
+        }
+    }
+
     /// Sends a sampled id; ends the sequence at a stop id, at its budget, or when the client
     /// has gone.
     fn emit(&mut self, id: u32) {

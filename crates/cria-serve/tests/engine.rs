@@ -247,3 +247,52 @@ fn bad_requests_are_refused_at_submit() {
     let (ids, finish, _) = collect(engine.submit(greedy(vec![1; max - 3], 100)).unwrap());
     assert_eq!((ids.len(), finish), (3, Finish::Length));
 }
+
+#[test]
+fn several_choices_share_one_prefill_and_sample_with_their_own_seeds() {
+    let m = model("llama");
+    let prompt: Vec<u32> = (1..=20).collect();
+    let req = |seed| Request {
+        sampling: SamplingParams {
+            temperature: 1.0,
+            seed,
+            ..Default::default()
+        },
+        ..greedy(prompt.clone(), 10)
+    };
+    // Choice i samples as the same request alone with seed + i.
+    let want: Vec<Vec<u32>> = (0..3).map(|i| alone(&m, &req(40 + i))).collect();
+    let engine = Engine::start(
+        m,
+        EngineConfig {
+            parallel: 4,
+            prefix_cache: 0,
+            ..Default::default()
+        },
+    );
+    let rxs = engine.submit_n(req(40), 3).unwrap();
+    assert_eq!(rxs.len(), 3);
+    for (rx, want) in rxs.into_iter().zip(&want) {
+        let (got, _, usage) = collect(rx);
+        assert_eq!(&got, want);
+        assert_eq!(usage.prompt_tokens, 20);
+    }
+    // The prompt was computed once for the three.
+    assert_eq!(engine.stats().prefill_tokens.load(Ordering::Relaxed), 20);
+    // More choices than slots cannot run together.
+    let e = engine.submit_n(req(1), 5).unwrap_err();
+    assert!(e.to_string().contains("n = 5"), "{e}");
+    // A request whose choices need more slots than are free waits its turn.
+    let busy: Vec<_> = (0..2)
+        .map(|i| engine.submit(greedy(vec![1, 2, 3 + i], 40)).unwrap())
+        .collect();
+    let three = engine.submit_n(greedy(vec![4, 5, 6], 5), 3).unwrap();
+    let after = engine.submit(greedy(vec![7, 8], 3)).unwrap();
+    for rx in busy {
+        assert_eq!(collect(rx).0.len(), 40);
+    }
+    assert_eq!(collect(after).0.len(), 3);
+    for rx in three {
+        assert_eq!(collect(rx).0.len(), 5);
+    }
+}
