@@ -81,12 +81,9 @@ fn sft_on_a_base_without_chat_tokens_adds_them_and_the_tuned_model_stops_at_end_
 
     // The tokenizer and the embeddings grew by cria's five chat tokens, written where
     // transformers reads them.
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ckpt.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&ckpt.join("config.json"));
     assert_eq!(config["vocab_size"], 524 + 5);
-    let tc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ckpt.join("tokenizer_config.json")).unwrap())
-            .unwrap();
+    let tc = read_json(&ckpt.join("tokenizer_config.json"));
     assert!(
         tc["chat_template"]
             .as_str()
@@ -107,8 +104,7 @@ fn sft_on_a_base_without_chat_tokens_adds_them_and_the_tuned_model_stops_at_end_
     let model = cria_core::checkpoint::load_model(&ckpt, &dev).unwrap();
     let tok = cria_core::checkpoint::load_tokenizer(&ckpt, &model.cfg).unwrap();
     let fmt = ChatFormat::for_checkpoint(&ckpt, &tok).unwrap();
-    let expected: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(base().join("expected_chat.json")).unwrap()).unwrap();
+    let expected = read_json(&base().join("expected_chat.json"));
     for (t, id) in expected["added"].as_object().unwrap() {
         assert_eq!(tok.token_to_id(t), Some(id.as_u64().unwrap() as u32), "{t}");
     }
@@ -200,9 +196,7 @@ fn a_frozen_base_cannot_learn_new_tokens_and_alpaca_needs_none() {
             ]),
     );
     let adapter = root.join("sft/checkpoint");
-    let tc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(adapter.join("tokenizer_config.json")).unwrap())
-            .unwrap();
+    let tc = read_json(&adapter.join("tokenizer_config.json"));
     assert!(
         tc["chat_template"]
             .as_str()
@@ -260,16 +254,14 @@ fn a_reward_model_and_an_evaluation_take_a_base_without_chat_tokens() {
     .unwrap();
     run_ok(cria().current_dir(root).args(["rm", "--config", "rm.toml"]));
     let rm = root.join("rm/checkpoint");
-    let tc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(rm.join("tokenizer_config.json")).unwrap()).unwrap();
+    let tc = read_json(&rm.join("tokenizer_config.json"));
     assert!(
         tc["chat_template"]
             .as_str()
             .unwrap()
             .contains("<|end_of_turn|>")
     );
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(rm.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&rm.join("config.json"));
     assert_eq!(config["vocab_size"], 529);
 
     // The base itself evaluated (its tokens grown in memory, with a warning) and scored by

@@ -1,7 +1,8 @@
 //! Helpers for the `cria` binary's end-to-end tests: running it, a tiny corpus with a trained
 //! tokenizer, and configs for tiny models.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
+pub use cria_testkit::read_json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
