@@ -1,5 +1,9 @@
-//! Choosing the next token from logits: greedy, temperature, top-k and nucleus (top-p,
-//! Holtzman et al. 2019) sampling, deterministic for a given seed.
+//! Choosing the next token from logits: greedy, temperature, top-k, nucleus (top-p, Holtzman
+//! et al. 2019) and min-p sampling, with OpenAI's presence and frequency penalties over the
+//! tokens sampled so far; deterministic for a given seed.
+//!
+//! The order is the one vLLM and transformers use: penalties on the raw logits, then the
+//! temperature, then top-k, top-p and min-p on the tempered distribution.
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -9,6 +13,13 @@ pub struct SamplingParams {
     pub temperature: f64,
     pub top_k: Option<usize>,
     pub top_p: Option<f64>,
+    /// Keeps tokens at least this fraction as likely as the most likely one.
+    pub min_p: Option<f64>,
+    /// Subtracted once from the logit of every token already sampled (OpenAI's
+    /// `presence_penalty`, -2 to 2).
+    pub presence_penalty: f32,
+    /// Subtracted per earlier occurrence (OpenAI's `frequency_penalty`, -2 to 2).
+    pub frequency_penalty: f32,
     pub seed: u64,
 }
 
@@ -18,14 +29,25 @@ impl Default for SamplingParams {
             temperature: 0.0,
             top_k: None,
             top_p: None,
+            min_p: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
         }
+    }
+}
+
+impl SamplingParams {
+    fn penalised(&self) -> bool {
+        self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
     }
 }
 
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
+    /// How often each id was sampled (kept only when a penalty needs it).
+    counts: std::collections::HashMap<u32, u32>,
 }
 
 impl Sampler {
@@ -36,11 +58,30 @@ impl Sampler {
 
     pub fn new(params: SamplingParams) -> Self {
         let rng = StdRng::seed_from_u64(params.seed);
-        Sampler { params, rng }
+        Sampler {
+            params,
+            rng,
+            counts: Default::default(),
+        }
     }
 
     /// The next token id given the logits of the last position.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if !self.params.penalised() {
+            return self.choose(logits);
+        }
+        let mut l = logits.to_vec();
+        for (&id, &c) in &self.counts {
+            if let Some(x) = l.get_mut(id as usize) {
+                *x -= self.params.presence_penalty + self.params.frequency_penalty * c as f32;
+            }
+        }
+        let id = self.choose(&l);
+        *self.counts.entry(id).or_default() += 1;
+        id
+    }
+
+    fn choose(&mut self, logits: &[f32]) -> u32 {
         if self.params.temperature <= 0.0 {
             return argmax(logits);
         }
@@ -64,6 +105,13 @@ impl Sampler {
                     break;
                 }
             }
+            probs.truncate(keep);
+            idx.truncate(keep);
+        }
+        if let Some(min_p) = self.params.min_p.filter(|p| *p > 0.0) {
+            // probs[0] is the largest.
+            let floor = probs[0] * min_p as f32;
+            let keep = probs.iter().take_while(|&&p| p >= floor).count().max(1);
             probs.truncate(keep);
             idx.truncate(keep);
         }
@@ -105,8 +153,8 @@ mod tests {
         let mut s = Sampler::new(SamplingParams {
             temperature: 1.0,
             top_k: Some(1),
-            top_p: None,
             seed: 7,
+            ..Default::default()
         });
         for _ in 0..20 {
             assert_eq!(s.sample(&[0.0, 0.5, 2.0, 1.9]), 2);
@@ -118,9 +166,9 @@ mod tests {
         // softmax([10, 9, 0, 0]) ~ [0.731, 0.269, 3e-5, 3e-5]: top_p 0.9 keeps ids 0 and 1 only.
         let mut s = Sampler::new(SamplingParams {
             temperature: 1.0,
-            top_k: None,
             top_p: Some(0.9),
             seed: 1,
+            ..Default::default()
         });
         let mut seen = [0usize; 4];
         for _ in 0..500 {
@@ -134,9 +182,8 @@ mod tests {
     fn same_seed_same_draws() {
         let p = SamplingParams {
             temperature: 0.8,
-            top_k: None,
-            top_p: None,
             seed: 42,
+            ..Default::default()
         };
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let a: Vec<u32> = (0..30)
@@ -146,5 +193,46 @@ mod tests {
             .scan(Sampler::new(p), |s, _| Some(s.sample(&logits)))
             .collect();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn min_p_drops_the_unlikely() {
+        // softmax([4, 3.5, 0]) ~ [0.61, 0.37, 0.011]: min_p 0.1 keeps ids 0 and 1.
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            min_p: Some(0.1),
+            seed: 3,
+            ..Default::default()
+        });
+        let mut seen = [0usize; 3];
+        for _ in 0..2000 {
+            seen[s.sample(&[4.0, 3.5, 0.0]) as usize] += 1;
+        }
+        assert_eq!(seen[2], 0, "{seen:?}");
+        assert!(seen[1] > 500, "{seen:?}");
+    }
+
+    #[test]
+    fn penalties_count_what_was_sampled() {
+        // Greedy on fixed logits: without a penalty always id 0; a frequency penalty of 1.5
+        // lowers a token by 1.5 per time it was chosen, so the choices alternate.
+        let logits = [2.0, 1.0, -5.0];
+        let mut plain = Sampler::new(SamplingParams::default());
+        assert!((0..6).all(|_| plain.sample(&logits) == 0));
+        let mut freq = Sampler::new(SamplingParams {
+            frequency_penalty: 1.5,
+            ..Default::default()
+        });
+        let ids: Vec<u32> = (0..4).map(|_| freq.sample(&logits)).collect();
+        // 0: [2, 1] -> 0; [0.5, 1] -> 1; [0.5, -0.5] -> 0; [-1, -0.5] -> 1.
+        assert_eq!(ids, [0, 1, 0, 1]);
+        // A presence penalty subtracts once: after both were seen the order is back to 0 first.
+        let mut pres = Sampler::new(SamplingParams {
+            presence_penalty: 1.5,
+            ..Default::default()
+        });
+        let ids: Vec<u32> = (0..4).map(|_| pres.sample(&logits)).collect();
+        // [2, 1] -> 0; [0.5, 1] -> 1; [0.5, -0.5] -> 0; the same again -> 0.
+        assert_eq!(ids, [0, 1, 0, 0]);
     }
 }

@@ -248,6 +248,7 @@ fn batched_generation_with_left_padding_equals_one_prompt_at_a_time() {
                 top_k: Some(20),
                 top_p: Some(0.95),
                 seed: 0,
+                ..Default::default()
             },
         ] {
             let opts = GenerateOptions {

@@ -53,13 +53,56 @@ impl Default for EngineConfig {
 }
 
 /// One generation: token ids in, token ids out.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Request {
     pub prompt: Vec<u32>,
     pub max_new_tokens: usize,
     pub sampling: SamplingParams,
     /// Generation ends after any of these ids (the id is sent).
     pub stop_ids: Vec<u32>,
+    /// Send each sampled token's log-probability and those of the `n` likeliest tokens.
+    pub logprobs: Option<usize>,
+    /// Send the log-probability of every prompt token after the first, given those before it
+    /// ([`Event::Prompt`], before the first token). The whole prompt is computed (no prefix
+    /// reuse).
+    pub prompt_logprobs: bool,
+}
+
+/// A token's log-probability under the model (log-softmax of its raw logits, before any
+/// temperature or penalty), and the likeliest tokens' at the same position, most likely first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logprobs {
+    pub id: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+impl Logprobs {
+    /// `id`'s log-probability among `logits`, with the `top` likeliest.
+    pub fn of(logits: &[f32], id: u32, top: usize) -> Logprobs {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+        let mut best: Vec<u32> = (0..logits.len() as u32).collect();
+        let by_logit = |a: &u32, b: &u32| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        };
+        let top = top.min(best.len());
+        if top > 0 && top < best.len() {
+            best.select_nth_unstable_by(top - 1, by_logit);
+        }
+        best.truncate(top);
+        best.sort_unstable_by(by_logit);
+        Logprobs {
+            id,
+            logprob: logits[id as usize] - lse,
+            top: best
+                .into_iter()
+                .map(|t| (t, logits[t as usize] - lse))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,8 +116,17 @@ pub struct Usage {
 /// What a request's receiver gets: its tokens as they are sampled, then how it ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Token(u32),
-    Done { finish: Finish, usage: Usage },
+    /// A sampled id, with its log-probabilities when the request asked for them.
+    Token {
+        id: u32,
+        logprobs: Option<Logprobs>,
+    },
+    /// The prompt's log-probabilities, when asked ([`Request::prompt_logprobs`]).
+    Prompt(Vec<Logprobs>),
+    Done {
+        finish: Finish,
+        usage: Usage,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -201,6 +253,11 @@ impl Engine {
         &self.stats
     }
 
+    /// Sequences it decodes together (the most choices one request may have).
+    pub fn parallel(&self) -> usize {
+        self.parallel
+    }
+
     /// Longest prompt plus reply a request may have.
     pub fn max_len(&self) -> usize {
         self.max_len
@@ -232,6 +289,9 @@ struct Seq {
     next: Option<u32>,
     sampler: Sampler,
     stop_ids: Vec<u32>,
+    logprobs: Option<usize>,
+    /// The prompt's log-probabilities so far, while they are asked for and being computed.
+    prompt_lp: Option<Vec<Logprobs>>,
     budget: usize,
     usage: Usage,
     /// Finished (or its client left); retired at the end of the step.
@@ -306,10 +366,12 @@ impl Scheduler {
     fn start(&mut self, (req, mut events): Job) -> Seq {
         let forks = events.split_off(1);
         let events = events.pop().expect("one sender per choice");
-        let (cache, cached) = self
-            .prefix
-            .lookup(&req.prompt, &self.model.device())
-            .unwrap_or_else(|| (self.model.new_cache(), 0));
+        let reuse = if req.prompt_logprobs {
+            None
+        } else {
+            self.prefix.lookup(&req.prompt, &self.model.device())
+        };
+        let (cache, cached) = reuse.unwrap_or_else(|| (self.model.new_cache(), 0));
         let usage = Usage {
             prompt_tokens: req.prompt.len(),
             completion_tokens: 0,
@@ -338,6 +400,8 @@ impl Scheduler {
             next: None,
             sampler: Sampler::new(req.sampling),
             stop_ids: req.stop_ids,
+            logprobs: req.logprobs,
+            prompt_lp: req.prompt_logprobs.then(Vec::new),
             budget,
             usage,
             done: budget == 0,
@@ -363,14 +427,38 @@ impl Scheduler {
             &self.model.device(),
         );
         let h = self.model.hidden(ids, Some(&mut s.cache));
-        s.ids.extend(part);
         self.stats
             .prefill_tokens
             .fetch_add(n as u64, Ordering::Relaxed);
+        let c = h.dims()[2];
+        let logits = match &mut s.prompt_lp {
+            // Each position's logits score the prompt token after it.
+            Some(lp) => {
+                let all = to_vec(self.model.logits(h));
+                let v = all.len() / n;
+                let next = part[1..].iter().chain(s.pending.first());
+                for (j, &t) in next.enumerate() {
+                    lp.push(Logprobs::of(
+                        &all[j * v..(j + 1) * v],
+                        t,
+                        s.logprobs.unwrap_or(0),
+                    ));
+                }
+                all[(n - 1) * v..].to_vec()
+            }
+            None if s.pending.is_empty() => {
+                to_vec(self.model.logits(h.narrow(1, n - 1, 1).reshape([1, 1, c])))
+            }
+            None => vec![],
+        };
+        s.ids.extend(part);
         if s.pending.is_empty() {
             s.rows = Some(RowCache::from_cache(&std::mem::take(&mut s.cache)));
-            let c = h.dims()[2];
-            let logits = to_vec(self.model.logits(h.narrow(1, n - 1, 1).reshape([1, 1, c])));
+            if let Some(lp) = s.prompt_lp.take() {
+                for e in std::iter::once(&s.events).chain(&s.forks) {
+                    let _ = e.send(Event::Prompt(lp.clone()));
+                }
+            }
             // The other choices start here, from the same cache and logits.
             let forks: Vec<Seq> = std::mem::take(&mut s.forks)
                 .into_iter()
@@ -378,10 +466,10 @@ impl Scheduler {
                 .map(|(i, events)| s.fork(events, i as u64 + 1))
                 .collect();
             let next = s.sampler.sample(&logits);
-            s.emit(next);
+            s.emit(next, &logits);
             for mut f in forks {
                 let next = f.sampler.sample(&logits);
-                f.emit(next);
+                f.emit(next, &logits);
                 self.slots.push(f);
             }
         }
@@ -412,8 +500,9 @@ impl Scheduler {
         let v = logits.len() / rows.len();
         for (r, (s, t)) in rows.into_iter().zip(tokens).enumerate() {
             s.ids.push(t);
-            let next = s.sampler.sample(&logits[r * v..(r + 1) * v]);
-            s.emit(next);
+            let row = &logits[r * v..(r + 1) * v];
+            let next = s.sampler.sample(row);
+            s.emit(next, row);
         }
     }
 
@@ -462,6 +551,8 @@ impl Seq {
             next: None,
             sampler: Sampler::new(params),
             stop_ids: self.stop_ids.clone(),
+            logprobs: self.logprobs,
+            prompt_lp: None,
             budget: self.budget,
             usage: self.usage,
             done: false,
@@ -473,9 +564,10 @@ impl Seq {
 
     /// Sends a sampled id; ends the sequence at a stop id, at its budget, or when the client
     /// has gone.
-    fn emit(&mut self, id: u32) {
+    fn emit(&mut self, id: u32, logits: &[f32]) {
         self.usage.completion_tokens += 1;
-        if self.events.send(Event::Token(id)).is_err() {
+        let logprobs = self.logprobs.map(|top| Logprobs::of(logits, id, top));
+        if self.events.send(Event::Token { id, logprobs }).is_err() {
             self.done = true;
             self.gone = true;
             return;

@@ -5,7 +5,7 @@
 use cria_core::generate::{Finish, GenerateOptions, generate};
 use cria_core::sampling::SamplingParams;
 use cria_core::{Llama, checkpoint, device};
-use cria_serve::{Engine, EngineConfig, Event, Request, SubmitError, Usage};
+use cria_serve::{Engine, EngineConfig, Event, Logprobs, Request, SubmitError, Usage};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -25,7 +25,7 @@ fn greedy(prompt: Vec<u32>, max_new_tokens: usize) -> Request {
             temperature: 0.0,
             ..Default::default()
         },
-        stop_ids: vec![],
+        ..Default::default()
     }
 }
 
@@ -34,7 +34,8 @@ fn collect(rx: Receiver<Event>) -> (Vec<u32>, Finish, Usage) {
     let mut ids = vec![];
     for e in rx {
         match e {
-            Event::Token(t) => ids.push(t),
+            Event::Token { id, .. } => ids.push(id),
+            Event::Prompt(_) => {}
             Event::Done { finish, usage } => return (ids, finish, usage),
         }
     }
@@ -295,4 +296,75 @@ fn several_choices_share_one_prefill_and_sample_with_their_own_seeds() {
     for rx in three {
         assert_eq!(collect(rx).0.len(), 5);
     }
+}
+
+#[test]
+fn logprobs_are_the_models_distribution_over_prompt_and_reply() {
+    let m = model("llama");
+    // Longer than two prefill chunks: the prompt's scores span chunks.
+    let prompt: Vec<u32> = vec![1, 5, 9, 13, 17, 21, 2, 8, 30, 4, 11];
+    let engine = Engine::start(
+        model("llama"),
+        EngineConfig {
+            prefill_chunk: 4,
+            ..Default::default()
+        },
+    );
+    let req = Request {
+        logprobs: Some(3),
+        prompt_logprobs: true,
+        ..greedy(prompt.clone(), 5)
+    };
+    let mut scored = vec![];
+    let mut prompt_lp = None;
+    for e in engine.submit(req).unwrap() {
+        match e {
+            Event::Prompt(lp) => prompt_lp = Some(lp),
+            Event::Token { id, logprobs } => scored.push((id, logprobs.expect("asked for"))),
+            Event::Done { .. } => break,
+        }
+    }
+    let prompt_lp = prompt_lp.expect("the prompt's log-probabilities come before the tokens");
+    assert_eq!(prompt_lp.len(), prompt.len() - 1);
+    // The reference: one forward pass over the prompt and the reply.
+    let all: Vec<u32> = prompt
+        .iter()
+        .copied()
+        .chain(scored.iter().map(|(id, _)| *id))
+        .collect();
+    let ids: Vec<f64> = all.iter().map(|&t| t as f64).collect();
+    let x = cria_testkit::ids_tensor(&ids, 1, all.len(), &m.device());
+    let logits = cria_core::params::to_vec(m.logits(m.hidden(x, None)));
+    let v = logits.len() / all.len();
+    let want = |pos: usize, id: u32| Logprobs::of(&logits[pos * v..(pos + 1) * v], id, 3);
+    let expected = (0..prompt.len() - 1)
+        .map(|j| want(j, all[j + 1]))
+        .chain((0..scored.len()).map(|k| want(prompt.len() - 1 + k, all[prompt.len() + k])));
+    let got = prompt_lp.iter().chain(scored.iter().map(|(_, lp)| lp));
+    for (k, (g, w)) in got.zip(expected).enumerate() {
+        assert_eq!(g.id, w.id, "position {k}");
+        assert!(
+            (g.logprob - w.logprob).abs() < 1e-4,
+            "position {k}: {g:?} vs {w:?}"
+        );
+        assert_eq!(g.top.len(), 3);
+        for ((gi, gl), (wi, wl)) in g.top.iter().zip(&w.top) {
+            assert_eq!(gi, wi, "position {k}");
+            assert!((gl - wl).abs() < 1e-4, "position {k}");
+        }
+        assert!(
+            g.top.windows(2).all(|p| p[0].1 >= p[1].1),
+            "most likely first"
+        );
+        assert!(g.logprob <= 0.0);
+    }
+    // Greedy: each reply token is the likeliest.
+    for (id, lp) in &scored {
+        assert_eq!(lp.top[0].0, *id);
+    }
+    // The log-probabilities of one position make a distribution.
+    let total: f32 = (0..v as u32)
+        .map(|t| Logprobs::of(&logits[..v], t, 0).logprob.exp())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-4, "{total}");
 }

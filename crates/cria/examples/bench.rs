@@ -170,8 +170,7 @@ fn serve(streams: usize) {
             .map(|j| (1 + i * 31 + j * 7) as u32 % 4096)
             .collect(),
         max_new_tokens: n,
-        sampling: Default::default(),
-        stop_ids: vec![],
+        ..Default::default()
     };
     // Warm-up, then all streams at once.
     let warm = engine.submit(request(0, 8)).expect("warm-up");
@@ -187,7 +186,7 @@ fn serve(streams: usize) {
             std::thread::spawn(move || {
                 let (mut n, mut first) = (0usize, None);
                 for e in rx {
-                    if let Event::Token(_) = e {
+                    if let Event::Token { .. } = e {
                         first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
                         n += 1;
                     }

@@ -170,9 +170,8 @@ fn preferences(ex: &Path, t: &Path, tuned: &Path, questions: &[String]) {
         max_new_tokens: 40,
         sampling: SamplingParams {
             temperature: 1.0,
-            top_k: None,
-            top_p: None,
             seed: 1,
+            ..Default::default()
         },
         stop_ids: fmt.stop_ids(&tok, &sft.cfg.eos_token_id),
     };

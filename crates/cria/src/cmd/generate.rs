@@ -69,6 +69,7 @@ impl Sampling {
             top_k: self.top_k,
             top_p: self.top_p,
             seed: self.seed,
+            ..Default::default()
         })
     }
 }

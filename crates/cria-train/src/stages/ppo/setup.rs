@@ -74,6 +74,7 @@ pub(super) fn load(cfg: &PpoConfig) -> Result<(Setup<'_>, Loaded)> {
             top_k: cfg.rollout.top_k,
             top_p: cfg.rollout.top_p,
             seed: 0,
+            ..Default::default()
         },
         stop_ids: fmt.stop_ids(&tok, &policy.cfg.eos_token_id),
     };
