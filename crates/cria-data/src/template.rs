@@ -164,6 +164,14 @@ impl ChatTemplate {
         self.is(CHAT_TEMPLATE)
     }
 
+    /// True when the template's source contains `text` (e.g. `<tool_call>`: it writes tool
+    /// calls the Hermes way).
+    pub fn mentions(&self, text: &str) -> bool {
+        self.env
+            .get_template("chat")
+            .is_ok_and(|t| t.source().contains(text))
+    }
+
     /// True when this template's source is `text` (up to trailing whitespace).
     pub fn is(&self, text: &str) -> bool {
         self.env
@@ -183,16 +191,35 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         vars: &TemplateVars,
     ) -> Result<String> {
+        let values = as_values(messages, self.is(ALPACA_TEMPLATE));
+        self.render_values(values, add_generation_prompt, vars)
+    }
+
+    /// Renders messages given as OpenAI's JSON objects, passed to the template as they are:
+    /// `tool` messages, an assistant's `tool_calls`, and any other key a template reads. (A
+    /// server renders requests this way.)
+    pub fn render_json(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        vars: &TemplateVars,
+    ) -> Result<String> {
+        self.render_values(to_value(messages), add_generation_prompt, vars)
+    }
+
+    fn render_values(
+        &self,
+        messages: Value,
+        add_generation_prompt: bool,
+        vars: &TemplateVars,
+    ) -> Result<String> {
         let tmpl = self.env.get_template("chat").expect("added in new()");
         let mut ctx: BTreeMap<String, Value> = vars
             .extra
             .iter()
             .map(|(k, v)| (k.clone(), to_value(v)))
             .collect();
-        ctx.insert(
-            "messages".into(),
-            as_values(messages, self.is(ALPACA_TEMPLATE)),
-        );
+        ctx.insert("messages".into(), messages);
         ctx.insert(
             "add_generation_prompt".into(),
             Value::from(add_generation_prompt),

@@ -1,9 +1,15 @@
-//! cria-serve: what serves a cria model. [`engine`] is the inference engine — one scheduler
-//! thread owns the model and a fixed number of slots, requests join the running batch at the
-//! next step and leave when done (continuous batching); it sees token ids only. The HTTP API
-//! and the web chat page build on it.
+//! cria-serve: what serves a cria model.
+//!
+//! - [`engine`]: the inference engine — one scheduler thread owns the model and a fixed
+//!   number of slots, requests join the running batch at the next step and leave when done
+//!   (continuous batching); it sees token ids only.
+//! - [`model`]: a model as the server offers it (engine, tokenizer, chat format).
+//! - [`api`]: the OpenAI-compatible HTTP API and the web chat page.
 
+pub mod api;
 pub mod engine;
+pub mod model;
 mod prefix;
 
-pub use engine::{Engine, EngineConfig, Event, Request, Stats, SubmitError, Usage};
+pub use engine::{Engine, EngineConfig, Event, Logprobs, Request, Stats, SubmitError, Usage};
+pub use model::ServedModel;

@@ -95,6 +95,37 @@ impl Tokenizer {
             .map_err(|e| tok_err(&self.path, e))
     }
 
+    /// The bytes one token stands for, as it would appear in decoded text: a byte-level
+    /// token's raw bytes (which may be part of a character), a `<0xHH>` byte-fallback token's
+    /// byte, a SentencePiece piece with `▁` as a space, an added token's content. (An API's
+    /// per-token log-probabilities show these.)
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let Some(piece) = self.inner.id_to_token(id) else {
+            return vec![];
+        };
+        if self.inner.get_added_tokens_decoder().contains_key(&id) {
+            return piece.into_bytes();
+        }
+        use tokenizers::DecoderWrapper as D;
+        let byte_level = match self.inner.get_decoder() {
+            Some(D::ByteLevel(_)) => true,
+            Some(D::Sequence(s)) => s
+                .get_decoders()
+                .iter()
+                .any(|d| matches!(d, D::ByteLevel(_))),
+            _ => false,
+        };
+        if byte_level {
+            return piece.chars().filter_map(byte_of_char).collect();
+        }
+        if let Some(hex) = piece.strip_prefix("<0x").and_then(|h| h.strip_suffix('>'))
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            return vec![b];
+        }
+        piece.replace('\u{2581}', " ").into_bytes()
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
@@ -124,6 +155,22 @@ impl Tokenizer {
     pub fn pad_id(&self) -> u32 {
         self.token_to_id(PAD).or(self.eos_id).unwrap_or(0)
     }
+}
+
+/// The byte a character of GPT-2's byte-level alphabet stands for: printable bytes are
+/// themselves, the other 68 are shifted past 255 in order.
+fn byte_of_char(c: char) -> Option<u8> {
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
+    let c = c as u32;
+    if c < 256 && printable(c) {
+        return Some(c as u8);
+    }
+    (0u32..256)
+        .filter(|&b| !printable(b))
+        .nth(c.checked_sub(256)? as usize)
+        .map(|b| b as u8)
 }
 
 /// Turns generated ids into text as they arrive, holding back an incomplete UTF-8 sequence

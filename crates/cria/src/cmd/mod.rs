@@ -12,6 +12,7 @@ pub mod ppo;
 pub mod pretrain;
 pub mod rm;
 mod run_args;
+pub mod serve;
 pub mod sft;
 pub mod tokenizer;
 pub mod world;
@@ -53,6 +54,12 @@ pub enum Command {
     Ppo(ppo::Args),
     /// Chat with a fine-tuned checkpoint in the terminal (or over piped lines).
     Chat(chat::Args),
+    /// Serve checkpoints to your people and programs: an OpenAI-compatible API with
+    /// streaming and continuous batching, and a web chat page.
+    ///
+    /// Binds 127.0.0.1:8000 by default; `--api-key-file` for keys, SIGHUP reloads the
+    /// checkpoints from their directories, SIGTERM drains running requests and exits.
+    Serve(serve::Args),
     /// Run the whole recipe from one file: world, tokenizer, pretrain, SFT, RM, DPO/PPO, eval.
     #[command(subcommand)]
     Pipeline(pipeline::Command),
@@ -80,6 +87,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Dpo(a) => dpo::run(a),
         Command::Ppo(a) => ppo::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Export(a) => export::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Pipeline(c) => pipeline::run(c),
