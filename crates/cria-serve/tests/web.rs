@@ -1,10 +1,9 @@
 //! The web chat page in a real browser: headless Chromium (Debian's `chromium`, which
 //! `.ci/run` installs) driven over its DevTools pipe types a message, presses Enter, and sees
 //! the streamed reply — the tool_caller fixture's `<tool_call>{…}</tool_call>`, which must show
-//! as text (a reply never becomes HTML). With `CRIA_WEB_SCREENSHOT=FILE` it also saves a
-//! screenshot of the page (docs/serve-web-chat.png is made so).
+//! as text (a reply never becomes HTML). (docs/serve-web-chat.png is made by
+//! scripts/web_screenshot.py, with the demo's model.)
 
-use base64::Engine as _;
 use cria_core::{checkpoint, device};
 use cria_data::chat::ChatFormat;
 use cria_serve::api::{self, App, ServerConfig};
@@ -219,25 +218,4 @@ fn the_page_streams_a_reply_typed_in_a_real_browser_and_shows_it_as_text() {
         b.eval("document.querySelector('.conv .title').textContent"),
         "Where is order A-1001?"
     );
-    if let Ok(path) = std::env::var("CRIA_WEB_SCREENSHOT") {
-        // A conversation that shows the Markdown rendering, for the docs.
-        b.eval(r#"(() => {
-            const c = JSON.parse(localStorage.getItem('cria.conversations'));
-            c[0].messages = [
-              {role: 'user', content: 'How do I check the status of an order from the command line?'},
-              {role: 'assistant', content: 'Ask the order service with the order number:\n\n```bash\norders status A-1001\n```\n\nIt prints one of **placed**, **shipped** or **delivered**. For a return, use `orders return A-1001` within *thirty days* of delivery.'}];
-            c[0].title = 'Checking an order';
-            localStorage.setItem('cria.conversations', JSON.stringify(c));
-            location.reload(); return true; })()"#);
-        std::thread::sleep(Duration::from_millis(300));
-        b.wait(
-            "document.querySelectorAll('.msg').length === 2",
-            "the reloaded page",
-        );
-        let shot = b.call("Page.captureScreenshot", json!({"format": "png"}));
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().unwrap())
-            .unwrap();
-        std::fs::write(&path, png).unwrap();
-    }
 }

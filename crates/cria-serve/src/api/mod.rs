@@ -157,6 +157,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health", get(health))
         .merge(api)
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(app.cfg.body_limit))
         .with_state(app)
 }
@@ -333,6 +334,16 @@ async fn page() -> Html<&'static str> {
 async fn not_found(State(app): State<Arc<App>>, req: Request) -> Response {
     app.metrics.error(404);
     ApiError::not_found(format!("no route {} {}", req.method(), req.uri().path())).into_response()
+}
+
+async fn wrong_method(req: Request) -> Response {
+    let mut e = ApiError::bad_request(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ));
+    e.status = StatusCode::METHOD_NOT_ALLOWED;
+    e.into_response()
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; requests running then may finish.

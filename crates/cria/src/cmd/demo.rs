@@ -66,13 +66,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| cfg.out.join("sft/checkpoint"));
     eprintln!(
         "\nDemo finished in {:.1} min. Report card: {} (with plots: {}).\n\
-         Chat with the aligned model:\n\n    cria chat --model {}\n\n\
-         (or `cargo run --release -- chat --model {}` from the repository).",
+         Chat with the aligned model in the terminal, or serve it (web chat and OpenAI API\n\
+         at http://127.0.0.1:8000/):\n\n    cria chat --model {m}\n    cria serve --model {m}\n\n\
+         (or `cargo run --release -- chat --model {m}` from the repository).",
         t.elapsed().as_secs_f64() / 60.0,
         report.display(),
         cfg.out.join("report.html").display(),
-        model.display(),
-        model.display()
+        m = model.display(),
     );
     Ok(())
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A checkpoint directory to serve, as `DIR` (served under the directory's name) or
-    /// `NAME=DIR`. Repeat to serve several; a request's `model` picks one.
+    /// A checkpoint directory to serve, as `DIR` (served under the directory's name, or the
+    /// stage's for a `…/ppo/checkpoint`) or `NAME=DIR`. Repeat to serve several; a request's `model` picks one.
     #[arg(long = "model", required = true, value_name = "[NAME=]DIR")]
     models: Vec<String>,
     /// How to prompt a checkpoint without a chat template (see `cria chat --help`).
@@ -71,12 +71,7 @@ fn sources(specs: &[String]) -> anyhow::Result<Vec<Source>> {
             Some((n, d)) => (n.to_string(), PathBuf::from(d)),
             None => {
                 let dir = PathBuf::from(spec);
-                let name = dir
-                    .canonicalize()
-                    .ok()
-                    .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| spec.clone());
-                (name, dir)
+                (default_name(&dir).unwrap_or_else(|| spec.clone()), dir)
             }
         };
         if !dir.join("config.json").exists() {
@@ -91,6 +86,17 @@ fn sources(specs: &[String]) -> anyhow::Result<Vec<Source>> {
         out.push(Source { name, dir });
     }
     Ok(out)
+}
+
+/// A directory's name, or its parent's when it is a stage's `checkpoint` directory
+/// (`runs/demo/ppo/checkpoint` is served as `ppo`).
+fn default_name(dir: &std::path::Path) -> Option<String> {
+    let full = dir.canonicalize().ok()?;
+    let name = |p: &std::path::Path| p.file_name().map(|f| f.to_string_lossy().into_owned());
+    match name(&full)? {
+        n if n == "checkpoint" => full.parent().and_then(name),
+        n => Some(n),
+    }
 }
 
 fn load(src: &Source, format: Format, cfg: &EngineConfig) -> anyhow::Result<ServedModel> {
