@@ -3,8 +3,8 @@
 //!
 //! 1. admits waiting requests into free slots (a request joins the running batch at the next
 //!    step), reusing the KV of a prompt prefix a finished sequence shared;
-//! 2. prefills one chunk of at most `prefill_chunk` prompt tokens of one admitted request, so
-//!    a long prompt does not stall the others' tokens;
+//! 2. prefills at most `prefill_chunk` prompt tokens of the admitted requests (in order, as
+//!    many prompts as fit), so a long prompt does not stall the others' tokens;
 //! 3. decodes one token of every sequence that has its prompt in the cache, all together
 //!    ([`Llama::decode_rows`]: one batched matmul per projection, each row at its own position
 //!    with its own cache, no padding to the longest);
@@ -328,7 +328,7 @@ impl Scheduler {
 
     fn run(mut self, rx: Receiver<Job>) {
         while self.admit(&rx) {
-            self.prefill_one();
+            self.prefill();
             self.decode();
             self.retire();
         }
@@ -409,18 +409,29 @@ impl Scheduler {
         }
     }
 
-    /// One chunk of one sequence's prompt into its cache; the first reply token once the
+    /// Prompt tokens into their caches, at most `prefill_chunk` of them this step: the
+    /// waiting prompts in order, as many as fit (many short prompts arriving together start
+    /// in one step, a long one takes several).
+    fn prefill(&mut self) {
+        let mut budget = self.cfg.prefill_chunk;
+        while budget > 0 {
+            let Some(i) = self
+                .slots
+                .iter()
+                .position(|s| !s.done && !s.pending.is_empty())
+            else {
+                return;
+            };
+            let n = budget.min(self.slots[i].pending.len());
+            self.prefill_part(i, n);
+            budget -= n;
+        }
+    }
+
+    /// The next `n` prompt tokens of slot `i` into its cache; the first reply token once the
     /// whole prompt is in.
-    fn prefill_one(&mut self) {
-        let chunk = self.cfg.prefill_chunk;
-        let Some(s) = self
-            .slots
-            .iter_mut()
-            .find(|s| !s.done && !s.pending.is_empty())
-        else {
-            return;
-        };
-        let n = chunk.min(s.pending.len());
+    fn prefill_part(&mut self, i: usize, n: usize) {
+        let s = &mut self.slots[i];
         let part: Vec<u32> = s.pending.drain(..n).collect();
         let ids = Tensor::<2, Int>::from_data(
             TensorData::new(part.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, n]),

@@ -129,17 +129,25 @@ pub fn follow<H: Send + Sync>(
                 }
             }
             Event::Done { finish, usage } => {
+                // Bytes held back as the start of a character that never came: sent as they
+                // decode (U+FFFD), as the whole reply would show them.
+                let tail = dec
+                    .text()
+                    .ok()
+                    .and_then(|t| t.get(dec.printed()..).map(str::to_string))
+                    .unwrap_or_default();
+                let text = reply.push(&tail);
+                if !text.is_empty() || !lps.is_empty() {
+                    let _ = out.send(Out::Delta {
+                        index: c.index,
+                        text,
+                        logprobs: std::mem::take(&mut lps),
+                    });
+                }
                 let finish = match finish {
                     Finish::Length => "length",
                     Finish::Stop | Finish::Callback => "stop",
                 };
-                if !lps.is_empty() {
-                    let _ = out.send(Out::Delta {
-                        index: c.index,
-                        text: String::new(),
-                        logprobs: std::mem::take(&mut lps),
-                    });
-                }
                 let _ = out.send(end(&mut reply, finish, usage));
                 return;
             }
