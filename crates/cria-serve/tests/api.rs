@@ -531,11 +531,7 @@ async fn keys_limits_and_a_full_queue() {
             per_key: 1,
             ..Default::default()
         },
-        EngineConfig {
-            parallel: 1,
-            queue: 0,
-            ..Default::default()
-        },
+        EngineConfig::default(),
     )
     .await;
     let send = |key: Option<&'static str>, body: Value| {
@@ -568,18 +564,45 @@ async fn keys_limits_and_a_full_queue() {
             .status(),
         401
     );
-    // One long stream holds the key's one request and the engine's one slot.
-    let long = json!({"model": "chat", "messages": user("hi"), "max_tokens": 150, "stream": true});
+    // A stream not yet read to its end is a request still running: it holds the key's one.
+    // (Four choices with twenty alternatives a token: about a megabyte, more than the socket
+    // buffers hold, so it is still being sent.)
+    let long = json!({"model": "chat", "messages": user("hi"), "max_tokens": 170, "n": 4,
+                      "logprobs": true, "top_logprobs": 20, "stream": true});
     let mut held = send(Some("sk-ops"), long).await.bytes_stream();
     held.next().await.unwrap().unwrap();
     let r = send(Some("sk-ops"), hi.clone()).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    let r = send(Some("sk-web"), hi.clone()).await;
-    assert_eq!(r.status(), 503, "the slot is busy and no one may wait");
-    assert_eq!(r.headers()["retry-after"], "1");
     error_of(&r.json().await.unwrap());
     drop(held);
+    // One slot and no waiting room: of eight requests at once, those that find the slot busy
+    // get 503 with Retry-After.
+    let one = Server::start(
+        ServerConfig::default(),
+        EngineConfig {
+            parallel: 1,
+            queue: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let many = futures_util::future::join_all((0..8).map(|i| {
+        let body =
+            json!({"model": "chat", "messages": user(&format!("hi {i}")), "max_tokens": 150});
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", one.base))
+            .json(&body)
+            .send();
+        async move { r.await.unwrap() }
+    }))
+    .await;
+    let busy: Vec<_> = many.into_iter().filter(|r| r.status() == 503).collect();
+    assert!(!busy.is_empty(), "some found the slot busy");
+    for r in busy {
+        assert_eq!(r.headers()["retry-after"], "1");
+        error_of(&r.json().await.unwrap());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -731,4 +754,75 @@ async fn health_waits_for_the_models_and_metrics_count_what_happened() {
     assert_eq!(value("cria_inter_token_latency_seconds_count"), n - 1.0);
     assert_eq!(value("cria_http_errors_total{status=\"503\"}"), 1.0);
     assert_eq!(value("cria_busy_slots{model=\"chat\"}"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_elsewhere_get_cors_only_from_configured_origins() {
+    let s = Server::start(
+        ServerConfig {
+            allow_origins: vec!["https://intranet.example".into()],
+            keys: vec![ApiKey::new("web", "sk-web")],
+            ..Default::default()
+        },
+        EngineConfig::default(),
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", s.base);
+    let preflight = |origin: &'static str| {
+        c.request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let ok = preflight("https://intranet.example").await.unwrap();
+    assert_eq!(ok.status(), 204, "a preflight needs no key");
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://intranet.example"
+    );
+    assert!(
+        ok.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    let other = preflight("https://elsewhere.example").await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    let body = json!({"model": "chat", "messages": user("hi"), "max_tokens": 2});
+    let r = c
+        .post(&url)
+        .header("origin", "https://intranet.example")
+        .bearer_auth("sk-web")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://intranet.example"
+    );
+    let r = c
+        .post(&url)
+        .header("origin", "https://elsewhere.example")
+        .bearer_auth("sk-web")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    // Without configured origins no response carries CORS headers.
+    let plain = Server::default().await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/models", plain.base))
+        .header("origin", "https://intranet.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
 }

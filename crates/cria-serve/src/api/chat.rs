@@ -70,35 +70,11 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Resp
         return Ok(run::sse(running, chunks));
     }
     let (choices, total) = run::gather(running).await;
+    let log = app.cfg.log_requests;
     let choices: Vec<Value> = choices
         .into_iter()
         .enumerate()
-        .map(|(i, c)| {
-            if app.cfg.log_requests {
-                tracing::info!(model = %model.id, choice = i, reply = %c.content, "chat reply");
-            }
-            let calls: Vec<Value> = c
-                .tool_calls
-                .iter()
-                .enumerate()
-                .map(|(k, t)| tool_call(&head.id, i, k, t))
-                .collect();
-            let content = if calls.is_empty() || !c.content.trim().is_empty() {
-                Value::from(c.content)
-            } else {
-                Value::Null
-            };
-            let mut message = json!({"role": "assistant", "content": content, "refusal": null});
-            if !calls.is_empty() {
-                message["tool_calls"] = Value::from(calls);
-            }
-            json!({
-                "index": i,
-                "message": message,
-                "logprobs": logprobs.map(|_| logprobs_json(&model, &c.logprobs)),
-                "finish_reason": c.finish,
-            })
-        })
+        .map(|(i, c)| choice_json(&head, i, c, logprobs.is_some(), log))
         .collect();
     log_done(&model, &total, start);
     Ok(axum::Json(json!({
@@ -111,6 +87,35 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Resp
         "usage": total.json(),
     }))
     .into_response())
+}
+
+/// One whole choice of a response that is not streamed.
+fn choice_json(head: &Head, i: usize, c: run::Gathered, logprobs: bool, log: bool) -> Value {
+    let model = &head.model;
+    if log {
+        tracing::info!(model = %model.id, choice = i, reply = %c.content, "chat reply");
+    }
+    let calls: Vec<Value> = c
+        .tool_calls
+        .iter()
+        .enumerate()
+        .map(|(k, t)| tool_call(&head.id, i, k, t))
+        .collect();
+    let content = if calls.is_empty() || !c.content.trim().is_empty() {
+        Value::from(c.content)
+    } else {
+        Value::Null
+    };
+    let mut message = json!({"role": "assistant", "content": content, "refusal": null});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::from(calls);
+    }
+    json!({
+        "index": i,
+        "message": message,
+        "logprobs": logprobs.then(|| logprobs_json(model, &c.logprobs)),
+        "finish_reason": c.finish,
+    })
 }
 
 fn log_done(model: &ServedModel, total: &Total, start: Instant) {

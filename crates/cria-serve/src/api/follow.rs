@@ -48,48 +48,31 @@ pub struct Choice {
     pub start: Instant,
 }
 
-/// Runs until the choice ends or its handler is gone. `hold` is kept alive as long as any
-/// choice of the request runs (a per-key concurrency permit).
-pub fn follow<H: Send + Sync>(
+/// Runs until the choice ends or its handler is gone.
+pub fn follow(
     model: Arc<ServedModel>,
     rx: Receiver<Event>,
     c: Choice,
     out: UnboundedSender<Out>,
     metrics: Arc<Metrics>,
-    _hold: Arc<H>,
 ) {
-    let mut dec = StreamDecoder::new(&model.tok);
-    let mut reply = Reply::new(c.stops, c.tools);
-    let mut lps = vec![];
+    let mut f = Follower {
+        dec: StreamDecoder::new(&model.tok),
+        reply: Reply::new(c.stops, c.tools),
+        lps: vec![],
+        usage: Usage {
+            prompt_tokens: c.prompt_tokens,
+            ..Default::default()
+        },
+        index: c.index,
+        out,
+    };
     let mut last: Option<Instant> = None;
-    let mut usage = Usage {
-        prompt_tokens: c.prompt_tokens,
-        ..Default::default()
-    };
-    let end = |reply: &mut Reply, finish: &'static str, usage: Usage| {
-        let ending = reply.finish();
-        let finish = if ending.tool_calls.is_empty() {
-            finish
-        } else {
-            "tool_calls"
-        };
-        Out::End {
-            index: c.index,
-            finish,
-            ending,
-            usage,
-        }
-    };
     for ev in rx {
         match ev {
             Event::Prompt(logprobs) => {
-                if out
-                    .send(Out::Prompt {
-                        index: c.index,
-                        logprobs,
-                    })
-                    .is_err()
-                {
+                let index = c.index;
+                if f.out.send(Out::Prompt { index, logprobs }).is_err() {
                     return;
                 }
             }
@@ -100,59 +83,88 @@ pub fn follow<H: Send + Sync>(
                     Some(t) => metrics.itl.observe(now - t),
                 }
                 last = Some(now);
-                usage.completion_tokens += 1;
+                f.usage.completion_tokens += 1;
                 if model.stop_ids.contains(&id) {
                     continue;
                 }
-                lps.extend(logprobs);
-                let piece = dec.push(id).unwrap_or_default();
-                let text = reply.push(&piece);
-                if reply.stopped() {
-                    let _ = out.send(Out::Delta {
-                        index: c.index,
-                        text,
-                        logprobs: std::mem::take(&mut lps),
-                    });
-                    let _ = out.send(end(&mut reply, "stop", usage));
+                f.lps.extend(logprobs);
+                let piece = f.dec.push(id).unwrap_or_default();
+                if !f.text(&piece) {
                     return;
                 }
-                if (!text.is_empty() || !lps.is_empty())
-                    && out
-                        .send(Out::Delta {
-                            index: c.index,
-                            text,
-                            logprobs: std::mem::take(&mut lps),
-                        })
-                        .is_err()
-                {
+                if f.reply.stopped() {
+                    let usage = f.usage;
+                    f.end("stop", usage);
                     return;
                 }
             }
             Event::Done { finish, usage } => {
                 // Bytes held back as the start of a character that never came: sent as they
                 // decode (U+FFFD), as the whole reply would show them.
-                let tail = dec
+                let tail = f
+                    .dec
                     .text()
                     .ok()
-                    .and_then(|t| t.get(dec.printed()..).map(str::to_string))
+                    .and_then(|t| t.get(f.dec.printed()..).map(str::to_string))
                     .unwrap_or_default();
-                let text = reply.push(&tail);
-                if !text.is_empty() || !lps.is_empty() {
-                    let _ = out.send(Out::Delta {
-                        index: c.index,
-                        text,
-                        logprobs: std::mem::take(&mut lps),
-                    });
-                }
+                f.text(&tail);
                 let finish = match finish {
                     Finish::Length => "length",
                     Finish::Stop | Finish::Callback => "stop",
                 };
-                let _ = out.send(end(&mut reply, finish, usage));
+                f.end(finish, usage);
                 return;
             }
         }
     }
     // The engine stopped without finishing the choice (it is being shut down).
-    let _ = out.send(end(&mut reply, "stop", usage));
+    let usage = f.usage;
+    f.end("stop", usage);
+}
+
+/// One choice's state while it is followed.
+struct Follower<'a> {
+    dec: StreamDecoder<'a>,
+    reply: Reply,
+    /// Log-probabilities of the tokens since the last delta.
+    lps: Vec<Logprobs>,
+    usage: Usage,
+    index: usize,
+    out: UnboundedSender<Out>,
+}
+
+impl Follower<'_> {
+    /// Adds decoded text and sends what can be sent (with the pending log-probabilities);
+    /// false once the handler is gone.
+    fn text(&mut self, piece: &str) -> bool {
+        let text = self.reply.push(piece);
+        if text.is_empty() && self.lps.is_empty() {
+            return true;
+        }
+        let logprobs = std::mem::take(&mut self.lps);
+        let index = self.index;
+        self.out
+            .send(Out::Delta {
+                index,
+                text,
+                logprobs,
+            })
+            .is_ok()
+    }
+
+    /// The choice's last message: the rest of its content, its tool calls, how it finished.
+    fn end(&mut self, finish: &'static str, usage: Usage) {
+        let ending = self.reply.finish();
+        let finish = if ending.tool_calls.is_empty() {
+            finish
+        } else {
+            "tool_calls"
+        };
+        let _ = self.out.send(Out::End {
+            index: self.index,
+            finish,
+            ending,
+            usage,
+        });
+    }
 }

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub per_key: usize,
     /// Log prompts and replies (off by default: they are the company's data).
     pub log_requests: bool,
+    /// Web origins (`https://intranet.example.com`, or `*`) whose pages may call the API from
+    /// a browser (CORS); none by default.
+    pub allow_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             body_limit: 4 << 20,
             per_key: 0,
             log_requests: false,
+            allow_origins: vec![],
         }
     }
 }
@@ -159,6 +163,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(app.cfg.body_limit))
+        .layer(middleware::from_fn_with_state(app.clone(), cors))
         .with_state(app)
 }
 
@@ -192,6 +197,50 @@ async fn authorize(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// CORS for the configured origins only: a preflight is answered here (before any key is
+/// asked for), and responses to an allowed origin say so.
+async fn cors(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| app.cfg.allow_origins.iter().any(|a| a == "*" || a == o))
+        .map(str::to_string);
+    let Some(origin) = origin else {
+        return next.run(req).await;
+    };
+    let preflight = req.method() == axum::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut r = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            "GET, POST, OPTIONS".parse().expect("a header"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "authorization, content-type".parse().expect("a header"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            "600".parse().expect("a header"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    if let Ok(v) = origin.parse() {
+        r.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    r.headers_mut()
+        .insert(header::VARY, "Origin".parse().expect("a header"));
+    r
 }
 
 /// The body, or the error a client expects (413 past the limit).

@@ -35,10 +35,13 @@ pub struct Running {
     pub rx: UnboundedReceiver<Out>,
     pub prompt_tokens: usize,
     pub n: usize,
+    /// Held until the response has been sent whole (or its client left): the caller's
+    /// concurrency permit.
+    hold: Arc<dyn Send + Sync>,
 }
 
 /// Submits every prompt (`n` choices each) and starts following them. `hold` lives until the
-/// last choice ends.
+/// response has been sent.
 pub fn start<H: Send + Sync + 'static>(
     model: &Arc<ServedModel>,
     prompts: Vec<Vec<u32>>,
@@ -58,35 +61,15 @@ pub fn start<H: Send + Sync + 'static>(
             ),
         ));
     }
+    // Every prompt is checked before any is submitted.
+    let budgets = prompts
+        .iter()
+        .map(|p| reply_budget(max_len, p.len(), g.max_tokens, ask.prompt_param))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut receivers = vec![];
     let mut prompt_tokens = 0;
-    for prompt in prompts {
+    for (prompt, max_new_tokens) in prompts.into_iter().zip(budgets) {
         let p = prompt.len();
-        if p >= max_len {
-            return Err(ApiError::bad_param(
-                ask.prompt_param,
-                format!(
-                    "this model's context holds {max_len} tokens; the prompt has {p}, which \
-                     leaves no room for a reply"
-                ),
-            )
-            .with_code("context_length_exceeded"));
-        }
-        let max_new_tokens = match g.max_tokens {
-            Some(m) if p + m > max_len => {
-                return Err(ApiError::bad_param(
-                    "max_tokens",
-                    format!(
-                        "this model's context holds {max_len} tokens; you asked for {} ({p} in \
-                         the prompt, {m} for the reply)",
-                        p + m
-                    ),
-                )
-                .with_code("context_length_exceeded"));
-            }
-            Some(m) => m,
-            None => max_len - p,
-        };
         let req = Request {
             prompt,
             max_new_tokens,
@@ -108,16 +91,49 @@ pub fn start<H: Send + Sync + 'static>(
                 prompt_tokens: 0,
                 start: ask.start,
             };
-            let (model, tx, metrics, hold) =
-                (model.clone(), tx.clone(), metrics.clone(), hold.clone());
-            tokio::task::spawn_blocking(move || follow(model, erx, choice, tx, metrics, hold));
+            let (model, tx, metrics) = (model.clone(), tx.clone(), metrics.clone());
+            tokio::task::spawn_blocking(move || follow(model, erx, choice, tx, metrics));
         }
     }
     Ok(Running {
         rx,
         prompt_tokens,
         n: g.n,
+        hold,
     })
+}
+
+/// The reply's token budget: what the request asks for, else the rest of the context; an
+/// error when the prompt, or the prompt and the asked-for reply, do not fit.
+fn reply_budget(
+    max_len: usize,
+    p: usize,
+    asked: Option<usize>,
+    prompt_param: &str,
+) -> Result<usize, ApiError> {
+    if p >= max_len {
+        return Err(ApiError::bad_param(
+            prompt_param,
+            format!(
+                "this model's context holds {max_len} tokens; the prompt has {p}, which leaves \
+                 no room for a reply"
+            ),
+        )
+        .with_code("context_length_exceeded"));
+    }
+    match asked {
+        Some(m) if p + m > max_len => Err(ApiError::bad_param(
+            "max_tokens",
+            format!(
+                "this model's context holds {max_len} tokens; you asked for {} ({p} in the \
+                 prompt, {m} for the reply)",
+                p + m
+            ),
+        )
+        .with_code("context_length_exceeded")),
+        Some(m) => Ok(m),
+        None => Ok(max_len - p),
+    }
 }
 
 /// Sums the usage of a request's choices: prompts once each, every choice's tokens.
@@ -163,23 +179,26 @@ pub fn sse<C: Chunks>(run: Running, mut chunks: C) -> Response {
     };
     let first = chunks.opening();
     let n = run.n;
-    let body = stream::unfold(Some((run.rx, chunks, total)), move |st| async move {
-        let (mut rx, mut chunks, mut total) = st?;
-        match rx.recv().await {
-            Some(out) => {
-                if let Out::End { index, usage, .. } = &out {
-                    total.add(*index, n, usage);
+    let body = stream::unfold(
+        Some((run.rx, chunks, total, run.hold)),
+        move |st| async move {
+            let (mut rx, mut chunks, mut total, hold) = st?;
+            match rx.recv().await {
+                Some(out) => {
+                    if let Out::End { index, usage, .. } = &out {
+                        total.add(*index, n, usage);
+                    }
+                    let values = chunks.chunks(out);
+                    Some((values, Some((rx, chunks, total, hold))))
                 }
-                let values = chunks.chunks(out);
-                Some((values, Some((rx, chunks, total))))
+                None => {
+                    let mut values = chunks.closing(total);
+                    values.push(Value::Null);
+                    Some((values, None))
+                }
             }
-            None => {
-                let mut values = chunks.closing(total);
-                values.push(Value::Null);
-                Some((values, None))
-            }
-        }
-    })
+        },
+    )
     .flat_map(stream::iter);
     let events = stream::iter(first)
         .chain(body)

@@ -53,6 +53,10 @@ pub struct Args {
     /// Write prompts and replies to the log (off by default: they are your company's data).
     #[arg(long)]
     log_requests: bool,
+    /// A web origin whose pages may call the API from a browser (CORS), e.g.
+    /// `https://intranet.example.com`; repeat for several, `*` for any. None by default.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
     /// Seconds to let running requests finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 30)]
     drain_timeout: u64,
@@ -147,6 +151,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         body_limit: a.body_limit_mib << 20,
         per_key: a.max_concurrent_per_key,
         log_requests: a.log_requests,
+        allow_origins: a.allow_origins.clone(),
     };
     let engine = EngineConfig {
         parallel: a.parallel,
