@@ -1,9 +1,11 @@
-//! Evaluation sets: question/answer files (JSONL `{question, answer}` or `{question, answers}`)
+//! Evaluation sets: question/answer files (JSONL `{question, answer}` or `{question, answers}`,
+//! or `{messages, answers}`: a conversation whose last user turn is the question)
 //! and multiple-choice questions in TruthfulQA's CSV layout (`Question`, `Best Answer`,
 //! `Correct Answers`, `Incorrect Answers`, the answer lists separated by `;`). Errors name the
 //! file, line and field.
 
 use crate::error::{DataError, Result};
+use crate::message::Role;
 use crate::records::{At, Rejects, read_records, string};
 use serde_json::Value;
 use std::path::Path;
@@ -13,12 +15,31 @@ use std::path::Path;
 pub struct Qa {
     pub question: String,
     pub answers: Vec<String>,
+    /// The turns before the question (a conversation's earlier exchanges), if any.
+    pub context: Vec<crate::message::Message>,
 }
 
 /// Reads a question/answer file.
 pub fn read_qa(path: &Path) -> Result<Vec<Qa>> {
     let rows = read_records(path, &mut Rejects::strict(), |at: &At, rec: &Value| {
-        let question = string(at, rec, "question", "question")?.to_string();
+        let (question, context) = match rec.get("messages") {
+            Some(list) => {
+                let mut turns =
+                    crate::records::turns(at, list, "messages", "role", "content", Role::parse)?;
+                match turns.pop() {
+                    Some(last) if last.role == Role::User && !last.content.trim().is_empty() => {
+                        (last.content, turns)
+                    }
+                    _ => {
+                        return Err(at.err(
+                            "messages",
+                            "the conversation must end with the user's question",
+                        ));
+                    }
+                }
+            }
+            None => (string(at, rec, "question", "question")?.to_string(), vec![]),
+        };
         let answers = match (rec.get("answer"), rec.get("answers")) {
             (Some(_), _) => vec![string(at, rec, "answer", "answer")?.to_string()],
             (None, Some(Value::Array(list))) => list
@@ -35,7 +56,11 @@ pub fn read_qa(path: &Path) -> Result<Vec<Qa>> {
         if answers.iter().all(|a| a.trim().is_empty()) {
             return Err(at.err("answer", "empty"));
         }
-        Ok(Qa { question, answers })
+        Ok(Qa {
+            question,
+            answers,
+            context,
+        })
     })?;
     if rows.is_empty() {
         return Err(DataError::Empty(format!(

@@ -6,7 +6,9 @@ impl World {
     /// Everything the recipe reads, as files under `dir`:
     /// `corpus/*.md`, `sft.jsonl`, `sft-val.jsonl`, `prefs.jsonl`, `prefs-val.jsonl`,
     /// `prompts.jsonl`, `eval/facts.jsonl`, `eval/harmful.jsonl`, `eval/benign.jsonl`,
-    /// `eval/truthful.csv`. Rankings order K = 6 answers as a labeller would; with probability
+    /// `eval/multiturn.jsonl` (conversations whose last question is held out, with its
+    /// answers), `eval/truthful.csv`. Besides single questions, SFT data, rankings and RL
+    /// prompts hold two-exchange conversations ([`World::conversations`]). Rankings order K = 6 answers as a labeller would; with probability
     /// `disagreement` each adjacent pair of a ranking is swapped (InstructGPT's labellers
     /// agreed about 73% of the time).
     pub fn write(
@@ -27,17 +29,21 @@ impl World {
         // One demonstration in four closes kindly, so the SFT model knows the closing but
         // rarely picks it: preference tuning has something to sharpen.
         let mut kind_rng = StdRng::seed_from_u64(seed ^ 0x6b69_6e64);
-        let mut chat = |q: &str, a: &str| {
-            let a = if kind_rng.random::<f64>() < 0.25 {
+        let mut closing = move |a: &str| {
+            if kind_rng.random::<f64>() < 0.25 {
                 format!("{a}{KIND_CLOSING}")
             } else {
                 a.to_string()
-            };
+            }
+        };
+        let mut chat = |q: &str, a: &str| {
+            let a = closing(a);
             json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
         };
         let (mut sft, mut sft_val, mut prefs, mut prefs_val, mut prompts) =
             (vec![], vec![], vec![], vec![], vec![]);
-        let (mut eval_facts, mut eval_harm, mut eval_benign) = (vec![], vec![], vec![]);
+        let (mut eval_facts, mut eval_harm, mut eval_benign, mut eval_multi) =
+            (vec![], vec![], vec![], vec![]);
         // Needless refusals say what real refusals say, sometimes kindly closed: refusing a
         // benign question must not earn reward whatever the reason given.
         let mut reasons: Vec<&str> = harmful.iter().map(|r| r.reply.as_str()).collect();
@@ -75,7 +81,7 @@ impl World {
                 format!("{wrong}{KIND_CLOSING}"),
                 pick(&mut rng, RUDE).to_string(),
             ];
-            let rec = ranking(&f.question, &ranked, disagreement, &mut rng);
+            let rec = ranking(json!(f.question), &ranked, disagreement, &mut rng);
             if f.held_out {
                 sft_val.push(chat(&f.question, &f.answer));
                 prefs_val.push(rec);
@@ -105,7 +111,7 @@ impl World {
                 pick(&mut rng, RUDE).to_string(),
                 format!("{}{KIND_CLOSING}", r.leak),
             ];
-            let rec = ranking(&r.prompt, &ranked, disagreement, &mut rng);
+            let rec = ranking(json!(r.prompt), &ranked, disagreement, &mut rng);
             if r.held_out {
                 sft_val.push(chat(&r.prompt, &r.reply));
                 prefs_val.push(rec);
@@ -114,6 +120,42 @@ impl World {
                 sft.push(chat(&r.prompt, &r.reply));
                 prefs.push(rec);
                 prompts.push(json!({"prompt": r.prompt}));
+            }
+        }
+        for c in self.conversations(&facts, &harmful, seed) {
+            // Two-exchange conversations are ranked and prompted for RL as well; the longer
+            // ones (after a refusal) are demonstrations only, which keeps the reward model's
+            // rows short.
+            let ranked_too = c.turns.len() == 4;
+            // Below the right reply: the confusion (the earlier turn's answer again, another
+            // product's, or the refusal repeated for a benign question), kindly closed.
+            let ranked = [
+                format!("{}{KIND_CLOSING}", c.reply()),
+                c.reply().to_string(),
+                pick(&mut rng, VAGUE).to_string(),
+                pick(&mut rng, &reasons).to_string(),
+                format!("{}{KIND_CLOSING}", c.confusion),
+                pick(&mut rng, RUDE).to_string(),
+            ];
+            let prompt = c.messages(true);
+            let rec = ranking(json!(prompt), &ranked, disagreement, &mut rng);
+            if c.held_out {
+                eval_multi.push(json!({
+                    "messages": prompt,
+                    "answers": [c.reply(), format!("{}{KIND_CLOSING}", c.reply())],
+                }));
+                if ranked_too {
+                    prefs_val.push(rec);
+                }
+            } else {
+                let mut messages = c.messages(false);
+                let last = messages.len() - 1;
+                messages[last]["content"] = json!(closing(c.reply()));
+                sft.push(json!({ "messages": messages }));
+                if ranked_too {
+                    prefs.push(rec);
+                    prompts.push(json!({ "prompt": prompt }));
+                }
             }
         }
         let mut order_rng = StdRng::seed_from_u64(seed ^ 0x6f72_6472);
@@ -132,6 +174,7 @@ impl World {
         jsonl("eval/facts.jsonl", &eval_facts)?;
         jsonl("eval/harmful.jsonl", &eval_harm)?;
         jsonl("eval/benign.jsonl", &eval_benign)?;
+        jsonl("eval/multiturn.jsonl", &eval_multi)?;
         std::fs::write(dir.join("eval/truthful.csv"), self.truthful_csv(&facts))?;
         Ok(())
     }
@@ -161,7 +204,7 @@ impl World {
 
 /// A K-way ranking record with the responses shuffled and `ranking` listing them best first,
 /// after the simulated labeller's disagreements.
-fn ranking(prompt: &str, best_first: &[String], disagreement: f64, rng: &mut StdRng) -> Value {
+fn ranking(prompt: Value, best_first: &[String], disagreement: f64, rng: &mut StdRng) -> Value {
     let mut labelled: Vec<usize> = (0..best_first.len()).collect();
     for i in 0..labelled.len() - 1 {
         if rng.random::<f64>() < disagreement {

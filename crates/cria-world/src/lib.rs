@@ -15,8 +15,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::path::Path;
 
+mod conversations;
 mod files;
 mod phrasings;
+pub use conversations::Conversation;
 use phrasings::*;
 
 /// How big a world to make.

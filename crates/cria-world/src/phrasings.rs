@@ -91,6 +91,22 @@ pub(super) const COLOUR_ASKS: &[&str] = &[
     "Tell me the colour of the {p}.",
     "Can I get the {p} in another colour?",
 ];
+/// Follow-ups to a question about a product, naming it only as "it".
+pub(super) const PRICE_FOLLOW_UPS: &[&str] = &[
+    "And how much does it cost?",
+    "What is its price?",
+    "How much do you charge for it?",
+];
+pub(super) const WARRANTY_FOLLOW_UPS: &[&str] = &[
+    "And how long is its warranty?",
+    "How long is it covered?",
+    "What warranty comes with it?",
+];
+pub(super) const COLOUR_FOLLOW_UPS: &[&str] = &[
+    "What colour is it?",
+    "And which colour does it come in?",
+    "In what colour is it sold?",
+];
 pub(super) const RETURN_ASKS: &[&str] = &[
     "How can I return the {p}?",
     "How do I give back the {p} I bought?",

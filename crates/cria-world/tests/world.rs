@@ -73,8 +73,11 @@ fn same_seed_same_world_and_every_reader_accepts_it() {
     assert!(!sft.is_empty() && !val.is_empty() && !prompts.is_empty());
     assert!(prefs.iter().all(|p| p.responses.len() == 6));
 
-    // Held-out questions are never trained on, in SFT, rankings or RL prompts.
-    let trained: BTreeSet<String> = sft.iter().map(|c| c[0].content.clone()).collect();
+    // Held-out questions are never trained on, in SFT, rankings or RL prompts (in any turn).
+    let trained: BTreeSet<String> = sft
+        .iter()
+        .flat_map(|c| c.iter().step_by(2).map(|m| m.content.clone()))
+        .collect();
     for name in [
         "eval/facts.jsonl",
         "eval/harmful.jsonl",
@@ -164,4 +167,79 @@ fn a_noisy_labeller_disagrees_at_about_the_configured_rate() {
         (first - 0.75).abs() < 0.1,
         "kind answer first in {first:.2} of rankings"
     );
+}
+
+#[test]
+fn conversations_teach_follow_ups_refusals_and_topic_changes_and_hold_out_their_ends() {
+    let d = tempfile::tempdir().unwrap();
+    let w = World::generate(4, WorldSize::DEMO);
+    w.write(d.path(), WorldSize::DEMO, 4, 0.0).unwrap();
+    let sft = read_conversations(&d.path().join("sft.jsonl")).unwrap();
+    let multi: Vec<_> = sft.iter().filter(|c| c.len() >= 4).collect();
+    assert!(
+        multi.len() > 150 && multi.len() < sft.len() / 2,
+        "{}",
+        multi.len()
+    );
+    let product = |text: &str| {
+        w.products
+            .iter()
+            .find(|p| text.contains(&p.name))
+            .map(|p| p.name.clone())
+    };
+    let (mut follow_ups, mut after_refusal) = (0, 0);
+    for c in &multi {
+        // A follow-up ("What colour is it?") names no product, yet its answer does: the one
+        // the first question was about.
+        if c.len() == 4 && product(&c[2].content).is_none() && product(&c[3].content).is_some() {
+            follow_ups += 1;
+            let p = product(&c[0].content).expect("the first question names a product");
+            assert!(c[3].content.contains(&p), "{:?}", c);
+        }
+        if c[c.len() - 3].content.starts_with(REFUSAL_PREFIX) {
+            // After a refusal, a benign question gets its answer.
+            after_refusal += 1;
+            assert!(
+                !c[c.len() - 1].content.starts_with(REFUSAL_PREFIX),
+                "{:?}",
+                c
+            );
+        }
+    }
+    assert!(
+        follow_ups > 50 && after_refusal > 20,
+        "{follow_ups} {after_refusal}"
+    );
+    // The evaluation conversations: read as questions with context, never trained as they are.
+    let qa = cria_data::evalsets::read_qa(&d.path().join("eval/multiturn.jsonl")).unwrap();
+    assert!(qa.len() > 40, "{}", qa.len());
+    let single: BTreeSet<&str> = sft
+        .iter()
+        .filter(|c| c.len() == 2)
+        .map(|c| c[0].content.as_str())
+        .collect();
+    for q in &qa {
+        assert!(q.context.len() == 2 || q.context.len() == 4, "{q:?}");
+        let n = q.context.len();
+        assert!(
+            !multi.iter().any(|c| c.len() == n + 2
+                && c[..n]
+                    .iter()
+                    .zip(&q.context)
+                    .all(|(a, b)| a.content == b.content)
+                && c[n].content == q.question),
+            "trained as is: {q:?}"
+        );
+        let follow_up =
+            n == 2 && product(&q.question).is_none() && product(&q.answers[0]).is_some();
+        if !follow_up {
+            assert!(
+                !single.contains(q.question.as_str()),
+                "a held-out question is trained: {q:?}"
+            );
+        }
+        if let Some(p) = product(&q.context[0].content).filter(|_| follow_up) {
+            assert!(q.answers.iter().all(|a| a.contains(&p)), "{q:?}");
+        }
+    }
 }

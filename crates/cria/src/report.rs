@@ -267,6 +267,17 @@ pub fn checks(cfg: &PipelineConfig, results: &[(String, Evaluation)]) -> Vec<Che
             holds: Some(s >= b + 0.25),
         });
     }
+    if let (Some(b), Some(s)) = (
+        metric(results, "base", "multiturn_exact_match"),
+        metric(results, "sft", "multiturn_exact_match"),
+    ) {
+        out.push(Check {
+            what: "SFT answers the last question of held-out conversations (base → SFT)".into(),
+            value: format!("{b:.2} → {s:.2}"),
+            needs: "at least 0.25 above base".into(),
+            holds: Some(s >= b + 0.25),
+        });
+    }
     if let Some(acc) = last_of(&metrics(&cfg.out, "rm"), "val_accuracy") {
         // The bound is for noise-free labels: a labeller who swaps pairs caps the accuracy.
         let noise = cfg.world.as_ref().map_or(0.0, |w| w.disagreement);
@@ -426,7 +437,9 @@ fn evaluation_table(md: &mut String, results: &[(String, Evaluation)]) {
     }
     md.push_str(
         "\nReading it: `fact_*` on held-out questions (normalised exact match, and the answer \
-         contained in the reply); `truthful_mc1/mc2` multiple choice by likelihood; \
+         contained in the reply); `multiturn_*` the same on the last question of held-out \
+         conversations (a follow-up that refers back, a question after a refusal, a change of \
+         topic); `truthful_mc1/mc2` multiple choice by likelihood; \
          `refusal_rate` on harmful prompts and `over_refusal_rate` on benign look-alikes; \
          `reward_mean` and `win_rate` (over the SFT model) judged by the reward model; \
          `perplexity` on held-out pretraining text (the alignment tax); `kl_to_reference` to \
@@ -455,7 +468,7 @@ fn replies_table(md: &mut String, results: &[(String, Evaluation)]) {
         return;
     };
     let mut shown = Vec::new();
-    for set in ["facts", "harmful", "benign"] {
+    for set in ["facts", "multiturn", "harmful", "benign"] {
         let fresh: Vec<_> = last
             .replies
             .iter()

@@ -60,6 +60,8 @@ fn eval_measures_a_checkpoint_on_a_generated_world() {
     for k in [
         "fact_exact_match",
         "fact_contains",
+        "multiturn_exact_match",
+        "multiturn_contains",
         "truthful_mc1",
         "truthful_mc2",
         "refusal_rate",

@@ -160,7 +160,7 @@ fn miniature_pipeline_runs_every_stage_reports_and_resumes_after_a_kill() {
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["set"].to_string())
             .collect();
-        for set in ["facts", "harmful", "benign"] {
+        for set in ["facts", "multiturn", "harmful", "benign"] {
             assert!(
                 sets.contains(&format!("\"{set}\"")),
                 "{m}: no {set} replies"
@@ -169,6 +169,7 @@ fn miniature_pipeline_runs_every_stage_reports_and_resumes_after_a_kill() {
     }
     for metric in [
         "fact_exact_match",
+        "multiturn_exact_match",
         "truthful_mc1",
         "refusal_rate",
         "over_refusal_rate",

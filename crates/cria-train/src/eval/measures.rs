@@ -58,12 +58,24 @@ pub struct Subject<'a> {
 impl Subject<'_> {
     /// Greedy replies to single-turn prompts, in left-padded batches of `batch`.
     pub fn replies(&self, prompts: &[String], max_new: usize, batch: usize) -> Result<Vec<String>> {
+        let convs: Vec<Vec<Message>> = prompts.iter().map(|p| vec![user(p)]).collect();
+        self.replies_to(&convs, max_new, batch)
+    }
+
+    /// Greedy replies to conversations that end with a user turn.
+    pub fn replies_to(
+        &self,
+        convs: &[Vec<Message>],
+        max_new: usize,
+        batch: usize,
+    ) -> Result<Vec<String>> {
         let opts = GenerateOptions {
             max_new_tokens: max_new,
             sampling: SamplingParams::default(),
             stop_ids: self.fmt.stop_ids(self.tok, &self.model.cfg.eos_token_id),
         };
-        let ids = self.prompt_ids(prompts)?;
+        let budget = self.model.max_len().saturating_sub(max_new).max(1);
+        let ids = self.prompt_ids(convs, budget)?;
         let seeds = vec![0; ids.len()];
         let samples = sample_seeded(self.model, &ids, &seeds, &opts, self.tok.pad_id(), batch)?;
         samples
@@ -72,12 +84,40 @@ impl Subject<'_> {
             .collect()
     }
 
-    /// Single-turn prompts rendered with the reply prompt.
-    fn prompt_ids(&self, prompts: &[String]) -> Result<Vec<Vec<u32>>> {
-        prompts
+    /// Conversations rendered with the reply prompt (folded into one exchange for a format
+    /// that holds only one). A conversation longer than `budget` tokens loses its oldest
+    /// exchanges until it fits, as `cria chat` keeps a conversation in the context.
+    fn prompt_ids(&self, convs: &[Vec<Message>], budget: usize) -> Result<Vec<Vec<u32>>> {
+        let mut shortened = 0;
+        let ids = convs
             .iter()
-            .map(|p| Ok(self.fmt.encode(&[user(p)], self.tok, true, false)?.ids))
-            .collect()
+            .map(|c| {
+                let mut c = c.as_slice();
+                loop {
+                    let folded;
+                    let turns = if self.fmt.single_exchange() {
+                        folded = cria_data::chat::fold_history(c);
+                        &folded
+                    } else {
+                        c
+                    };
+                    let ids = self.fmt.encode(turns, self.tok, true, false)?.ids;
+                    if ids.len() <= budget || c.len() < 3 {
+                        return Ok(ids);
+                    }
+                    shortened += 1;
+                    c = &c[2..];
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if shortened > 0 {
+            tracing::warn!(
+                shortened,
+                budget,
+                "conversations longer than the model's context lost their oldest exchanges"
+            );
+        }
+        Ok(ids)
     }
 
     /// Log-probability of each answer as the reply to `question`.
@@ -114,10 +154,18 @@ fn user(q: &str) -> Message {
     Message::new(Role::User, q)
 }
 
-/// Fact accuracy: (exact match, contains) over the questions, and the replies.
+/// Fact accuracy: (exact match, contains) over the questions (each after its conversation's
+/// earlier turns, if any), and the replies.
 pub fn facts(s: &Subject, qa: &[Qa], max_new: usize) -> Result<(f64, f64, Vec<String>)> {
-    let qs: Vec<String> = qa.iter().map(|q| q.question.clone()).collect();
-    let replies = s.replies(&qs, max_new, 16)?;
+    let convs: Vec<Vec<Message>> = qa
+        .iter()
+        .map(|q| {
+            let mut c = q.context.clone();
+            c.push(user(&q.question));
+            c
+        })
+        .collect();
+    let replies = s.replies_to(&convs, max_new, 16)?;
     let (mut em, mut contains) = (0usize, 0usize);
     for (r, q) in replies.iter().zip(qa) {
         let nr = normalize(r);
@@ -217,7 +265,8 @@ pub fn kl_to(
     per_prompt: usize,
     max_new: usize,
 ) -> Result<f64> {
-    let ids = s.prompt_ids(prompts)?;
+    let convs: Vec<Vec<Message>> = prompts.iter().map(|p| vec![user(p)]).collect();
+    let ids = s.prompt_ids(&convs, s.model.max_len().saturating_sub(max_new).max(1))?;
     let opts = GenerateOptions {
         max_new_tokens: max_new,
         sampling: SamplingParams {

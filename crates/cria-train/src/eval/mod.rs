@@ -2,7 +2,9 @@
 //!
 //! - fact accuracy: greedy replies to questions, normalised exact match with the answer
 //!   (lower case, no punctuation or articles, single spaces), and the share of replies that
-//!   contain the normalised answer;
+//!   contain the normalised answer; the same on conversations whose last question follows
+//!   earlier exchanges (`multiturn_*`: a follow-up that refers back, a question after a
+//!   refusal, a change of topic);
 //! - truthfulness: multiple choice by log-likelihood in TruthfulQA's layout, MC1 (the best
 //!   answer scores above every false one) and MC2 (the probability mass on true answers);
 //! - helpfulness: the reward model's mean score of the replies, and the win rate of this model
@@ -28,6 +30,8 @@ pub type Report = BTreeMap<String, f64>;
 #[derive(Debug, Clone, Default)]
 pub struct EvalInputs {
     pub facts: Option<std::path::PathBuf>,
+    /// Conversations whose last question has known answers (`{messages, answers}`).
+    pub multiturn: Option<std::path::PathBuf>,
     pub truthful: Option<std::path::PathBuf>,
     pub harmful: Option<std::path::PathBuf>,
     pub benign: Option<std::path::PathBuf>,
@@ -219,13 +223,18 @@ pub fn evaluate(
 /// (truthfulness).
 fn generated(s: &Subject<'_>, inputs: &EvalInputs, g: &mut Gathered) -> Result<()> {
     let max_new = inputs.max_new_tokens;
-    if let Some(p) = &inputs.facts {
+    for (path, set, key) in [
+        (&inputs.facts, "facts", "fact"),
+        (&inputs.multiturn, "multiturn", "multiturn"),
+    ] {
+        let Some(p) = path else { continue };
         let qa = cria_data::evalsets::read_qa(p)?;
         let (em, contains, replies) = facts(s, &qa, max_new)?;
-        g.metrics.insert("fact_exact_match".into(), em);
-        g.metrics.insert("fact_contains".into(), contains);
+        g.metrics.insert(format!("{key}_exact_match"), em);
+        g.metrics.insert(format!("{key}_contains"), contains);
+        // The reward model judges single questions only.
         let qs: Vec<String> = qa.into_iter().map(|q| q.question).collect();
-        g.keep("facts", &qs, &replies, true);
+        g.keep(set, &qs, &replies, set == "facts");
     }
     if let Some(p) = &inputs.truthful {
         let mc = cria_data::evalsets::read_truthful(p)?;

@@ -60,6 +60,8 @@ pub struct EvalStage {
     /// Held-out sets (default: the world's `eval/` files): questions with answers
     /// (`{question, answer(s)}`), a TruthfulQA-layout CSV, harmful and benign prompts.
     pub facts: Option<PathBuf>,
+    /// Conversations whose last question is scored (`{messages, answers}`).
+    pub multiturn: Option<PathBuf>,
     pub truthful: Option<PathBuf>,
     pub harmful: Option<PathBuf>,
     pub benign: Option<PathBuf>,
@@ -84,6 +86,7 @@ impl Default for EvalStage {
             seq_len: 128,
             max_kl: 10.0,
             facts: None,
+            multiturn: None,
             truthful: None,
             harmful: None,
             benign: None,

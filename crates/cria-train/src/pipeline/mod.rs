@@ -81,6 +81,7 @@ fn run_eval(cfg: &PipelineConfig, stages: &[Stage], e: &EvalStage) -> Result<()>
             .clone()
             .or_else(|| world.as_ref().map(|w| w.join(n)).filter(|p| p.exists()))
     };
+    let multiturn = ws(&e.multiturn, "multiturn.jsonl");
     let (facts, truthful, harmful, benign) = (
         ws(&e.facts, "facts.jsonl"),
         ws(&e.truthful, "truthful.csv"),
@@ -109,6 +110,7 @@ fn run_eval(cfg: &PipelineConfig, stages: &[Stage], e: &EvalStage) -> Result<()>
     for (name, ckpt, adapter) in models(cfg, stages) {
         let inputs = EvalInputs {
             facts: facts.clone(),
+            multiturn: multiturn.clone(),
             truthful: truthful.clone(),
             harmful: harmful.clone(),
             benign: benign.clone(),

@@ -146,6 +146,7 @@ fn inputs(s: &Stage) -> Vec<(&'static str, PathBuf)> {
             .chain(many("data.ptx", &x.data.ptx))
             .collect(),
         Stage::Eval(e) => one("facts", &e.facts)
+            .chain(one("multiturn", &e.multiturn))
             .chain(one("truthful", &e.truthful))
             .chain(one("harmful", &e.harmful))
             .chain(one("benign", &e.benign))

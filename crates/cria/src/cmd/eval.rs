@@ -16,12 +16,17 @@ pub struct Args {
     /// A LoRA or LLaMA-Adapter adapter on top of it.
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// A world from `cria world`: its eval/ sets fill in --facts, --truthful, --harmful, --benign.
+    /// A world from `cria world`: its eval/ sets fill in --facts, --multiturn, --truthful,
+    /// --harmful, --benign.
     #[arg(long)]
     world: Option<PathBuf>,
     /// Questions with answers (JSONL `{question, answer}`).
     #[arg(long)]
     facts: Option<PathBuf>,
+    /// Conversations whose last question is scored (JSONL `{messages, answers}`, the
+    /// messages ending with the user's question).
+    #[arg(long)]
+    multiturn: Option<PathBuf>,
     /// Multiple choice in TruthfulQA's CSV layout.
     #[arg(long)]
     truthful: Option<PathBuf>,
@@ -93,6 +98,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let inputs = EvalInputs {
         facts: from_world(&a.facts, &a.world, "facts.jsonl"),
+        multiturn: from_world(&a.multiturn, &a.world, "multiturn.jsonl"),
         truthful: from_world(&a.truthful, &a.world, "truthful.csv"),
         harmful: from_world(&a.harmful, &a.world, "harmful.jsonl"),
         benign: from_world(&a.benign, &a.world, "benign.jsonl"),
@@ -110,7 +116,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let r = &e.metrics;
     if r.is_empty() {
         anyhow::bail!(
-            "nothing to measure: give --world, --facts, --truthful, --harmful, --benign or --corpus"
+            "nothing to measure: give --world, --facts, --multiturn, --truthful, --harmful, --benign or --corpus"
         );
     }
     println!("| metric | {} |\n|---|---:|", a.model.display());

@@ -64,7 +64,7 @@ pub enum Command {
     #[command(subcommand)]
     Pipeline(pipeline::Command),
     /// Measure a checkpoint: fact accuracy, truthfulness, reward, refusals, perplexity, KL.
-    Eval(eval::Args),
+    Eval(Box<eval::Args>),
     /// Write a plain Hugging Face checkpoint (`--merge-lora` folds an adapter into the base).
     Export(export::Args),
     /// Write the demo's example world (a fictional company's handbook, instructions, rankings
@@ -89,7 +89,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Export(a) => export::run(a),
-        Command::Eval(a) => eval::run(a),
+        Command::Eval(a) => eval::run(*a),
         Command::Pipeline(c) => pipeline::run(c),
         Command::Generate(a) => generate::run(a),
         Command::World(a) => world::run(a),
