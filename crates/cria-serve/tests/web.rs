@@ -4,29 +4,17 @@
 //! as text (a reply never becomes HTML). (docs/serve-web-chat.png is made by
 //! scripts/web_screenshot.py, with the demo's model.)
 
-use cria_core::{checkpoint, device};
-use cria_data::chat::ChatFormat;
+mod common;
+use common::load;
+use cria_serve::EngineConfig;
 use cria_serve::api::{self, App, ServerConfig};
-use cria_serve::{EngineConfig, ServedModel};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
-
-fn load(name: &str) -> ServedModel {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let model = checkpoint::load_model(&dir, &device::inference_device()).unwrap();
-    let tok = checkpoint::load_tokenizer(&dir, &model.cfg).unwrap();
-    let fmt = ChatFormat::for_checkpoint(&dir, &tok).unwrap();
-    let cfg = EngineConfig::default();
-    ServedModel::start(name.into(), model, tok, fmt, dir.display().to_string(), cfg)
-}
 
 /// Chromium with the DevTools protocol on a pipe: commands in on fd 3, replies and events out
 /// on fd 4, each a JSON message ended by a NUL byte.
@@ -167,7 +155,8 @@ fn the_page_streams_a_reply_typed_in_a_real_browser_and_shows_it_as_text() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/", listener.local_addr().unwrap());
         let app = App::new(ServerConfig::default());
-        app.set_models(vec![load("chat"), load("tool_caller")]);
+        let cfg = EngineConfig::default();
+        app.set_models(vec![load("chat", &cfg), load("tool_caller", &cfg)]);
         tokio::spawn(api::serve(listener, app, std::future::pending()));
         base
     });
