@@ -10,7 +10,7 @@ use super::text::ToolCall;
 use super::{App, Caller};
 use crate::engine::Logprobs;
 use crate::model::ServedModel;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,11 +54,7 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Resp
         start,
     };
     let running = run::start(&model, vec![prompt], &ask, &app.metrics, hold)?;
-    let head = Head {
-        id: run::response_id("chatcmpl"),
-        created: crate::model::now(),
-        model: model.clone(),
-    };
+    let head = run::Head::new("chatcmpl", &model);
     if g.stream {
         let chunks = Stream {
             head,
@@ -77,20 +73,16 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Resp
         .map(|(i, c)| choice_json(&head, i, c, logprobs.is_some(), log))
         .collect();
     log_done(&model, &total, start);
-    Ok(axum::Json(json!({
-        "id": head.id,
-        "object": "chat.completion",
-        "created": head.created,
-        "model": model.id,
-        "system_fingerprint": null,
-        "choices": choices,
-        "usage": total.json(),
-    }))
-    .into_response())
+    Ok(head.whole("chat.completion", choices, &total))
+}
+
+/// A stream chunk with these choices.
+fn chunk(head: &run::Head, choices: Value) -> Value {
+    head.body("chat.completion.chunk", choices)
 }
 
 /// One whole choice of a response that is not streamed.
-fn choice_json(head: &Head, i: usize, c: run::Gathered, logprobs: bool, log: bool) -> Value {
+fn choice_json(head: &run::Head, i: usize, c: run::Gathered, logprobs: bool, log: bool) -> Value {
     let model = &head.model;
     if log {
         tracing::info!(model = %model.id, choice = i, reply = %c.content, "chat reply");
@@ -283,27 +275,8 @@ pub fn logprobs_json(model: &ServedModel, lps: &[Logprobs]) -> Value {
     json!({"content": content, "refusal": null})
 }
 
-struct Head {
-    id: String,
-    created: u64,
-    model: Arc<ServedModel>,
-}
-
-impl Head {
-    fn chunk(&self, choices: Value) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model.id,
-            "system_fingerprint": null,
-            "choices": choices,
-        })
-    }
-}
-
 struct Stream {
-    head: Head,
+    head: run::Head,
     n: usize,
     include_usage: bool,
     start: Instant,
@@ -315,12 +288,15 @@ impl Chunks for Stream {
     fn opening(&mut self) -> Vec<Value> {
         (0..self.n)
             .map(|i| {
-                self.head.chunk(json!([{
-                    "index": i,
-                    "delta": {"role": "assistant", "content": ""},
-                    "logprobs": null,
-                    "finish_reason": null,
-                }]))
+                chunk(
+                    &self.head,
+                    json!([{
+                        "index": i,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": null,
+                        "finish_reason": null,
+                    }]),
+                )
             })
             .collect()
     }
@@ -338,12 +314,15 @@ impl Chunks for Stream {
                     log.resize(log.len().max(index + 1), String::new());
                     log[index].push_str(&text);
                 }
-                vec![self.head.chunk(json!([{
-                    "index": index,
-                    "delta": {"content": text},
-                    "logprobs": lp,
-                    "finish_reason": null,
-                }]))]
+                vec![chunk(
+                    &self.head,
+                    json!([{
+                        "index": index,
+                        "delta": {"content": text},
+                        "logprobs": lp,
+                        "finish_reason": null,
+                    }]),
+                )]
             }
             Out::Prompt { .. } => vec![],
             Out::End {
@@ -354,12 +333,15 @@ impl Chunks for Stream {
             } => {
                 let mut out = vec![];
                 if !ending.content.is_empty() {
-                    out.push(self.head.chunk(json!([{
-                        "index": index,
-                        "delta": {"content": ending.content},
-                        "logprobs": null,
-                        "finish_reason": null,
-                    }])));
+                    out.push(chunk(
+                        &self.head,
+                        json!([{
+                            "index": index,
+                            "delta": {"content": ending.content},
+                            "logprobs": null,
+                            "finish_reason": null,
+                        }]),
+                    ));
                 }
                 if !ending.tool_calls.is_empty() {
                     let calls: Vec<Value> = ending
@@ -372,19 +354,25 @@ impl Chunks for Stream {
                             c
                         })
                         .collect();
-                    out.push(self.head.chunk(json!([{
-                        "index": index,
-                        "delta": {"tool_calls": calls},
-                        "logprobs": null,
-                        "finish_reason": null,
-                    }])));
+                    out.push(chunk(
+                        &self.head,
+                        json!([{
+                            "index": index,
+                            "delta": {"tool_calls": calls},
+                            "logprobs": null,
+                            "finish_reason": null,
+                        }]),
+                    ));
                 }
-                out.push(self.head.chunk(json!([{
-                    "index": index,
-                    "delta": {},
-                    "logprobs": null,
-                    "finish_reason": finish,
-                }])));
+                out.push(chunk(
+                    &self.head,
+                    json!([{
+                        "index": index,
+                        "delta": {},
+                        "logprobs": null,
+                        "finish_reason": finish,
+                    }]),
+                ));
                 out
             }
         }
@@ -398,7 +386,7 @@ impl Chunks for Stream {
         if !self.include_usage {
             return vec![];
         }
-        let mut c = self.head.chunk(json!([]));
+        let mut c = chunk(&self.head, json!([]));
         c["usage"] = total.json();
         vec![c]
     }

@@ -11,7 +11,7 @@ use super::run::{self, Ask, Chunks, Total};
 use super::{App, Caller};
 use crate::engine::Logprobs;
 use crate::model::ServedModel;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,11 +45,7 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Resp
         .collect();
     let firsts: Vec<u32> = prompts.iter().map(|p| p[0]).collect();
     let running = run::start(&model, prompts.clone(), &ask, &app.metrics, hold)?;
-    let head = Head {
-        id: run::response_id("cmpl"),
-        created: crate::model::now(),
-        model: model.clone(),
-    };
+    let head = run::Head::new("cmpl", &model);
     let echoed = |c: usize| echo.then(|| texts[c / g.n].clone());
     if g.stream {
         let chunks = Stream {
@@ -85,16 +81,7 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Resp
             })
         })
         .collect();
-    Ok(axum::Json(json!({
-        "id": head.id,
-        "object": "text_completion",
-        "created": head.created,
-        "model": model.id,
-        "system_fingerprint": null,
-        "choices": choices,
-        "usage": total.json(),
-    }))
-    .into_response())
+    Ok(head.whole("text_completion", choices, &total))
 }
 
 /// The prompts: a string, a list of strings, a list of token ids, or a list of those.
@@ -187,14 +174,8 @@ fn legacy_logprobs(
     json!({"tokens": tokens, "token_logprobs": scores, "top_logprobs": tops, "text_offset": offsets})
 }
 
-struct Head {
-    id: String,
-    created: u64,
-    model: Arc<ServedModel>,
-}
-
 struct Stream {
-    head: Head,
+    head: run::Head,
     include_usage: bool,
     /// Per choice, the prompt text to send first (with `echo`).
     echo: Vec<Option<String>>,
@@ -206,14 +187,9 @@ struct Stream {
 
 impl Stream {
     fn chunk(&self, index: usize, text: &str, logprobs: Value, finish: Value) -> Value {
-        json!({
-            "id": self.head.id,
-            "object": "text_completion",
-            "created": self.head.created,
-            "model": self.head.model.id,
-            "system_fingerprint": null,
-            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}],
-        })
+        let choice =
+            json!([{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]);
+        self.head.body("text_completion", choice)
     }
 }
 

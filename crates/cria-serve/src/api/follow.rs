@@ -43,7 +43,6 @@ pub struct Choice {
     pub stops: Vec<String>,
     /// Parse Hermes-style tool calls.
     pub tools: bool,
-    pub prompt_tokens: usize,
     /// When the request arrived (time to first token).
     pub start: Instant,
 }
@@ -60,10 +59,8 @@ pub fn follow(
         dec: StreamDecoder::new(&model.tok),
         reply: Reply::new(c.stops, c.tools),
         lps: vec![],
-        usage: Usage {
-            prompt_tokens: c.prompt_tokens,
-            ..Default::default()
-        },
+        // The handler counts the prompt once per request.
+        usage: Usage::default(),
         index: c.index,
         out,
     };

@@ -88,7 +88,6 @@ pub fn start<H: Send + Sync + 'static>(
                 index: p * g.n + j,
                 stops: g.stop.clone(),
                 tools: ask.tools,
-                prompt_tokens: 0,
                 start: ask.start,
             };
             let (model, tx, metrics) = (model.clone(), tx.clone(), metrics.clone());
@@ -257,6 +256,43 @@ pub struct Gathered {
     pub prompt_logprobs: Vec<crate::engine::Logprobs>,
     pub tool_calls: Vec<super::text::ToolCall>,
     pub finish: &'static str,
+}
+
+/// What every response and chunk of one request starts with.
+pub struct Head {
+    pub id: String,
+    pub created: u64,
+    pub model: Arc<ServedModel>,
+}
+
+impl Head {
+    /// A new response of `model`, its id starting with `prefix` (`chatcmpl`, `cmpl`).
+    pub fn new(prefix: &str, model: &Arc<ServedModel>) -> Head {
+        Head {
+            id: response_id(prefix),
+            created: crate::model::now(),
+            model: model.clone(),
+        }
+    }
+
+    /// A response body or stream chunk of kind `object` with these choices.
+    pub fn body(&self, object: &str, choices: Value) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model.id,
+            "system_fingerprint": null,
+            "choices": choices,
+        })
+    }
+
+    /// A whole (not streamed) response: the choices and the usage.
+    pub fn whole(&self, object: &str, choices: Vec<Value>, total: &Total) -> Response {
+        let mut body = self.body(object, Value::from(choices));
+        body["usage"] = total.json();
+        axum::Json(body).into_response()
+    }
 }
 
 /// A response id: a prefix and 24 hex digits, unique per server run.
