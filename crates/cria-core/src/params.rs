@@ -90,3 +90,39 @@ pub fn join(prefix: &str, name: &str) -> String {
         format!("{prefix}.{name}")
     }
 }
+
+/// Where a tensor's values live (`None` off the CPU backend): two tensors at the same address
+/// are one storage, not equal copies.
+fn storage<const D: usize>(t: &Tensor<D>) -> Option<usize> {
+    let f = t.clone().try_into_primitive::<burn::backend::Flex>().ok()?;
+    f.as_slice::<f32>().map(|s| s.as_ptr() as usize)
+}
+
+/// How many of `a`'s parameters that `keep` selects are the very storage of `b`'s parameter
+/// of the same name, of how many there are: a model cloned from another and then given an
+/// adapter shares every base weight (`keep` leaving the adapter's own out).
+pub fn shared_storage<P: Params + Clone>(
+    a: &P,
+    b: &P,
+    keep: impl Fn(&str) -> bool,
+) -> (usize, usize) {
+    let addresses = |m: &P| {
+        let mut out = std::collections::BTreeMap::new();
+        m.clone().visit("", &mut |name, p| {
+            if keep(name) {
+                let at = match p {
+                    ParamMut::Vector(t) => storage(t),
+                    ParamMut::Matrix { t, .. } => storage(t),
+                };
+                out.insert(name.to_string(), at);
+            }
+        });
+        out
+    };
+    let (a, b) = (addresses(a), addresses(b));
+    let shared = a
+        .iter()
+        .filter(|(name, at)| at.is_some() && b.get(*name) == Some(*at))
+        .count();
+    (shared, a.len())
+}

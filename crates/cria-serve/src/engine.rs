@@ -14,6 +14,11 @@
 //! A request may ask for several choices ([`Engine::submit_n`]): its prompt is prefilled once
 //! and each choice then runs in a slot of its own, sampling with its own seed.
 //!
+//! One engine may run a base model and adapted versions of it ([`Engine::start_shared`]: LoRA
+//! or LLaMA-Adapter on clones of the base, whose weight tensors are the base's own, not
+//! copies). A request names the one it wants ([`Request::model`]); they share the slots, and a
+//! decode step runs one batched pass per model that has rows in it.
+//!
 //! Each request samples with its own seeded sampler from its own row's logits, so its output
 //! does not depend on what else is in the batch. The wait queue is bounded: beyond it,
 //! [`Engine::submit`] refuses with [`SubmitError::QueueFull`] (a server answers 503).
@@ -66,6 +71,9 @@ pub struct Request {
     /// ([`Event::Prompt`], before the first token). The whole prompt is computed (no prefix
     /// reuse).
     pub prompt_logprobs: bool,
+    /// Which of the engine's models runs it: 0 the first given to [`Engine::start_shared`]
+    /// (the only one of [`Engine::start`]), `i` the `i`-th.
+    pub model: usize,
 }
 
 /// A token's log-probability under the model (log-softmax of its raw logits, before any
@@ -139,24 +147,34 @@ pub enum SubmitError {
     Invalid(String),
 }
 
-/// Counters a server reports (`/metrics`).
+/// Counters a server reports (`/metrics`): the engine's, and each of its models'.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Requests waiting for a slot.
     pub queued: AtomicUsize,
     /// Slots running a sequence.
     pub busy: AtomicUsize,
+    /// Prompt tokens computed (a prefix reused, or a prompt shared by several choices, once).
+    pub prefill_tokens: AtomicU64,
+    /// Decode steps, and the rows they carried (their ratio is the mean batch size).
+    pub decode_steps: AtomicU64,
+    pub decode_rows: AtomicU64,
+    /// By model, in the order the engine was given them.
+    pub models: Vec<Counts>,
+}
+
+/// What one of an engine's models did.
+#[derive(Debug, Default)]
+pub struct Counts {
     pub requests: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
     pub cached_tokens: AtomicU64,
-    /// Prompt tokens computed (a prefix reused, or a prompt shared by several choices, once).
-    pub prefill_tokens: AtomicU64,
     /// Sequences retired because their client went away.
     pub cancelled: AtomicU64,
-    /// Decode steps, and the rows they carried (their ratio is the mean batch size).
-    pub decode_steps: AtomicU64,
-    pub decode_rows: AtomicU64,
+    /// Its requests waiting for a slot, and its sequences running.
+    pub queued: AtomicUsize,
+    pub busy: AtomicUsize,
 }
 
 /// A request and one event sender per choice.
@@ -174,6 +192,21 @@ pub struct Engine {
 impl Engine {
     /// Starts the scheduler thread, which owns `model` from now on.
     pub fn start(model: Llama, cfg: EngineConfig) -> Engine {
+        Engine::start_shared(vec![model], cfg)
+    }
+
+    /// Starts one scheduler thread for several models that share their weights (a base and
+    /// adapted clones of it, see the module's docs); requests pick one by index.
+    ///
+    /// # Panics
+    /// When `models` is empty or they differ in context length.
+    pub fn start_shared(models: Vec<Llama>, cfg: EngineConfig) -> Engine {
+        assert!(!models.is_empty(), "an engine runs at least one model");
+        let max_len = models[0].max_len();
+        assert!(
+            models.iter().all(|m| m.max_len() == max_len),
+            "models sharing an engine share one context length"
+        );
         let cfg = EngineConfig {
             parallel: cfg.parallel.max(1),
             prefill_chunk: cfg.prefill_chunk.max(1),
@@ -181,14 +214,16 @@ impl Engine {
         };
         // Requests pass through the channel on their way to a free slot too.
         let (tx, rx) = mpsc::sync_channel::<Job>(cfg.queue + cfg.parallel);
-        let stats = Arc::new(Stats::default());
-        let max_len = model.max_len();
+        let stats = Arc::new(Stats {
+            models: models.iter().map(|_| Counts::default()).collect(),
+            ..Default::default()
+        });
         let (queue, parallel) = (cfg.queue, cfg.parallel);
         let worker = {
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name("cria-engine".into())
-                .spawn(move || Scheduler::new(model, cfg, stats).run(rx))
+                .spawn(move || Scheduler::new(models, cfg, stats).run(rx))
                 .expect("spawning the engine thread")
         };
         Engine {
@@ -199,6 +234,11 @@ impl Engine {
             max_len,
             worker: Some(worker),
         }
+    }
+
+    /// How many models this engine runs.
+    pub fn models(&self) -> usize {
+        self.stats.models.len()
     }
 
     /// Queues `req`; its events arrive on the returned receiver. Dropping the receiver cancels
@@ -219,6 +259,13 @@ impl Engine {
         if req.prompt.is_empty() {
             return Err(SubmitError::Invalid("the prompt has no tokens".into()));
         }
+        if req.model >= self.models() {
+            return Err(SubmitError::Invalid(format!(
+                "model {} of an engine running {}",
+                req.model,
+                self.models()
+            )));
+        }
         if req.prompt.len() >= self.max_len {
             return Err(SubmitError::Invalid(format!(
                 "the prompt has {} tokens; this model's context holds {}",
@@ -237,10 +284,13 @@ impl Engine {
             return Err(SubmitError::QueueFull(waiting));
         }
         let (etx, erx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
+        let counts = &self.stats.models[req.model];
+        counts.queued.fetch_add(1, Ordering::SeqCst);
         match tx.try_send((req, etx)) {
             Ok(()) => Ok(erx),
             Err(e) => {
                 self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+                counts.queued.fetch_sub(1, Ordering::SeqCst);
                 Err(match e {
                     TrySendError::Full(_) => SubmitError::QueueFull(waiting),
                     TrySendError::Disconnected(_) => SubmitError::Stopped,
@@ -276,6 +326,8 @@ impl Drop for Engine {
 
 /// A running sequence.
 struct Seq {
+    /// Which of the engine's models runs it.
+    model: usize,
     events: Sender<Event>,
     /// The cache while the prompt is prefilled (in chunks through the model's own path)...
     cache: KvCache,
@@ -305,7 +357,8 @@ struct Seq {
 }
 
 struct Scheduler {
-    model: Llama,
+    /// The models requests pick from (a base and its adapted clones share weight tensors).
+    models: Vec<Llama>,
     cfg: EngineConfig,
     stats: Arc<Stats>,
     prefix: PrefixCache,
@@ -315,10 +368,10 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn new(model: Llama, cfg: EngineConfig, stats: Arc<Stats>) -> Self {
+    fn new(models: Vec<Llama>, cfg: EngineConfig, stats: Arc<Stats>) -> Self {
         Scheduler {
             prefix: PrefixCache::new(cfg.prefix_cache),
-            model,
+            models,
             cfg,
             stats,
             slots: Vec::new(),
@@ -355,31 +408,41 @@ impl Scheduler {
                 break;
             }
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let counts = &self.stats.models[job.0.model];
+            counts.queued.fetch_sub(1, Ordering::SeqCst);
+            counts.requests.fetch_add(1, Ordering::Relaxed);
             let seq = self.start(job);
             self.slots.push(seq);
         }
-        self.stats.busy.store(self.slots.len(), Ordering::Relaxed);
+        self.count_busy();
         true
+    }
+
+    /// The busy-slot gauges, engine-wide and by model.
+    fn count_busy(&self) {
+        self.stats.busy.store(self.slots.len(), Ordering::Relaxed);
+        for (i, c) in self.stats.models.iter().enumerate() {
+            let n = self.slots.iter().filter(|s| s.model == i).count();
+            c.busy.store(n, Ordering::Relaxed);
+        }
     }
 
     fn start(&mut self, (req, mut events): Job) -> Seq {
         let forks = events.split_off(1);
         let events = events.pop().expect("one sender per choice");
+        let model = &self.models[req.model];
         let reuse = if req.prompt_logprobs {
             None
         } else {
-            self.prefix.lookup(&req.prompt, &self.model.device())
+            self.prefix.lookup(req.model, &req.prompt, &model.device())
         };
-        let (cache, cached) = reuse.unwrap_or_else(|| (self.model.new_cache(), 0));
+        let (cache, cached) = reuse.unwrap_or_else(|| (model.new_cache(), 0));
         let usage = Usage {
             prompt_tokens: req.prompt.len(),
             completion_tokens: 0,
             cached_tokens: cached,
         };
-        let budget = req
-            .max_new_tokens
-            .min(self.model.max_len() - req.prompt.len());
+        let budget = req.max_new_tokens.min(model.max_len() - req.prompt.len());
         if budget == 0 {
             for e in std::iter::once(&events).chain(&forks) {
                 let _ = e.send(Event::Done {
@@ -390,6 +453,7 @@ impl Scheduler {
         }
         let seed = req.sampling.seed;
         Seq {
+            model: req.model,
             forks,
             seed,
             events,
@@ -432,12 +496,13 @@ impl Scheduler {
     /// whole prompt is in.
     fn prefill_part(&mut self, i: usize, n: usize) {
         let s = &mut self.slots[i];
+        let model = &self.models[s.model];
         let part: Vec<u32> = s.pending.drain(..n).collect();
         let ids = Tensor::<2, Int>::from_data(
             TensorData::new(part.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, n]),
-            &self.model.device(),
+            &model.device(),
         );
-        let h = self.model.hidden(ids, Some(&mut s.cache));
+        let h = model.hidden(ids, Some(&mut s.cache));
         self.stats
             .prefill_tokens
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -445,7 +510,7 @@ impl Scheduler {
         let logits = match &mut s.prompt_lp {
             // Each position's logits score the prompt token after it.
             Some(lp) => {
-                let all = to_vec(self.model.logits(h));
+                let all = to_vec(model.logits(h));
                 let v = all.len() / n;
                 let next = part[1..].iter().chain(s.pending.first());
                 for (j, &t) in next.enumerate() {
@@ -458,7 +523,7 @@ impl Scheduler {
                 all[(n - 1) * v..].to_vec()
             }
             None if s.pending.is_empty() => {
-                to_vec(self.model.logits(h.narrow(1, n - 1, 1).reshape([1, 1, c])))
+                to_vec(model.logits(h.narrow(1, n - 1, 1).reshape([1, 1, c])))
             }
             None => vec![],
         };
@@ -486,12 +551,20 @@ impl Scheduler {
         }
     }
 
-    /// One token of every sequence whose prompt is in, all in one batched step.
+    /// One token of every sequence whose prompt is in: one batched pass per model that has
+    /// rows this step.
     fn decode(&mut self) {
+        for m in 0..self.models.len() {
+            self.decode_model(m);
+        }
+    }
+
+    /// One token of every running sequence of model `m`, all in one batched pass.
+    fn decode_model(&mut self, m: usize) {
         let mut rows: Vec<&mut Seq> = self
             .slots
             .iter_mut()
-            .filter(|s| !s.done && s.next.is_some() && s.rows.is_some())
+            .filter(|s| s.model == m && !s.done && s.next.is_some() && s.rows.is_some())
             .collect();
         if rows.is_empty() {
             return;
@@ -502,7 +575,7 @@ impl Scheduler {
                 .iter_mut()
                 .map(|s| s.rows.as_mut().expect("filtered"))
                 .collect();
-            to_vec(self.model.decode_rows(&tokens, &mut caches))
+            to_vec(self.models[m].decode_rows(&tokens, &mut caches))
         };
         self.stats.decode_steps.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -526,25 +599,22 @@ impl Scheduler {
                 continue;
             }
             let s = self.slots.swap_remove(i);
-            let u = s.usage;
-            self.stats
-                .prompt_tokens
+            let (u, c) = (s.usage, &self.stats.models[s.model]);
+            c.prompt_tokens
                 .fetch_add(u.prompt_tokens as u64, Ordering::Relaxed);
-            self.stats
-                .completion_tokens
+            c.completion_tokens
                 .fetch_add(u.completion_tokens as u64, Ordering::Relaxed);
-            self.stats
-                .cached_tokens
+            c.cached_tokens
                 .fetch_add(u.cached_tokens as u64, Ordering::Relaxed);
             if s.gone {
-                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                c.cancelled.fetch_add(1, Ordering::Relaxed);
             }
             // The cache holds exactly `ids` (the last sampled id was never fed).
             if let Some(rows) = s.rows {
-                self.prefix.put(s.ids, rows);
+                self.prefix.put(s.model, s.ids, rows);
             }
         }
-        self.stats.busy.store(self.slots.len(), Ordering::Relaxed);
+        self.count_busy();
     }
 }
 
@@ -554,6 +624,7 @@ impl Seq {
         let mut params = self.sampler.params().clone();
         params.seed = self.seed.wrapping_add(i);
         Seq {
+            model: self.model,
             events,
             cache: KvCache::default(),
             rows: self.rows.clone(),

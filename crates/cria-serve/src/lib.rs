@@ -11,5 +11,7 @@ pub mod engine;
 pub mod model;
 mod prefix;
 
-pub use engine::{Engine, EngineConfig, Event, Logprobs, Request, Stats, SubmitError, Usage};
-pub use model::ServedModel;
+pub use engine::{
+    Counts, Engine, EngineConfig, Event, Logprobs, Request, Stats, SubmitError, Usage,
+};
+pub use model::{Member, ServedModel};

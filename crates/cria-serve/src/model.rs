@@ -7,11 +7,15 @@ use cria_core::tokenizer::Tokenizer;
 use cria_data::chat::{ChatFormat, Message, Role, fold_history};
 use cria_data::template::TemplateVars;
 use serde_json::Value;
+use std::sync::Arc;
 
 pub struct ServedModel {
     /// The name requests give as `model`.
     pub id: String,
-    pub engine: Engine,
+    /// The engine that runs it, shared with the other models on the same base weights.
+    pub engine: Arc<Engine>,
+    /// Which of the engine's models it is.
+    pub index: usize,
     pub tok: Tokenizer,
     pub fmt: ChatFormat,
     /// Ids that end a reply (end of turn, end of sequence).
@@ -20,6 +24,22 @@ pub struct ServedModel {
     pub created: u64,
     /// Where it was loaded from (shown in `/v1/models` as `root`).
     pub root: String,
+    /// The model it adapts, when it is an adapter on another served model's weights (shown
+    /// in `/v1/models` as `parent`).
+    pub parent: Option<String>,
+}
+
+/// A model to serve on an engine shared with others ([`ServedModel::start_shared`]).
+pub struct Member {
+    /// The name requests give as `model`.
+    pub id: String,
+    pub model: cria_core::Llama,
+    pub tok: Tokenizer,
+    pub fmt: ChatFormat,
+    /// Where it was loaded from.
+    pub root: String,
+    /// The served name of the model whose weights it adapts.
+    pub parent: Option<String>,
 }
 
 impl ServedModel {
@@ -32,16 +52,53 @@ impl ServedModel {
         root: String,
         cfg: crate::engine::EngineConfig,
     ) -> Self {
-        let stop_ids = fmt.stop_ids(&tok, &model.cfg.eos_token_id);
-        ServedModel {
+        let member = Member {
             id,
-            engine: Engine::start(model, cfg),
+            model,
             tok,
             fmt,
-            stop_ids,
-            created: now(),
             root,
+            parent: None,
+        };
+        Self::start_shared(vec![member], cfg)
+            .pop()
+            .expect("one model")
+    }
+
+    /// Starts one engine for models that share their weights — a base and adapters on
+    /// clones of it ([`Engine::start_shared`]) — and serves each under its own name, template
+    /// and stop ids. They share the engine's slots.
+    pub fn start_shared(members: Vec<Member>, cfg: crate::engine::EngineConfig) -> Vec<Self> {
+        let mut models = Vec::with_capacity(members.len());
+        let mut rest = Vec::with_capacity(members.len());
+        for m in members {
+            let stop_ids = m.fmt.stop_ids(&m.tok, &m.model.cfg.eos_token_id);
+            models.push(m.model);
+            rest.push((m.id, m.tok, m.fmt, m.root, m.parent, stop_ids));
         }
+        let engine = Arc::new(Engine::start_shared(models, cfg));
+        let created = now();
+        rest.into_iter()
+            .enumerate()
+            .map(
+                |(index, (id, tok, fmt, root, parent, stop_ids))| ServedModel {
+                    id,
+                    engine: engine.clone(),
+                    index,
+                    tok,
+                    fmt,
+                    stop_ids,
+                    created,
+                    root,
+                    parent,
+                },
+            )
+            .collect()
+    }
+
+    /// This model's counters in its engine.
+    pub fn counts(&self) -> &crate::engine::Counts {
+        &self.engine.stats().models[self.index]
     }
 
     /// Whether the model's template writes tool calls as Hermes' `<tool_call>{…}</tool_call>`

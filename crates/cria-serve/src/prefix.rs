@@ -1,12 +1,13 @@
 //! Reuse of the KV of a shared prompt prefix: the system prompt, or the earlier turns of the
-//! same conversation (whose last prompt and reply begin the next prompt).
+//! same conversation (whose last prompt and reply begin the next prompt). Entries belong to
+//! the model that computed them: an adapter's keys and values are not its base's.
 
 use cria_core::model::ragged::RowCache;
 use cria_core::{Device, KvCache};
 
-/// The caches of recently finished sequences, by the ids they hold.
+/// The caches of recently finished sequences, by their model and the ids they hold.
 pub struct PrefixCache {
-    entries: Vec<(Vec<u32>, RowCache)>,
+    entries: Vec<Entry>,
     capacity: usize,
 }
 
@@ -18,37 +19,50 @@ impl PrefixCache {
         }
     }
 
-    /// Keeps `cache` (holding exactly `ids`), dropping the oldest entry when full.
-    pub fn put(&mut self, ids: Vec<u32>, cache: RowCache) {
+    /// Keeps `cache` (model `model`'s, holding exactly `ids`), dropping the oldest entry when
+    /// full.
+    pub fn put(&mut self, model: usize, ids: Vec<u32>, cache: RowCache) {
         if self.capacity == 0 || ids.is_empty() {
             return;
         }
         if self.entries.len() == self.capacity {
             self.entries.remove(0);
         }
-        self.entries.push((ids, cache));
+        self.entries.push(Entry { model, ids, cache });
     }
 
-    /// A cache holding the longest prefix of `prompt` some entry shares, leaving at least
-    /// one prompt token to compute (its logits give the first reply token); with how many
-    /// tokens it holds. `None` when nothing is shared.
-    pub fn lookup(&mut self, prompt: &[u32], device: &Device) -> Option<(KvCache, usize)> {
+    /// A cache of model `model` holding the longest prefix of `prompt` some entry shares,
+    /// leaving at least one prompt token to compute (its logits give the first reply token);
+    /// with how many tokens it holds. `None` when nothing is shared.
+    pub fn lookup(
+        &mut self,
+        model: usize,
+        prompt: &[u32],
+        device: &Device,
+    ) -> Option<(KvCache, usize)> {
         let limit = prompt.len().saturating_sub(1);
         let (i, n) = self
             .entries
             .iter()
             .enumerate()
-            .map(|(i, (ids, _))| (i, common_prefix(ids, prompt).min(limit)))
+            .filter(|(_, e)| e.model == model)
+            .map(|(i, e)| (i, common_prefix(&e.ids, prompt).min(limit)))
             .max_by_key(|&(_, n)| n)?;
         if n == 0 {
             return None;
         }
         let entry = self.entries.remove(i);
-        let cache = entry.1.to_cache(n, device);
+        let cache = entry.cache.to_cache(n, device);
         // Most recently used last, so it is evicted last.
         self.entries.push(entry);
         Some((cache, n))
     }
+}
+
+struct Entry {
+    model: usize,
+    ids: Vec<u32>,
+    cache: RowCache,
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

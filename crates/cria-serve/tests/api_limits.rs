@@ -284,7 +284,7 @@ async fn a_client_that_leaves_frees_its_slot() {
     events.next().await.unwrap().unwrap();
     drop(events);
     let m = s.app.model(Some("chat")).unwrap();
-    let st = m.engine.stats();
+    let st = m.counts();
     for _ in 0..200 {
         if st.cancelled.load(Ordering::Relaxed) == 1 && st.busy.load(Ordering::Relaxed) == 0 {
             break;

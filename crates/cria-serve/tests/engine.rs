@@ -1,8 +1,12 @@
 //! The engine on tiny transformers-made checkpoints (cria-core's fixtures): a request's output
 //! does not depend on what else runs with it, requests join and leave a running batch, the
-//! queue is bounded, a client that leaves frees its slot, and a shared prefix is reused.
+//! queue is bounded, a client that leaves frees its slot, a shared prefix is reused, and a
+//! base runs with its adapters on one engine and one copy of its weights.
 
 use cria_core::generate::{Finish, GenerateOptions, generate};
+use cria_core::nn::is_adapter_param;
+use cria_core::nn::prefix::PrefixConfig;
+use cria_core::params::shared_storage;
 use cria_core::sampling::SamplingParams;
 use cria_core::{Llama, checkpoint, device};
 use cria_serve::{Engine, EngineConfig, Event, Logprobs, Request, SubmitError, Usage};
@@ -203,8 +207,16 @@ fn a_client_that_leaves_frees_its_slot() {
     drop(engine.submit(greedy(vec![1, 2, 3], 50)).unwrap());
     let rx = engine.submit(greedy(vec![4, 5, 6], 5)).unwrap();
     assert_eq!(collect(rx).0, want);
-    assert_eq!(engine.stats().cancelled.load(Ordering::Relaxed), 1);
-    assert!(engine.stats().completion_tokens.load(Ordering::Relaxed) < 50);
+    assert_eq!(
+        engine.stats().models[0].cancelled.load(Ordering::Relaxed),
+        1
+    );
+    assert!(
+        engine.stats().models[0]
+            .completion_tokens
+            .load(Ordering::Relaxed)
+            < 50
+    );
 }
 
 #[test]
@@ -367,4 +379,97 @@ fn logprobs_are_the_models_distribution_over_prompt_and_reply() {
         .map(|t| Logprobs::of(&logits[..v], t, 0).logprob.exp())
         .sum();
     assert!((total - 1.0).abs() < 1e-4, "{total}");
+}
+
+#[test]
+fn a_base_and_its_adapters_share_one_engine_and_their_weights() {
+    let lora_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cria-core/tests/fixtures/lora");
+    let base = checkpoint::load_model(&lora_dir.join("base"), &device::inference_device()).unwrap();
+    // A PEFT LoRA on every projection (made by PEFT), and a LLaMA-Adapter with open gates.
+    let mut lora = base.clone();
+    lora.load_lora(&lora_dir.join("adapter")).unwrap();
+    let mut prefix = base.clone();
+    prefix
+        .add_prefix_adapter(&PrefixConfig { len: 3, layers: 1 }, 7)
+        .unwrap();
+    for block in &mut prefix.layers {
+        if let Some(p) = &mut block.self_attn.prefix {
+            p.gate = p.gate.clone().ones_like();
+        }
+    }
+    for m in [&lora, &prefix] {
+        let (shared, total) = shared_storage(m, &base, |n| !is_adapter_param(n));
+        assert_eq!(shared, total, "every base weight is the base's own storage");
+        assert!(total > 10);
+    }
+    // A second load is a copy: nothing shared (the check can tell).
+    let again =
+        checkpoint::load_model(&lora_dir.join("base"), &device::inference_device()).unwrap();
+    assert_eq!(shared_storage(&again, &base, |_| true).0, 0);
+
+    let models = [base, lora, prefix];
+    let reqs: Vec<Request> = prompts()
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| Request {
+            model: i % 3,
+            // This model's vocabulary has 64 tokens.
+            ..greedy(p.iter().map(|t| t % 60 + 1).collect(), 5 + 2 * i)
+        })
+        .collect();
+    let want: Vec<Vec<u32>> = reqs.iter().map(|r| alone(&models[r.model], r)).collect();
+    // The adapters change what the model says (the test would pass vacuously otherwise).
+    let same_prompt = greedy(vec![3, 1, 4, 1, 5, 9, 2, 6], 8);
+    let replies: Vec<Vec<u32>> = models.iter().map(|m| alone(m, &same_prompt)).collect();
+    assert_ne!(replies[0], replies[1], "LoRA changes the reply");
+    assert_ne!(replies[0], replies[2], "LLaMA-Adapter changes the reply");
+
+    let engine = Engine::start_shared(
+        models.to_vec(),
+        EngineConfig {
+            parallel: 4,
+            prefill_chunk: 8,
+            ..Default::default()
+        },
+    );
+    assert_eq!(engine.models(), 3);
+    let rxs: Vec<_> = reqs
+        .iter()
+        .map(|r| engine.submit(r.clone()).unwrap())
+        .collect();
+    for (i, (rx, want)) in rxs.into_iter().zip(&want).enumerate() {
+        assert_eq!(
+            &collect(rx).0,
+            want,
+            "request {i} on model {}",
+            reqs[i].model
+        );
+    }
+    // The same prompt on each model, one after the other: a finished sequence's KV serves
+    // only its own model's later prompts.
+    for (m, reply) in replies.iter().enumerate() {
+        let rx = engine
+            .submit(Request {
+                model: m,
+                ..same_prompt.clone()
+            })
+            .unwrap();
+        let (got, _, usage) = collect(rx);
+        assert_eq!(&got, reply, "model {m}");
+        if m > 0 {
+            assert_eq!(
+                usage.cached_tokens, 0,
+                "model {m} reused another model's KV"
+            );
+        }
+    }
+    let counts = &engine.stats().models;
+    assert_eq!(counts[1].requests.load(Ordering::Relaxed), 3);
+    assert!(matches!(
+        engine.submit(Request {
+            model: 3,
+            ..greedy(vec![1, 2], 2)
+        }),
+        Err(SubmitError::Invalid(_))
+    ));
 }

@@ -1,9 +1,13 @@
 //! `cria serve` as a process: it prints where it listens, reloads its checkpoint on SIGHUP
-//! (a stream already running finishes), drains running streams on SIGTERM and exits 0, and
+//! (a stream already running finishes), drains running streams on SIGTERM and exits 0, serves
+//! a base with its adapters from a models file, reloads over HTTP with an admin key, and
 //! refuses bad arguments with the file and line at fault.
 
 mod common;
 use common::{cria, run_err};
+use cria_core::nn::lora::LoraConfig;
+use cria_core::nn::prefix::PrefixConfig;
+use cria_core::{checkpoint, device};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -33,10 +37,14 @@ struct Served {
 
 impl Served {
     fn start(model: &Path) -> Served {
+        Served::with(&["--model".into(), format!("assistant={}", model.display())])
+    }
+
+    fn with(args: &[String]) -> Served {
         let mut child = cria()
             .env("RUST_LOG", "info")
-            .args(["serve", "--port", "0", "--parallel", "8", "--model"])
-            .arg(format!("assistant={}", model.display()))
+            .args(["serve", "--port", "0", "--parallel", "8"])
+            .args(args)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -81,11 +89,16 @@ impl Served {
     /// Sends a request (a GET without a body); the stream is left open to read the response
     /// from.
     fn send(&self, path: &str, body: &str) -> TcpStream {
+        self.send_as(path, body, "")
+    }
+
+    /// [`Served::send`] with extra header lines (each ending in `\r\n`).
+    fn send_as(&self, path: &str, body: &str, headers: &str) -> TcpStream {
         let mut s = TcpStream::connect(&self.addr).unwrap();
         let method = if body.is_empty() { "GET" } else { "POST" };
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.addr,
             body.len()
         )
@@ -95,11 +108,20 @@ impl Served {
 
     /// A request's whole response body as JSON.
     fn json(&self, path: &str, body: &str) -> serde_json::Value {
-        let mut s = self.send(path, body);
+        self.json_as(path, body, "").1
+    }
+
+    /// A request's status and whole response body as JSON.
+    fn json_as(&self, path: &str, body: &str, headers: &str) -> (u16, serde_json::Value) {
+        let mut s = self.send_as(path, body, headers);
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
+        let status = text[9..12].parse().unwrap();
         let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+        (
+            status,
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}")),
+        )
     }
 }
 
@@ -111,9 +133,15 @@ impl Drop for Served {
 }
 
 fn reply(s: &Served) -> String {
+    reply_of(s, "assistant")
+}
+
+fn reply_of(s: &Served, model: &str) -> String {
     let r = s.json(
         "/v1/chat/completions",
-        r#"{"messages": [{"role": "user", "content": "Where is order A-1001?"}], "max_tokens": 8, "temperature": 0}"#,
+        &format!(
+            r#"{{"model": "{model}", "messages": [{{"role": "user", "content": "Where is order A-1001?"}}], "max_tokens": 8, "temperature": 0}}"#
+        ),
     );
     r["choices"][0]["message"]["content"]
         .as_str()
@@ -208,4 +236,168 @@ fn bad_arguments_are_refused_with_the_file_at_fault() {
             .arg(format!("a={}", fixture("tool_caller").display())),
     );
     assert!(err.contains("the name `a` is given twice"), "{err}");
+}
+
+/// A LoRA adapter on every projection and a LLaMA-Adapter with open gates, both for the
+/// `chat` fixture, written as `cria sft` writes them.
+fn adapters(root: &Path) -> (PathBuf, PathBuf) {
+    let base = checkpoint::load_model(&fixture("chat"), &device::inference_device()).unwrap();
+    let cfg = LoraConfig {
+        r: 4,
+        target_modules: cria_core::nn::lora::MODULES.map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let mut lora = base.clone();
+    lora.add_lora(&cfg, 3).unwrap();
+    for block in &mut lora.layers {
+        for (_, lin) in block.projections_mut() {
+            if let Some(l) = &mut lin.lora {
+                l.b = l.b.clone().ones_like() * 0.3;
+            }
+        }
+    }
+    let lora_dir = root.join("support-lora");
+    lora.save_lora(&cfg, "chat", &lora_dir).unwrap();
+    let mut prefix = base;
+    let pcfg = PrefixConfig { len: 4, layers: 2 };
+    prefix.add_prefix_adapter(&pcfg, 5).unwrap();
+    for block in &mut prefix.layers {
+        if let Some(p) = &mut block.self_attn.prefix {
+            p.gate = p.gate.clone().ones_like() * 3.0;
+            p.prompt = p.prompt.clone() * 50.0;
+        }
+    }
+    let prefix_dir = root.join("legal-adapter");
+    prefix
+        .save_prefix_adapter(&pcfg, "chat", &prefix_dir)
+        .unwrap();
+    (lora_dir, prefix_dir)
+}
+
+#[test]
+fn a_models_file_serves_a_base_with_its_adapters_and_an_admin_key_reloads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lora, prefix) = adapters(tmp.path());
+    let chat = fixture("chat");
+    let file = tmp.path().join("models.toml");
+    let models = format!(
+        "[[model]]\nname = \"assistant\"\npath = \"{c}\"\n\n\
+         [[model]]\nname = \"support\"\npath = \"{c}\"\nadapter = \"{l}\"\n\n\
+         [[model]]\nname = \"legal\"\npath = \"{c}\"\nadapter = \"{p}\"\n",
+        c = chat.display(),
+        // Relative to the file.
+        l = lora.file_name().unwrap().to_str().unwrap(),
+        p = prefix.display()
+    );
+    std::fs::write(&file, &models).unwrap();
+    let keys = tmp.path().join("admin.txt");
+    std::fs::write(&keys, "ops:admin-secret\n").unwrap();
+    let s = Served::with(&[
+        "--models".into(),
+        file.display().to_string(),
+        "--admin-key-file".into(),
+        keys.display().to_string(),
+    ]);
+    let listed = s.json("/v1/models", "");
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["assistant", "support", "legal"]);
+    assert_eq!(listed["data"][0]["parent"], serde_json::Value::Null);
+    assert_eq!(listed["data"][1]["parent"], "assistant");
+    assert_eq!(listed["data"][2]["root"], prefix.display().to_string());
+    let replies: Vec<String> = ids.iter().map(|m| reply_of(&s, m)).collect();
+    assert_ne!(
+        replies[0], replies[1],
+        "the LoRA adapter answers differently"
+    );
+    assert_ne!(
+        replies[0], replies[2],
+        "the LLaMA-Adapter answers differently"
+    );
+    assert_eq!(replies[1], reply_of(&s, "support"), "greedy replies repeat");
+
+    // The admin route needs an admin key.
+    let (status, body) = s.json_as("/admin/reload", "{}", "");
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = s.json_as("/admin/reload", "{}", "Authorization: Bearer nope\r\n");
+    assert_eq!(status, 401);
+    let admin = "Authorization: Bearer admin-secret\r\n";
+    // A reload reads the file again: a fourth model appears.
+    std::fs::write(
+        &file,
+        format!(
+            "{models}\n[[model]]\nname = \"support-2\"\npath = \"{}\"\nadapter = \"{}\"\n",
+            chat.display(),
+            lora.display()
+        ),
+    )
+    .unwrap();
+    let (status, body) = s.json_as("/admin/reload", "{}", admin);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reloaded"][3], "support-2");
+    assert_eq!(reply_of(&s, "support-2"), replies[1]);
+    // A reload that fails says why and leaves the models served.
+    std::fs::write(&file, format!("{models}\n[[model]]\nname = \"x\"\n")).unwrap();
+    let (status, body) = s.json_as("/admin/reload", "{}", admin);
+    assert_eq!(status, 500, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("models.toml") && msg.contains("path"), "{msg}");
+    assert_eq!(reply_of(&s, "support-2"), replies[1]);
+}
+
+#[test]
+fn without_admin_keys_the_reload_route_is_closed() {
+    let s = Served::start(&fixture("chat"));
+    let (status, body) = s.json_as("/admin/reload", "{}", "Authorization: Bearer x\r\n");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--admin-key-file")
+    );
+}
+
+#[test]
+fn a_bad_models_file_is_refused_naming_the_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("models.toml");
+    let chat = fixture("chat");
+    let cases = [
+        (
+            format!(
+                "[[model]]\nname = \"a\"\npath = \"{}\"\nadaptor = \"x\"\n",
+                chat.display()
+            ),
+            "unknown field `adaptor`",
+        ),
+        (
+            format!(
+                "[[model]]\nname = \"a\"\npath = \"{}\"\nadapter = \"{}\"\n",
+                chat.display(),
+                tmp.path().display()
+            ),
+            "[[model]] 1 (`a`)",
+        ),
+        (String::new(), "no [[model]] tables"),
+        (
+            format!(
+                "[[model]]\nname = \"a\"\npath = \"{c}\"\n[[model]]\nname = \"a\"\npath = \"{c}\"\n",
+                c = chat.display()
+            ),
+            "the name `a` is given twice",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&file, &text).unwrap();
+        let err = run_err(cria().args(["serve", "--port", "0", "--models"]).arg(&file));
+        assert!(err.contains(want), "{want:?} in {err}");
+        assert!(err.contains("models.toml"), "{err}");
+    }
+    let err = run_err(cria().args(["serve", "--port", "0"]));
+    assert!(err.contains("--model"), "{err}");
 }

@@ -25,6 +25,7 @@ pub const SPECIAL_TOKENS: [&str; 7] = [BOS, EOS, EOT, PAD, SYSTEM, USER, ASSISTA
 pub type Span = (usize, usize);
 
 /// A loaded tokenizer plus the ids of the tokens generation and data preparation need.
+#[derive(Clone)]
 pub struct Tokenizer {
     pub inner: HfTokenizer,
     pub path: PathBuf,

@@ -1,6 +1,6 @@
 //! Errors as OpenAI sends them: `{"error": {"message", "type", "param", "code"}}` with the
-//! status its clients act on (400 bad request, 401 key, 404 model, 413 body, 429 limit, 503
-//! busy or loading).
+//! status its clients act on (400 bad request, 401 key, 403 closed route, 404 model, 413 body,
+//! 429 limit, 503 busy or loading).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -51,6 +51,11 @@ impl ApiError {
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
             .with_code("invalid_api_key")
+    }
+
+    /// The caller may not do this at all (a closed admin route).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_error", message)
     }
 
     pub fn model_not_found(model: &str, served: &[String]) -> Self {

@@ -1,5 +1,6 @@
 //! `/metrics` in Prometheus' text format: requests, tokens, queue depth and busy slots per
-//! model (from each engine's counters), and histograms of the time to first token and the
+//! model (from its engine's counters; models on one base share that engine's slots), and
+//! histograms of the time to first token and the
 //! time between tokens.
 
 use crate::model::ServedModel;
@@ -53,10 +54,10 @@ pub struct Metrics {
     pub ttft: Histogram,
     pub itl: Histogram,
     /// HTTP requests answered with an error, by status.
-    errors: [AtomicU64; 6],
+    errors: [AtomicU64; 7],
 }
 
-const ERROR_STATUSES: [u16; 6] = [400, 401, 404, 413, 429, 503];
+const ERROR_STATUSES: [u16; 7] = [400, 401, 403, 404, 413, 429, 503];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -77,7 +78,7 @@ impl Metrics {
 
     pub fn render(&self, models: &[std::sync::Arc<ServedModel>]) -> String {
         let mut out = String::new();
-        type Get = fn(&crate::engine::Stats) -> u64;
+        type Get = fn(&crate::engine::Counts) -> u64;
         let per_model: [(&str, &str, &str, Get); 7] = [
             (
                 "cria_requests_total",
@@ -125,7 +126,7 @@ impl Metrics {
         for (name, kind, help, get) in per_model {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for m in models {
-                let v = get(m.engine.stats());
+                let v = get(m.counts());
                 let _ = writeln!(out, "{name}{{model=\"{}\"}} {v}", escape(&m.id));
             }
         }

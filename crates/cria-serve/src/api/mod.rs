@@ -4,7 +4,8 @@
 //! `GET /v1/models/{id}`, `POST /v1/chat/completions`, `POST /v1/completions`,
 //! `POST /tokenize`, `POST /detokenize`, `GET /metrics`, and the web chat page at `/`.
 //! With API keys configured every route but `/health` and the page needs
-//! `Authorization: Bearer KEY`.
+//! `Authorization: Bearer KEY`. `POST /admin/reload` loads the models again from where they
+//! came (as SIGHUP does) and needs one of the admin keys, which are kept apart from the API's.
 
 pub mod chat;
 pub mod completions;
@@ -48,6 +49,8 @@ pub struct ServerConfig {
     /// Web origins (`https://intranet.example.com`, or `*`) whose pages may call the API from
     /// a browser (CORS); none by default.
     pub allow_origins: Vec<String>,
+    /// Keys that may call `/admin/…`; none means the admin routes are closed.
+    pub admin_keys: Vec<ApiKey>,
 }
 
 impl Default for ServerConfig {
@@ -58,9 +61,16 @@ impl Default for ServerConfig {
             per_key: 0,
             log_requests: false,
             allow_origins: vec![],
+            admin_keys: vec![],
         }
     }
 }
+
+/// Loads the served models again from where they came (the binary knows where): the names
+/// of the models then served, or why loading failed (the old ones are still served then).
+pub type Reloader = Arc<
+    dyn Fn() -> futures_util::future::BoxFuture<'static, Result<Vec<String>, String>> + Send + Sync,
+>;
 
 /// The server's state: its models (replaced whole on reload; requests running keep the ones
 /// they started on) and counters.
@@ -70,6 +80,7 @@ pub struct App {
     pub cfg: ServerConfig,
     pub metrics: Arc<Metrics>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    reloader: std::sync::OnceLock<Reloader>,
 }
 
 /// Who is calling: the name of the key they gave (empty without keys).
@@ -86,7 +97,13 @@ impl App {
             cfg,
             metrics: Arc::new(Metrics::default()),
             limits: Mutex::new(HashMap::new()),
+            reloader: std::sync::OnceLock::new(),
         })
+    }
+
+    /// What `POST /admin/reload` runs (set once, by whoever loaded the models).
+    pub fn set_reloader(&self, r: Reloader) {
+        let _ = self.reloader.set(r);
     }
 
     /// Serves `models` from now on (requests running finish on the ones they started with).
@@ -159,6 +176,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/health", get(health))
+        .route("/admin/reload", post(reload))
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
@@ -171,13 +189,7 @@ async fn authorize(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     let caller = if app.cfg.keys.is_empty() {
         Caller::default()
     } else {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(given) = given else {
+        let Some(given) = bearer(req.headers()) else {
             app.metrics.error(401);
             return ApiError::unauthorized(
                 "this server needs an API key: send `Authorization: Bearer KEY`",
@@ -283,6 +295,48 @@ async fn completions(
     answer(&app, r)
 }
 
+/// `POST /admin/reload`: loads every model again from where it came; answers with the names
+/// served from then on. Requests running finish on the models they started with.
+async fn reload(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
+    let r = async {
+        if app.cfg.admin_keys.is_empty() {
+            return Err(ApiError::forbidden(
+                "this server has no admin keys: start it with --admin-key-file to reload over \
+                 HTTP, or send it SIGHUP",
+            ));
+        }
+        let given = bearer(&headers).ok_or_else(|| {
+            ApiError::unauthorized("/admin/reload needs an admin key: `Authorization: Bearer KEY`")
+        })?;
+        let Some(who) = keys::find(&app.cfg.admin_keys, given) else {
+            return Err(ApiError::unauthorized(
+                "the key is not one of this server's admin keys",
+            ));
+        };
+        let reloader = app
+            .reloader
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::unavailable("the models are still loading"))?;
+        tracing::info!(admin = %who.name, "reload asked for over HTTP");
+        let names = reloader().await.map_err(|e| {
+            ApiError::internal(format!("reload failed, still serving the old models: {e}"))
+        })?;
+        Ok(axum::Json(json!({"reloaded": names})).into_response())
+    }
+    .await;
+    answer(&app, r)
+}
+
+/// The key of an `Authorization: Bearer KEY` header.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 async fn health(State(app): State<Arc<App>>) -> Response {
     if app.ready.load(Ordering::SeqCst) {
         axum::Json(json!({"status": "ok"})).into_response()
@@ -298,6 +352,7 @@ fn model_json(m: &ServedModel) -> Value {
         "created": m.created,
         "owned_by": "cria",
         "root": m.root,
+        "parent": m.parent,
         "max_model_len": m.engine.max_len(),
     })
 }

@@ -77,6 +77,7 @@ pub fn start<H: Send + Sync + 'static>(
             stop_ids: model.stop_ids.clone(),
             logprobs: ask.logprobs,
             prompt_logprobs: ask.prompt_logprobs,
+            model: model.index,
         };
         receivers.push(model.engine.submit_n(req, g.n)?);
         prompt_tokens += p;

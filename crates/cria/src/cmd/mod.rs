@@ -57,8 +57,10 @@ pub enum Command {
     /// Serve checkpoints to your people and programs: an OpenAI-compatible API with
     /// streaming and continuous batching, and a web chat page.
     ///
-    /// Binds 127.0.0.1:8000 by default; `--api-key-file` for keys, SIGHUP reloads the
-    /// checkpoints from their directories, SIGTERM drains running requests and exits.
+    /// Binds 127.0.0.1:8000 by default; `--api-key-file` for keys; `--models FILE.toml` serves
+    /// LoRA / LLaMA-Adapter adapters on one copy of their base; SIGHUP (or `POST
+    /// /admin/reload` with an `--admin-key-file` key) reloads the checkpoints from their
+    /// directories, SIGTERM drains running requests and exits.
     Serve(serve::Args),
     /// Run the whole recipe from one file: world, tokenizer, pretrain, SFT, RM, DPO/PPO, eval.
     #[command(subcommand)]

@@ -5,9 +5,8 @@
 use super::generate::Format;
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use cria_serve::EngineConfig;
-use cria_serve::ServedModel;
-use cria_serve::api::{self, App, ServerConfig};
+use cria_serve::api::{self, App, Reloader, ServerConfig};
+use cria_serve::{EngineConfig, Member, ServedModel};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +14,21 @@ use std::time::Duration;
 #[derive(ClapArgs)]
 pub struct Args {
     /// A checkpoint directory to serve, as `DIR` (served under the directory's name, or the
-    /// stage's for a `…/ppo/checkpoint`) or `NAME=DIR`. Repeat to serve several; a request's `model` picks one.
-    #[arg(long = "model", required = true, value_name = "[NAME=]DIR")]
+    /// stage's for a `…/ppo/checkpoint`) or `NAME=DIR`. Repeat to serve several; a request's
+    /// `model` picks one.
+    #[arg(
+        long = "model",
+        value_name = "[NAME=]DIR",
+        required_unless_present = "models_file"
+    )]
     models: Vec<String>,
+    /// A TOML file naming the models to serve, adapters included: `[[model]]` tables with
+    /// `name`, `path` (a checkpoint directory) and optionally `adapter` (a LoRA or
+    /// LLaMA-Adapter directory to apply to `path`). Models on the same `path` share its
+    /// weights in memory and its slots. Paths are relative to the file, which is read again
+    /// on reload.
+    #[arg(long = "models", value_name = "FILE.toml")]
+    models_file: Option<PathBuf>,
     /// How to prompt a checkpoint without a chat template (see `cria chat --help`).
     #[arg(long, value_enum, default_value = "auto")]
     format: Format,
@@ -28,7 +39,8 @@ pub struct Args {
     /// The port (0 picks a free one; the address is printed).
     #[arg(long, default_value_t = 8000)]
     port: u16,
-    /// Sequences each model decodes together (slots): concurrent requests beyond it wait.
+    /// Sequences each base model decodes together (slots), shared by its adapters:
+    /// concurrent requests beyond it wait.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
     /// Requests that may wait for a slot; more get 503 with `Retry-After`.
@@ -44,6 +56,10 @@ pub struct Args {
     /// `Authorization: Bearer KEY`.
     #[arg(long)]
     api_key_file: Option<PathBuf>,
+    /// A file of admin keys, as `--api-key-file`: they may `POST /admin/reload`, which
+    /// loads the models again from where they came. Without it, only SIGHUP reloads.
+    #[arg(long)]
+    admin_key_file: Option<PathBuf>,
     /// Requests one key may have running at once (0: no limit); more get 429.
     #[arg(long, default_value_t = 0)]
     max_concurrent_per_key: usize,
@@ -62,34 +78,108 @@ pub struct Args {
     drain_timeout: u64,
 }
 
-/// A model to serve: its name and directory.
+/// A model to serve: its name, its checkpoint directory and the adapter applied to it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Source {
     name: String,
-    dir: PathBuf,
+    path: PathBuf,
+    #[serde(default)]
+    adapter: Option<PathBuf>,
 }
 
-fn sources(specs: &[String]) -> anyhow::Result<Vec<Source>> {
-    let mut out: Vec<Source> = vec![];
-    for spec in specs {
-        let (name, dir) = match spec.split_once('=') {
-            Some((n, d)) => (n.to_string(), PathBuf::from(d)),
-            None => {
-                let dir = PathBuf::from(spec);
-                (default_name(&dir).unwrap_or_else(|| spec.clone()), dir)
+/// `--models FILE.toml`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelsFile {
+    #[serde(default)]
+    model: Vec<Source>,
+}
+
+/// Where the models come from (read again on every reload).
+#[derive(Clone)]
+struct Sources {
+    specs: Vec<String>,
+    file: Option<PathBuf>,
+}
+
+impl Sources {
+    /// The models to serve: `--model`s, then the models file's, each checked.
+    fn read(&self) -> anyhow::Result<Vec<Source>> {
+        let mut out: Vec<Source> = vec![];
+        for spec in &self.specs {
+            let (name, path) = match spec.split_once('=') {
+                Some((n, d)) => (n.to_string(), PathBuf::from(d)),
+                None => {
+                    let dir = PathBuf::from(spec);
+                    (default_name(&dir).unwrap_or_else(|| spec.clone()), dir)
+                }
+            };
+            out.push(Source {
+                name,
+                path,
+                adapter: None,
+            });
+        }
+        let n = out.len();
+        if let Some(f) = &self.file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--models {}: cannot read it", f.display()))?;
+            let mut file: ModelsFile =
+                toml::from_str(&text).with_context(|| format!("--models {}", f.display()))?;
+            // Paths in the file are relative to the file, as in every cria config file.
+            let here = f.parent().unwrap_or(std::path::Path::new(""));
+            for m in &mut file.model {
+                m.path = here.join(&m.path);
+                m.adapter = m.adapter.as_ref().map(|a| here.join(a));
             }
-        };
-        if !dir.join("config.json").exists() {
-            anyhow::bail!(
-                "--model {spec}: {} is not a checkpoint directory (no config.json)",
-                dir.display()
-            );
+            if file.model.is_empty() {
+                anyhow::bail!(
+                    "--models {}: no [[model]] tables (each has `name`, `path` and optionally `adapter`)",
+                    f.display()
+                );
+            }
+            out.extend(file.model);
         }
-        if out.iter().any(|s| s.name == name) {
-            anyhow::bail!("--model {spec}: the name `{name}` is given twice (use NAME=DIR)");
+        for (i, s) in out.iter().enumerate() {
+            let at = match (&self.file, i.checked_sub(n)) {
+                (Some(f), Some(j)) => format!(
+                    "--models {}: [[model]] {} (`{}`)",
+                    f.display(),
+                    j + 1,
+                    s.name
+                ),
+                _ => format!("--model {}", self.specs[i]),
+            };
+            check(s, &at)?;
+            if out[..i].iter().any(|o| o.name == s.name) {
+                anyhow::bail!("{at}: the name `{}` is given twice", s.name);
+            }
         }
-        out.push(Source { name, dir });
+        Ok(out)
     }
-    Ok(out)
+}
+
+/// A source's directories exist and are what they should be; the error says where it was named.
+fn check(s: &Source, at: &str) -> anyhow::Result<()> {
+    if s.name.trim().is_empty() {
+        anyhow::bail!("{at}: the name is empty");
+    }
+    if !s.path.join("config.json").exists() {
+        anyhow::bail!(
+            "{at}: {} is not a checkpoint directory (no config.json)",
+            s.path.display()
+        );
+    }
+    if let Some(a) = &s.adapter
+        && !a.join("adapter_config.json").exists()
+    {
+        anyhow::bail!(
+            "{at}: {} is not an adapter directory (no adapter_config.json)",
+            a.display()
+        );
+    }
+    Ok(())
 }
 
 /// A directory's name, or its parent's when it is a stage's `checkpoint` directory
@@ -103,42 +193,89 @@ fn default_name(dir: &std::path::Path) -> Option<String> {
     }
 }
 
-fn load(src: &Source, format: Format, cfg: &EngineConfig) -> anyhow::Result<ServedModel> {
-    let (mut model, mut tok) = super::load_for_inference(&src.dir, None)?;
-    let fmt = cria_train::format::resolve(format.into(), &src.dir, &mut model, &mut tok)?.fmt;
-    let params = model.num_params();
-    let m = ServedModel::start(
-        src.name.clone(),
-        model,
-        tok,
-        fmt,
-        src.dir.display().to_string(),
-        cfg.clone(),
-    );
-    tracing::info!(
-        model = %src.name,
-        params,
-        context = m.engine.max_len(),
-        "loaded {}",
-        src.dir.display()
-    );
-    Ok(m)
+/// Loads the models on one base directory: the base once, each adapter on a clone of it (the
+/// clone's tensors are the base's: its weights are in memory once), one engine for them all.
+fn load_group(
+    group: &[&Source],
+    format: Format,
+    cfg: &EngineConfig,
+) -> anyhow::Result<Vec<ServedModel>> {
+    let dir = &group[0].path;
+    let (mut base, mut tok) = super::load_for_inference(dir, None)?;
+    // Chat tokens the base lacks are added once, before any clone is taken.
+    cria_train::format::resolve(format.into(), dir, &mut base, &mut tok)?;
+    // vLLM's `parent` for an adapter: the served base's name (its directory when unserved).
+    let parent = group
+        .iter()
+        .find(|s| s.adapter.is_none())
+        .map_or_else(|| dir.display().to_string(), |s| s.name.clone());
+    let mut members = vec![];
+    for s in group {
+        let mut model = base.clone();
+        if let Some(ad) = &s.adapter {
+            model
+                .load_adapter(ad)
+                .with_context(|| format!("`{}`: loading the adapter {}", s.name, ad.display()))?;
+        }
+        let mut tok = tok.clone();
+        // An adapter directory carries the chat template it was trained with.
+        let from = s.adapter.as_ref().unwrap_or(dir);
+        let fmt = cria_train::format::resolve(format.into(), from, &mut model, &mut tok)?.fmt;
+        members.push(Member {
+            id: s.name.clone(),
+            model,
+            tok,
+            fmt,
+            root: from.display().to_string(),
+            parent: s.adapter.as_ref().map(|_| parent.clone()),
+        });
+    }
+    let params = base.num_params();
+    let served = ServedModel::start_shared(members, cfg.clone());
+    for m in &served {
+        tracing::info!(
+            model = %m.id,
+            params,
+            context = m.engine.max_len(),
+            "loaded {}",
+            m.root
+        );
+    }
+    Ok(served)
 }
 
+/// Every source, grouped by base directory (in the order first named).
 fn load_all(
     srcs: &[Source],
     format: Format,
     cfg: &EngineConfig,
 ) -> anyhow::Result<Vec<ServedModel>> {
-    srcs.iter().map(|s| load(s, format, cfg)).collect()
+    let mut groups: Vec<(PathBuf, Vec<&Source>)> = vec![];
+    for s in srcs {
+        let key = s.path.canonicalize().unwrap_or_else(|_| s.path.clone());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(s),
+            None => groups.push((key, vec![s])),
+        }
+    }
+    let mut out = vec![];
+    for (_, g) in groups {
+        out.extend(load_group(&g, format, cfg)?);
+    }
+    Ok(out)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let srcs = Arc::new(sources(&a.models)?);
-    let keys = match &a.api_key_file {
-        Some(p) => cria_serve::api::keys::read(p).map_err(anyhow::Error::msg)?,
-        None => vec![],
+    let sources = Sources {
+        specs: a.models.clone(),
+        file: a.models_file.clone(),
     };
+    let srcs = sources.read()?;
+    let read_keys = |p: &Option<PathBuf>| match p {
+        Some(p) => cria_serve::api::keys::read(p).map_err(anyhow::Error::msg),
+        None => Ok(vec![]),
+    };
+    let keys = read_keys(&a.api_key_file)?;
     let local = matches!(a.host.as_str(), "127.0.0.1" | "localhost" | "::1");
     if !local && keys.is_empty() {
         tracing::warn!(
@@ -148,6 +285,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let cfg = ServerConfig {
         keys,
+        admin_keys: read_keys(&a.admin_key_file)?,
         body_limit: a.body_limit_mib << 20,
         per_key: a.max_concurrent_per_key,
         log_requests: a.log_requests,
@@ -173,17 +311,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eprintln!("cria serve: listening on http://{bound}/ (loading the model…)");
         let server = tokio::spawn(api::serve(listener, app.clone(), stop_signal()));
         let loaded = {
-            let (srcs, engine) = (srcs.clone(), engine.clone());
+            let engine = engine.clone();
             tokio::task::spawn_blocking(move || load_all(&srcs, a.format, &engine)).await?
         }?;
         let names: Vec<String> = loaded.iter().map(|m| m.id.clone()).collect();
         app.set_models(loaded);
+        let reloader = reloader(app.clone(), sources, a.format, engine);
+        app.set_reloader(reloader.clone());
         eprintln!(
             "cria serve: ready — web chat at http://{bound}/, OpenAI API at http://{bound}/v1 \
              (models: {})",
             names.join(", ")
         );
-        tokio::spawn(reload_on_hangup(app.clone(), srcs, a.format, engine));
+        tokio::spawn(reload_on_hangup(reloader));
         let drained = async {
             stop_signal().await;
             tokio::time::sleep(Duration::from_secs(a.drain_timeout)).await;
@@ -217,14 +357,30 @@ async fn stop_signal() {
     eprintln!("cria serve: stopping — no new connections; running requests may finish");
 }
 
-/// On SIGHUP, loads every model again from its directory (a new checkpoint written there)
-/// and serves it from then on; requests running finish on the weights they started with.
-async fn reload_on_hangup(
-    app: Arc<App>,
-    srcs: Arc<Vec<Source>>,
-    format: Format,
-    engine: EngineConfig,
-) {
+/// Loads every model again — the models file read anew, each checkpoint and adapter from its
+/// directory — and serves them from then on; requests running finish on the weights they
+/// started with. One reload at a time; on failure the old models stay.
+fn reloader(app: Arc<App>, sources: Sources, format: Format, engine: EngineConfig) -> Reloader {
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    Arc::new(move || {
+        let (app, sources, engine, lock) =
+            (app.clone(), sources.clone(), engine.clone(), lock.clone());
+        Box::pin(async move {
+            let _one = lock.lock().await;
+            let loaded =
+                tokio::task::spawn_blocking(move || load_all(&sources.read()?, format, &engine))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("{e:#}"))?;
+            let names: Vec<String> = loaded.iter().map(|m| m.id.clone()).collect();
+            app.set_models(loaded);
+            Ok(names)
+        })
+    })
+}
+
+/// Reloads on SIGHUP.
+async fn reload_on_hangup(reload: Reloader) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -233,17 +389,12 @@ async fn reload_on_hangup(
         };
         while hup.recv().await.is_some() {
             eprintln!("cria serve: SIGHUP — reloading the models");
-            let (srcs, engine) = (srcs.clone(), engine.clone());
-            match tokio::task::spawn_blocking(move || load_all(&srcs, format, &engine)).await {
-                Ok(Ok(models)) => {
-                    app.set_models(models);
-                    eprintln!("cria serve: reloaded");
-                }
-                Ok(Err(e)) => tracing::error!("reload failed, still serving the old models: {e:#}"),
-                Err(e) => tracing::error!("reload failed: {e}"),
+            match reload().await {
+                Ok(names) => eprintln!("cria serve: reloaded ({})", names.join(", ")),
+                Err(e) => tracing::error!("reload failed, still serving the old models: {e}"),
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = (app, srcs, format, engine);
+    let _ = reload;
 }
