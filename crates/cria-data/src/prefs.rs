@@ -5,7 +5,8 @@
 //! - pairs without a prompt, `{chosen, rejected}` as whole conversations (lists of messages, or
 //!   HH-RLHF transcripts `"\n\nHuman: …\n\nAssistant: …"`): the prompt is the turns they share;
 //! - K-way rankings `{prompt, responses: [...], ranking: [...]}`, `ranking` the response indices
-//!   best first (InstructGPT's labels);
+//!   best first (InstructGPT's labels); a list inside it is a tie (`[2, [0, 1], 3]`: 2 best,
+//!   0 and 1 equal, 3 last), as `cria label export` writes a labeller's ties;
 //! - UltraFeedback-binarized: `prompt` a string and `chosen`/`rejected` whole conversations
 //!   (the prompt turns included; scores and other fields ignored);
 //! - LLaMA-Factory's ShareGPT pairs: `conversations` (`from`/`value` turns) with `chosen` and
@@ -30,6 +31,30 @@ pub struct Preference {
     pub prompt: Vec<Message>,
     /// Each one or more turns continuing the prompt, starting and ending with the assistant.
     pub responses: Vec<Vec<Message>>,
+    /// Each response's place, `0` the best; equal places are a tie (never fewer than two
+    /// places). Non-decreasing, as the responses are best first.
+    pub tiers: Vec<usize>,
+}
+
+impl Preference {
+    /// Responses in a strict order, best first.
+    pub fn ordered(prompt: Vec<Message>, responses: Vec<Vec<Message>>) -> Preference {
+        let tiers = (0..responses.len()).collect();
+        Preference {
+            prompt,
+            responses,
+            tiers,
+        }
+    }
+
+    /// The (better, worse) pairs of response indices: every pair in different places.
+    pub fn pairs(&self) -> Vec<(usize, usize)> {
+        let n = self.responses.len();
+        (0..n)
+            .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+            .filter(|&(i, j)| self.tiers[i] < self.tiers[j])
+            .collect()
+    }
 }
 
 /// Reads every preference record of one file.
@@ -226,13 +251,13 @@ fn preference(at: &At, rec: &Value) -> Result<Preference> {
             .ok_or_else(|| at.err("question", "expected a string"))?;
         let prompt = vec![Message::new(Role::User, question)];
         check_prompt(at, "question", &prompt)?;
-        Preference {
+        Preference::ordered(
             prompt,
-            responses: vec![
+            vec![
                 response_of(at, field("response_j")?, "response_j")?,
                 response_of(at, field("response_k")?, "response_k")?,
             ],
-        }
+        )
     } else if rec.get("label").is_some() {
         return Err(at.err(
             "label",
@@ -263,22 +288,22 @@ fn pair(at: &At, rec: &Value) -> Result<Preference> {
         // LLaMA-Factory: the prompt as ShareGPT turns, each answer one message.
         let prompt = turns(at, list, "conversations", "from", "value", sharegpt_role)?;
         check_prompt(at, "conversations", &prompt)?;
-        return Ok(Preference {
+        return Ok(Preference::ordered(
             prompt,
-            responses: vec![
+            vec![
                 response_of(at, chosen, "chosen")?,
                 response_of(at, rejected, "rejected")?,
             ],
-        });
+        ));
     }
     if rec.get("prompt").is_some() && !is_whole_conversation(chosen) {
-        return Ok(Preference {
-            prompt: prompt_of(at, rec)?,
-            responses: vec![
+        return Ok(Preference::ordered(
+            prompt_of(at, rec)?,
+            vec![
                 response_of(at, chosen, "chosen")?,
                 response_of(at, rejected, "rejected")?,
             ],
-        });
+        ));
     }
     // Whole conversations (TRL's implicit prompt, HH-RLHF, UltraFeedback's lists).
     implicit(at, chosen, rejected)
@@ -325,10 +350,7 @@ fn implicit(at: &At, chosen: &Value, rejected: &Value) -> Result<Preference> {
     let (cr, rr) = (c[split..].to_vec(), r[split..].to_vec());
     check_response(at, "chosen", &cr)?;
     check_response(at, "rejected", &rr)?;
-    Ok(Preference {
-        prompt,
-        responses: vec![cr, rr],
-    })
+    Ok(Preference::ordered(prompt, vec![cr, rr]))
 }
 
 fn ranking(at: &At, rec: &Value, responses: &Value) -> Result<Preference> {
@@ -350,24 +372,35 @@ fn ranking(at: &At, rec: &Value, responses: &Value) -> Result<Preference> {
         .as_array()
         .ok_or_else(|| at.err("ranking", "expected a list of response indices, best first"))?;
     let mut seen = vec![false; given.len()];
-    let mut ranked = Vec::with_capacity(given.len());
+    let (mut ranked, mut tiers) = (Vec::with_capacity(given.len()), vec![]);
     for (pos, v) in order.iter().enumerate() {
         let field = format!("ranking[{pos}]");
-        let i = v
-            .as_u64()
-            .map(|i| i as usize)
-            .filter(|&i| i < given.len())
-            .ok_or_else(|| {
-                at.err(
-                    &field,
-                    format!("expected an index below {}, got {v}", given.len()),
-                )
-            })?;
-        if seen[i] {
-            return Err(at.err(&field, format!("index {i} is repeated")));
+        // A list is a tie: its responses share one place.
+        let group: Vec<&Value> = match v {
+            Value::Array(tied) if tied.is_empty() => {
+                return Err(at.err(&field, "an empty tie (list of equal responses)"));
+            }
+            Value::Array(tied) => tied.iter().collect(),
+            one => vec![one],
+        };
+        for v in group {
+            let i = v
+                .as_u64()
+                .map(|i| i as usize)
+                .filter(|&i| i < given.len())
+                .ok_or_else(|| {
+                    at.err(
+                        &field,
+                        format!("expected an index below {}, got {v}", given.len()),
+                    )
+                })?;
+            if seen[i] {
+                return Err(at.err(&field, format!("index {i} is repeated")));
+            }
+            seen[i] = true;
+            ranked.push(given[i].clone());
+            tiers.push(pos);
         }
-        seen[i] = true;
-        ranked.push(given[i].clone());
     }
     if let Some(missing) = seen.iter().position(|s| !s) {
         return Err(at.err(
@@ -375,9 +408,16 @@ fn ranking(at: &At, rec: &Value, responses: &Value) -> Result<Preference> {
             format!("response {missing} is missing from the ranking"),
         ));
     }
+    if order.len() < 2 {
+        return Err(at.err(
+            "ranking",
+            "every response is tied: a ranking needs at least two places",
+        ));
+    }
     Ok(Preference {
         prompt,
         responses: ranked,
+        tiers,
     })
 }
 

@@ -50,6 +50,34 @@ fn each_shape_becomes_a_prompt_and_ranked_responses() {
 }
 
 #[test]
+fn a_list_inside_a_ranking_is_a_tie() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ties.jsonl");
+    let rec = serde_json::json!({"prompt": "Q", "responses": ["w", "x", "y", "z"], "ranking": [2, [0, 3], 1]});
+    std::fs::write(&p, format!("{rec}\n")).unwrap();
+    let prefs = read_preferences(&p).unwrap();
+    let texts: Vec<&str> = prefs[0]
+        .responses
+        .iter()
+        .map(|r| r[0].content.as_str())
+        .collect();
+    assert_eq!(texts, ["y", "w", "z", "x"]);
+    assert_eq!(prefs[0].tiers, [0, 1, 1, 2]);
+    // Pairs skip the tie (w, z): 5 of the 6.
+    assert_eq!(prefs[0].pairs(), [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]);
+    let bad = [
+        (serde_json::json!({"prompt": "Q", "responses": ["a", "b"], "ranking": [[0, 1]]}), "every response is tied"),
+        (serde_json::json!({"prompt": "Q", "responses": ["a", "b"], "ranking": [0, []]}), "ranking[1]`: an empty tie"),
+        (serde_json::json!({"prompt": "Q", "responses": ["a", "b", "c"], "ranking": [[0, 1], [1, 2]]}), "ranking[1]`: index 1 is repeated"),
+    ];
+    for (rec, want) in bad {
+        std::fs::write(&p, format!("{rec}\n")).unwrap();
+        let e = read_preferences(&p).unwrap_err().to_string();
+        assert!(e.contains(want) && e.contains("ties.jsonl:1"), "{want:?} in {e}");
+    }
+}
+
+#[test]
 fn prompt_sets_take_the_prompt_of_any_record_shape() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("prompts.jsonl");

@@ -26,6 +26,8 @@ pub struct Aux {
     pub lengths: Vec<usize>,
     /// Rows per group, in order.
     pub groups: Vec<usize>,
+    /// Each row's place in its group ([`Row::tier`]).
+    pub tiers: Vec<usize>,
     /// The frozen reference model's log-probability of each row's response (DPO).
     pub ref_logps: Vec<f32>,
 }
@@ -38,6 +40,9 @@ pub struct Row {
     pub response: Vec<bool>,
     /// The reference model's log-probability of the response (DPO), filled in later.
     pub ref_logp: f32,
+    /// Its place among its group's responses (0 the best; equal places are a tie). Rows that
+    /// are not ranked have 0.
+    pub tier: usize,
 }
 
 impl Row {
@@ -49,6 +54,7 @@ impl Row {
             ids,
             response,
             ref_logp: 0.0,
+            tier: 0,
         }
     }
 }
@@ -87,6 +93,7 @@ pub fn of_rows(rows: &[&Row], groups: Vec<usize>, pad: u32, layout: Layout) -> B
         aux: Aux {
             lengths: vec![],
             groups,
+            tiers: rows.iter().map(|r| r.tier).collect(),
             ref_logps: rows.iter().map(|r| r.ref_logp).collect(),
         },
         ..Default::default()

@@ -19,22 +19,25 @@ fn index(v: Vec<i64>, device: &cria_core::Device) -> Tensor<1, Int> {
 
 /// InstructGPT's reward-model loss: for each group (one prompt's K responses, best first),
 /// `-1/C(K,2) * Σ_{better, worse} log σ(r_better - r_worse)` over all C(K,2) ordered pairs,
-/// averaged over groups. Pairs are the K = 2 case. Also returns the fraction of pairs ranked
-/// correctly (`accuracy`) and the mean reward margin.
+/// averaged over groups. Pairs are the K = 2 case. Responses a labeller tied (equal `tiers`)
+/// make no pair, and a group's pairs are then averaged over those it has. Also returns the
+/// fraction of pairs ranked correctly (`accuracy`) and the mean reward margin.
 ///
 /// # Shapes
-/// `rewards`: `(Σ K,)`, rows grouped as `groups` says -> `(1,)`
-pub fn ranking_loss(rewards: Tensor<1>, groups: &[usize]) -> (Tensor<1>, Metrics) {
+/// `rewards`: `(Σ K,)`, rows grouped as `groups` says, `tiers` one per row -> `(1,)`
+pub fn ranking_loss(rewards: Tensor<1>, groups: &[usize], tiers: &[usize]) -> (Tensor<1>, Metrics) {
     let (mut better, mut worse, mut weight) = (vec![], vec![], vec![]);
     let mut start = 0;
     for &k in groups {
-        let pairs = (k * (k - 1) / 2) as f32;
-        for i in 0..k {
-            for j in i + 1..k {
-                better.push((start + i) as i64);
-                worse.push((start + j) as i64);
-                weight.push(1.0 / (pairs * groups.len() as f32));
-            }
+        let tier = &tiers[start..start + k];
+        let ordered: Vec<(usize, usize)> = (0..k)
+            .flat_map(|i| (i + 1..k).map(move |j| (i, j)))
+            .filter(|&(i, j)| tier[i] < tier[j])
+            .collect();
+        for &(i, j) in &ordered {
+            better.push((start + i) as i64);
+            worse.push((start + j) as i64);
+            weight.push(1.0 / (ordered.len() * groups.len()) as f32);
         }
         start += k;
     }

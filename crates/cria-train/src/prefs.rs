@@ -125,7 +125,7 @@ fn render(p: &Preference, n: usize, tok: &Tokenizer, fmt: &ChatFormat) -> Result
     let at = |e: cria_core::CoreError| TrainError::Invalid(format!("preference {}: {e}", n + 1));
     let prompt = fmt.encode(&p.prompt, tok, true, false).map_err(at)?;
     let mut group = Vec::with_capacity(p.responses.len());
-    for r in &p.responses {
+    for (r, &tier) in p.responses.iter().zip(&p.tiers) {
         let conv: Vec<Message> = p.prompt.iter().chain(r).cloned().collect();
         let full = fmt.encode(&conv, tok, false, false).map_err(at)?;
         if !full.ids.starts_with(&prompt.ids) {
@@ -143,6 +143,7 @@ fn render(p: &Preference, n: usize, tok: &Tokenizer, fmt: &ChatFormat) -> Result
             ids: full.ids,
             response,
             ref_logp: 0.0,
+            tier,
         });
     }
     Ok((group, prompt.ids.len()))

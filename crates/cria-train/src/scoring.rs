@@ -119,6 +119,7 @@ pub fn score_conversations(
                 response: vec![false; ids.len()],
                 ids,
                 ref_logp: 0.0,
+                tier: 0,
             }])
         })
         .collect::<Result<Vec<Group>>>()?;

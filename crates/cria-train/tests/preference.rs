@@ -29,7 +29,9 @@ fn ranking_and_dpo_losses_on_fixed_values() {
     let exp = json("losses.json");
     let rk = &exp["ranking"];
     let r = leaf_vec(floats(&rk["rewards"]));
-    let (loss, m) = ranking_loss(r.clone(), &usizes(&rk["groups"]));
+    let groups = usizes(&rk["groups"]);
+    let tiers: Vec<usize> = groups.iter().flat_map(|&k| 0..k).collect();
+    let (loss, m) = ranking_loss(r.clone(), &groups, &tiers);
     close(
         loss.clone().into_scalar::<f32>() as f64,
         rk["loss"].as_f64().unwrap(),
@@ -64,6 +66,17 @@ fn ranking_and_dpo_losses_on_fixed_values() {
     for k in ["reward_chosen", "reward_rejected", "reward_accuracy"] {
         close(m[k], d[k].as_f64().unwrap(), 1e-6, k);
     }
+}
+
+#[test]
+fn tied_responses_make_no_pair() {
+    // Rewards 1.0, 0.0, 0.5 with the last two tied: pairs (1.0, 0.0) and (1.0, 0.5) only,
+    // loss -(log σ(1.0) + log σ(0.5)) / 2 = (0.313262 + 0.474077) / 2 = 0.393669.
+    let r = leaf_vec(vec![1.0, 0.0, 0.5]);
+    let (loss, m) = ranking_loss(r, &[3], &[0, 1, 1]);
+    close(loss.into_scalar::<f32>() as f64, 0.393669, 1e-5, "tied ranking loss");
+    close(m["accuracy"], 1.0, 1e-12, "both pairs right");
+    close(m["margin"], 0.75, 1e-6, "mean margin over the two pairs");
 }
 
 /// Every parameter's gradient norm against PyTorch's, all parameters covered.
@@ -123,6 +136,7 @@ fn reward_model_matches_sequence_classification() {
         aux: cria_train::batch::Aux {
             lengths,
             groups: usizes(&exp["groups"]),
+            tiers: usizes(&exp["groups"]).into_iter().flat_map(|k| 0..k).collect(),
             ref_logps: vec![],
         },
         ..Default::default()
@@ -167,7 +181,8 @@ fn dpo_through_a_model_matches_pytorch() {
         .unwrap()
         .iter()
         .zip(lengths.iter().zip(&prompt))
-        .map(|(r, (&n, &p))| {
+        .enumerate()
+        .map(|(k, (r, (&n, &p)))| {
             let ids: Vec<u32> = r.as_array().unwrap()[..n]
                 .iter()
                 .map(|x| x.as_u64().unwrap() as u32)
@@ -176,6 +191,8 @@ fn dpo_through_a_model_matches_pytorch() {
                 response: (0..n).map(|i| i >= p).collect(),
                 ids,
                 ref_logp: 0.0,
+                // Chosen, rejected: places 0 and 1 of each pair.
+                tier: k % 2,
             }
         })
         .collect();

@@ -138,6 +138,7 @@ impl Subject<'_> {
                     ids: full.ids,
                     response,
                     ref_logp: 0.0,
+                    tier: 0,
                 }])
             })
             .collect::<Result<Vec<_>>>()?;

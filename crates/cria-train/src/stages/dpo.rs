@@ -111,17 +111,20 @@ impl Objective for DpoObjective {
     }
 }
 
-/// The (better, worse) pairs of each group that `which` asks for, as two-row groups.
+/// The (better, worse) pairs of each group that `which` asks for, as two-row groups; tied
+/// responses make no pair, and `best` takes every response tied for first.
 fn pairs(groups: Vec<Group>, which: Pairs) -> Vec<Group> {
     let mut out = Vec::new();
     for g in groups {
-        let better = match which {
-            Pairs::All => g.len(),
-            Pairs::Best => g.len().min(1),
-        };
-        for i in 0..better {
+        let top = g.first().map_or(0, |r| r.tier);
+        for i in 0..g.len() {
+            if which == Pairs::Best && g[i].tier != top {
+                break;
+            }
             for j in i + 1..g.len() {
-                out.push(vec![g[i].clone(), g[j].clone()]);
+                if g[i].tier < g[j].tier {
+                    out.push(vec![g[i].clone(), g[j].clone()]);
+                }
             }
         }
     }
@@ -201,10 +204,12 @@ mod tests {
 
     fn group(ids: &[u32]) -> Group {
         ids.iter()
-            .map(|&i| Row {
+            .enumerate()
+            .map(|(tier, &i)| Row {
                 ids: vec![i],
                 response: vec![true],
                 ref_logp: 0.0,
+                tier,
             })
             .collect()
     }
@@ -218,5 +223,14 @@ mod tests {
         assert_eq!(all, vec![(1, 2), (1, 3), (2, 3), (7, 8)]);
         let best = firsts(pairs(vec![group(&[1, 2, 3, 4])], Pairs::Best));
         assert_eq!(best, vec![(1, 2), (1, 3), (1, 4)]);
+        // Ties: 1 and 2 share first place, 3 and 4 the second.
+        let mut tied = group(&[1, 2, 3, 4]);
+        for (row, tier) in tied.iter_mut().zip([0, 0, 1, 1]) {
+            row.tier = tier;
+        }
+        let all = firsts(pairs(vec![tied.clone()], Pairs::All));
+        assert_eq!(all, vec![(1, 3), (1, 4), (2, 3), (2, 4)]);
+        let best = firsts(pairs(vec![tied], Pairs::Best));
+        assert_eq!(best, vec![(1, 3), (1, 4), (2, 3), (2, 4)]);
     }
 }

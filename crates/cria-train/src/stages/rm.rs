@@ -44,6 +44,7 @@ impl Objective for RankingObjective {
         Ok(ranking_loss(
             rewards(model, batch, device),
             &batch.aux.groups,
+            &batch.aux.tiers,
         ))
     }
 }
@@ -67,7 +68,12 @@ pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<P
     crate::check::fits_context("data.seq_len", cfg.data.seq_len, model.max_len())?;
     let max = cfg.data.seq_len;
     let (t, v) = prefs::load(&cfg.data, cfg.train.seed, &cfg.out, &tok, fmt, max)?;
-    let pairs = |g: &[Group]| g.iter().map(|x| x.len() * (x.len() - 1) / 2).sum::<usize>();
+    // Ordered pairs: tied responses make none.
+    let pairs = |g: &[Group]| {
+        g.iter()
+            .flat_map(|x| x.iter().flat_map(|a| x.iter().filter(|b| a.tier < b.tier)))
+            .count()
+    };
     tracing::info!(
         prompts = t.groups.len(),
         pairs = pairs(&t.groups),

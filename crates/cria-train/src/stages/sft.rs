@@ -133,6 +133,7 @@ fn rows(examples: Vec<Encoded>, max: usize, packing: bool) -> Vec<Row> {
         ids: e.ids,
         response: e.train,
         ref_logp: 0.0,
+        tier: 0,
     };
     if !packing {
         return examples.into_iter().map(row).collect();
