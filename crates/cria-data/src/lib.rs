@@ -10,6 +10,7 @@ pub mod prefs;
 pub mod records;
 pub mod sft;
 pub mod shards;
+pub mod tasks;
 pub mod template;
 
 pub use error::{DataError, Result};

@@ -91,7 +91,7 @@ fn role_of(r: &str) -> Option<Role> {
 }
 
 /// A prompt: a non-empty string (one user turn) or a list of messages ending with a user turn.
-fn prompt_of(at: &At, rec: &Value) -> Result<Vec<Message>> {
+pub(crate) fn prompt_of(at: &At, rec: &Value) -> Result<Vec<Message>> {
     let msgs = match rec.get("prompt") {
         Some(Value::String(s)) => vec![Message::new(Role::User, s.as_str())],
         Some(list @ Value::Array(_)) => turns(at, list, "prompt", "role", "content", role_of)?,
@@ -110,7 +110,7 @@ fn prompt_of(at: &At, rec: &Value) -> Result<Vec<Message>> {
     Ok(msgs)
 }
 
-fn check_prompt(at: &At, field: &str, msgs: &[Message]) -> Result<()> {
+pub(crate) fn check_prompt(at: &At, field: &str, msgs: &[Message]) -> Result<()> {
     match msgs.last() {
         None => Err(at.err(field, "the prompt is empty")),
         Some(m) if m.role != Role::User => Err(at.err(
@@ -236,7 +236,7 @@ fn is_whole_conversation(v: &Value) -> bool {
         .is_some_and(|r| r != "assistant")
 }
 
-fn preference(at: &At, rec: &Value) -> Result<Preference> {
+pub(crate) fn preference(at: &At, rec: &Value) -> Result<Preference> {
     if !rec.is_object() {
         return Err(at.err("(record)", "expected a JSON object"));
     }

@@ -66,14 +66,26 @@ fn a_list_inside_a_ranking_is_a_tie() {
     // Pairs skip the tie (w, z): 5 of the 6.
     assert_eq!(prefs[0].pairs(), [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]);
     let bad = [
-        (serde_json::json!({"prompt": "Q", "responses": ["a", "b"], "ranking": [[0, 1]]}), "every response is tied"),
-        (serde_json::json!({"prompt": "Q", "responses": ["a", "b"], "ranking": [0, []]}), "ranking[1]`: an empty tie"),
-        (serde_json::json!({"prompt": "Q", "responses": ["a", "b", "c"], "ranking": [[0, 1], [1, 2]]}), "ranking[1]`: index 1 is repeated"),
+        (
+            serde_json::json!({"prompt": "Q", "responses": ["a", "b"], "ranking": [[0, 1]]}),
+            "every response is tied",
+        ),
+        (
+            serde_json::json!({"prompt": "Q", "responses": ["a", "b"], "ranking": [0, []]}),
+            "ranking[1]`: an empty tie",
+        ),
+        (
+            serde_json::json!({"prompt": "Q", "responses": ["a", "b", "c"], "ranking": [[0, 1], [1, 2]]}),
+            "ranking[1]`: index 1 is repeated",
+        ),
     ];
     for (rec, want) in bad {
         std::fs::write(&p, format!("{rec}\n")).unwrap();
         let e = read_preferences(&p).unwrap_err().to_string();
-        assert!(e.contains(want) && e.contains("ties.jsonl:1"), "{want:?} in {e}");
+        assert!(
+            e.contains(want) && e.contains("ties.jsonl:1"),
+            "{want:?} in {e}"
+        );
     }
 }
 
@@ -108,4 +120,41 @@ fn hh_transcripts_split_into_turns() {
     );
     assert!(parse_hh("Human: no leading blank line").is_none());
     assert!(parse_hh("\n\nHuman: a\n\nRobot: b").is_some_and(|t| t.len() == 1));
+}
+
+#[test]
+fn label_prompts_come_from_any_prompt_file_and_rankings_become_gold() {
+    use cria_data::tasks::read_label_prompts;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tasks.jsonl");
+    let lines = [
+        serde_json::json!({"prompt": "Q1"}),
+        serde_json::json!({"messages": [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "old reply"}]}),
+        serde_json::json!({"instruction": "Summarise", "input": "the memo"}),
+        serde_json::json!({"instruction": "Say hi", "input": "", "output": "hi"}),
+        serde_json::json!({"prompt": "Q5", "responses": ["a", "b", "c"], "ranking": [2, [0, 1]]}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&p, text).unwrap();
+    let got = read_label_prompts(&p).unwrap();
+    assert_eq!(got.len(), 5);
+    assert_eq!(got[0].messages, vec![m(Role::User, "Q1")]);
+    assert_eq!(
+        got[1].messages,
+        vec![m(Role::User, "Q2")],
+        "the old reply is dropped"
+    );
+    assert_eq!(got[2].messages[0].text(), "Summarise\n\nthe memo");
+    assert_eq!(got[3].messages, vec![m(Role::User, "Say hi")]);
+    assert_eq!(
+        got[4].gold,
+        Some((vec!["c".into(), "a".into(), "b".into()], vec![0, 1, 1]))
+    );
+    assert!(got[1].source.ends_with("tasks.jsonl:2"));
+    std::fs::write(&p, "{\"prompt\": \"ok\"}\n{\"text\": \"a corpus line\"}\n").unwrap();
+    let e = read_label_prompts(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("tasks.jsonl:2") && e.contains("not a prompt"),
+        "{e}"
+    );
 }

@@ -2,6 +2,8 @@
 //! comparisons that report the worst difference and where, deterministic pseudo-random
 //! values, and leaf tensors on the training device.
 
+pub mod browser;
+
 use cria_core::{Int, Tensor, TensorData, device};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;

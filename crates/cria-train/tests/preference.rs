@@ -74,7 +74,12 @@ fn tied_responses_make_no_pair() {
     // loss -(log σ(1.0) + log σ(0.5)) / 2 = (0.313262 + 0.474077) / 2 = 0.393669.
     let r = leaf_vec(vec![1.0, 0.0, 0.5]);
     let (loss, m) = ranking_loss(r, &[3], &[0, 1, 1]);
-    close(loss.into_scalar::<f32>() as f64, 0.393669, 1e-5, "tied ranking loss");
+    close(
+        loss.into_scalar::<f32>() as f64,
+        0.393669,
+        1e-5,
+        "tied ranking loss",
+    );
     close(m["accuracy"], 1.0, 1e-12, "both pairs right");
     close(m["margin"], 0.75, 1e-6, "mean margin over the two pairs");
 }
@@ -136,7 +141,10 @@ fn reward_model_matches_sequence_classification() {
         aux: cria_train::batch::Aux {
             lengths,
             groups: usizes(&exp["groups"]),
-            tiers: usizes(&exp["groups"]).into_iter().flat_map(|k| 0..k).collect(),
+            tiers: usizes(&exp["groups"])
+                .into_iter()
+                .flat_map(|k| 0..k)
+                .collect(),
             ref_logps: vec![],
         },
         ..Default::default()

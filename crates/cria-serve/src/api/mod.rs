@@ -164,6 +164,12 @@ impl App {
 
 /// The API's routes.
 pub fn router(app: Arc<App>) -> Router {
+    router_with(app, Router::new())
+}
+
+/// The API's routes with `extra` ones behind the same API keys (they see the [`Caller`]), such
+/// as the chat page's feedback routes of `cria serve --feedback-db`.
+pub fn router_with(app: Arc<App>, extra: Router<Arc<App>>) -> Router {
     let api = Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
@@ -172,6 +178,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route("/metrics", get(metrics))
+        .merge(extra)
         .route_layer(middleware::from_fn_with_state(app.clone(), authorize));
     Router::new()
         .route("/", get(page))
@@ -456,7 +463,17 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
+    serve_with(listener, app, Router::new(), shutdown).await
+}
+
+/// [`serve`] with `extra` routes behind the API keys ([`router_with`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    extra: Router<Arc<App>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router_with(app, extra))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -6,6 +6,7 @@ pub mod dpo;
 pub mod eval;
 pub mod export;
 pub mod generate;
+pub mod label;
 pub mod logits;
 pub mod pipeline;
 pub mod ppo;
@@ -62,6 +63,11 @@ pub enum Command {
     /// /admin/reload` with an `--admin-key-file` key) reloads the checkpoints from their
     /// directories, SIGTERM drains running requests and exits.
     Serve(serve::Args),
+    /// Human feedback from your own people: a web application where annotators write
+    /// demonstrations and rank K sampled answers, with agreement and export to `cria sft`,
+    /// `cria rm` and `cria dpo`.
+    #[command(subcommand)]
+    Label(label::Command),
     /// Run the whole recipe from one file: world, tokenizer, pretrain, SFT, RM, DPO/PPO, eval.
     #[command(subcommand)]
     Pipeline(pipeline::Command),
@@ -90,6 +96,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Ppo(a) => ppo::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Label(c) => label::run(c),
         Command::Export(a) => export::run(a),
         Command::Eval(a) => eval::run(*a),
         Command::Pipeline(c) => pipeline::run(c),

@@ -73,6 +73,11 @@ pub struct Args {
     /// `https://intranet.example.com`; repeat for several, `*` for any. None by default.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
+    /// A labels database (as `cria label` uses): the chat page then offers thumbs on each
+    /// reply and, after "regenerate", which reply is better; they are saved there as chat
+    /// feedback and exported with `cria label export`.
+    #[arg(long, value_name = "FILE.sqlite")]
+    feedback_db: Option<PathBuf>,
     /// Seconds to let running requests finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 30)]
     drain_timeout: u64,
@@ -244,6 +249,22 @@ fn load_group(
     Ok(served)
 }
 
+/// One checkpoint served under `name` (what `cria label` samples answers with).
+pub(crate) fn load_one(
+    name: &str,
+    dir: &std::path::Path,
+    format: Format,
+    cfg: &EngineConfig,
+) -> anyhow::Result<ServedModel> {
+    let src = Source {
+        name: name.to_string(),
+        path: dir.to_path_buf(),
+        adapter: None,
+    };
+    check(&src, &format!("--model {}", dir.display()))?;
+    Ok(load_group(&[&src], format, cfg)?.remove(0))
+}
+
 /// Every source, grouped by base directory (in the order first named).
 fn load_all(
     srcs: &[Source],
@@ -297,6 +318,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         prefill_chunk: a.prefill_chunk,
         prefix_cache: a.prefix_cache,
     };
+    let feedback = match &a.feedback_db {
+        Some(p) => cria_label::web::feedback::routes(Arc::new(cria_label::Db::open(p)?)),
+        None => axum::Router::new(),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -309,7 +334,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let bound = listener.local_addr()?;
         let app = App::new(cfg);
         eprintln!("cria serve: listening on http://{bound}/ (loading the model…)");
-        let server = tokio::spawn(api::serve(listener, app.clone(), stop_signal()));
+        let server = tokio::spawn(api::serve_with(listener, app.clone(), feedback, stop_signal()));
         let loaded = {
             let engine = engine.clone();
             tokio::task::spawn_blocking(move || load_all(&srcs, a.format, &engine)).await?
@@ -341,7 +366,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
