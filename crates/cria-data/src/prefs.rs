@@ -217,7 +217,7 @@ fn one_message(at: &At, obj: &Value, field: &str) -> Result<Message> {
     }
 }
 
-fn sharegpt_role(r: &str) -> Option<Role> {
+pub(crate) fn sharegpt_role(r: &str) -> Option<Role> {
     match r {
         "human" | "user" => Some(Role::User),
         "gpt" | "assistant" => Some(Role::Assistant),

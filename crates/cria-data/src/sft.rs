@@ -36,7 +36,7 @@ pub fn read_all_with(paths: &[PathBuf], rejects: &mut Rejects) -> Result<Vec<Vec
     Ok(all)
 }
 
-pub(crate) fn conversation(at: &At, rec: &Value) -> Result<Vec<Message>> {
+fn conversation(at: &At, rec: &Value) -> Result<Vec<Message>> {
     if !rec.is_object() {
         return Err(at.err("(record)", "expected a JSON object"));
     }

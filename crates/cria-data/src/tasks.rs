@@ -7,7 +7,7 @@
 
 use crate::error::Result;
 use crate::message::{Message, Role};
-use crate::records::{At, Rejects, read_records, string};
+use crate::records::{At, Rejects, read_records, string, turns};
 use serde_json::Value;
 use std::path::Path;
 
@@ -66,8 +66,19 @@ fn prompt(at: &At, rec: &Value) -> Result<Parsed> {
         || rec.get("conversations").is_some()
         || rec.get("instruction").is_some()
     {
-        let mut m = if rec.get("instruction").is_some() && rec.get("output").is_none() {
-            // Self-instruct's instructions without outputs: the user turn alone.
+        let mut m = if let Some(list) = rec.get("messages") {
+            turns(at, list, "messages", "role", "content", Role::parse)?
+        } else if let Some(list) = rec.get("conversations") {
+            turns(
+                at,
+                list,
+                "conversations",
+                "from",
+                "value",
+                crate::prefs::sharegpt_role,
+            )?
+        } else {
+            // Alpaca and self-instruct: the instruction and its input (any output is dropped).
             let mut user = Message::new(Role::User, string(at, rec, "instruction", "instruction")?);
             if let Some(input) = rec.get("input").filter(|v| !v.is_null()) {
                 let input = input
@@ -76,8 +87,6 @@ fn prompt(at: &At, rec: &Value) -> Result<Parsed> {
                 user.input = Some(input.to_string()).filter(|i| !i.trim().is_empty());
             }
             vec![user]
-        } else {
-            crate::sft::conversation(at, rec)?
         };
         let end = m
             .iter()

@@ -12,7 +12,7 @@ use crate::db::users;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -111,8 +111,9 @@ pub async fn login(
         csrf,
         token_hash: String::new(),
     };
+    // Two cookies: `AppendHeaders` keeps both (a plain header list would keep the last).
     Ok((
-        [
+        AppendHeaders([
             (
                 header::SET_COOKIE,
                 set_cookie(SESSION_COOKIE, &token, SESSION_SECONDS, app.secure_cookies),
@@ -121,7 +122,7 @@ pub async fn login(
                 header::SET_COOKIE,
                 set_cookie(LOGIN_COOKIE, "", 0, app.secure_cookies),
             ),
-        ],
+        ]),
         axum::Json(me_json(&s)),
     )
         .into_response())
