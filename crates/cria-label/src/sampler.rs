@@ -1,7 +1,7 @@
-//! The answers people rank: for each prompt of a ranking or pairwise project, K replies
-//! sampled from the served model in one request (one prefill, K samples with seeds
-//! `seed + prompt + i`), stored together so every annotator ranks the same K. Runs in the
-//! background; prompts become labellable as their answers land.
+//! The answers people rank: for each prompt of a ranking or pairwise project, K different
+//! replies sampled from the served model (one prefill, K samples; repeats drawn again),
+//! stored together so every annotator ranks the same ones. Runs in the background; prompts
+//! become labellable as their answers land (those with at least two different answers).
 
 use crate::db::Db;
 use crate::db::projects::{self, Project};
@@ -13,7 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// K answers to one prompt, sampled as `project` says.
+/// Extra rounds of sampling for answers that repeat one already drawn.
+const REDRAWS: u64 = 4;
+
+/// Up to K different answers to one prompt, sampled as `project` says: one prefill, K
+/// samples, and answers that repeat an earlier one drawn again with new seeds (a confident
+/// model often says the same thing twice, and ranking an answer against itself teaches
+/// nothing). Fewer than K come back when the model keeps repeating itself.
 pub fn sample(
     model: &ServedModel,
     project: &Project,
@@ -23,16 +29,50 @@ pub fn sample(
     let ids = model
         .chat_prompt(messages, None)
         .map_err(|e| LabelError::Invalid(format!("prompt {prompt}: {}", e.message)))?;
+    let seed = project.sampling.seed.wrapping_add(prompt as u64 * 1000);
+    let mut answers: Vec<String> = vec![];
+    for round in 0..=REDRAWS {
+        let want = project.k - answers.len();
+        if want == 0 {
+            break;
+        }
+        let drawn = draw(model, project, prompt, &ids, seed + round * 100, want)?;
+        for a in drawn {
+            if !answers.contains(&a) && answers.len() < project.k {
+                answers.push(a);
+            }
+        }
+    }
+    if answers.len() < project.k {
+        tracing::warn!(
+            prompt,
+            distinct = answers.len(),
+            k = project.k,
+            "the model gave the same answer again and again (a higher sampling temperature gives more different answers)"
+        );
+    }
+    Ok(answers)
+}
+
+/// `n` answers from one prefill, sampled with seeds `seed + i`.
+fn draw(
+    model: &ServedModel,
+    project: &Project,
+    prompt: i64,
+    ids: &[u32],
+    seed: u64,
+    n: usize,
+) -> Result<Vec<String>> {
     let s = &project.sampling;
     let req = Request {
         max_new_tokens: s
             .max_tokens
             .min(model.engine.max_len().saturating_sub(ids.len() + 1)),
-        prompt: ids,
+        prompt: ids.to_vec(),
         sampling: SamplingParams {
             temperature: s.temperature,
             top_p: s.top_p,
-            seed: s.seed.wrapping_add(prompt as u64 * 1000),
+            seed,
             ..Default::default()
         },
         stop_ids: model.stop_ids.clone(),
@@ -41,7 +81,7 @@ pub fn sample(
     };
     let rxs = model
         .engine
-        .submit_n(req, project.k)
+        .submit_n(req, n)
         .map_err(|e| LabelError::Invalid(format!("prompt {prompt}: {e}")))?;
     rxs.into_iter()
         .map(|rx| {

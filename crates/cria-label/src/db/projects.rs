@@ -309,7 +309,8 @@ pub fn answers(c: &Connection, prompt: i64) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// How far a project is: prompts, those ready to label, and labels done and skipped.
+/// How far a project is: prompts, those ready to label (for rankings: with two or more
+/// different answers), and labels done and skipped.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Progress {
     pub prompts: usize,
@@ -327,7 +328,7 @@ pub fn progress(c: &Connection, project: &Project) -> Result<Progress> {
     let ready = if project.kind.samples() {
         count(
             "SELECT COUNT(*) FROM prompts p WHERE p.project_id = ?1
-             AND EXISTS (SELECT 1 FROM answers a WHERE a.prompt_id = p.id)",
+             AND (SELECT COUNT(*) FROM answers a WHERE a.prompt_id = p.id) >= 2",
         )?
     } else {
         count("SELECT COUNT(*) FROM prompts WHERE project_id = ?1")?

@@ -62,7 +62,7 @@ pub fn next(t: &Transaction, user: i64, project: &Project) -> Result<Option<Task
         .query_row(
             "SELECT p.id FROM prompts p
              WHERE p.project_id = ?1
-               AND (?4 = 0 OR EXISTS (SELECT 1 FROM answers x WHERE x.prompt_id = p.id))
+               AND (?4 = 0 OR (SELECT COUNT(*) FROM answers x WHERE x.prompt_id = p.id) >= 2)
                AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.prompt_id = p.id AND a.user_id = ?2)
                AND (p.gold IS NOT NULL OR (SELECT COUNT(*) FROM assignments a
                     WHERE a.prompt_id = p.id AND a.status != 'skipped') < ?3)
