@@ -4,7 +4,10 @@
 //! SwiGLU 1024, seq 256, batch 8, AdamW) on random tokens through the real training loop;
 //! `bench decode TOKENS` greedily decodes at batch 1 with the KV cache; `bench serve STREAMS`
 //! runs STREAMS concurrent requests (16-token prompts, 64 new tokens) through the serving
-//! engine with as many slots. Prints one JSON line.
+//! engine with as many slots; `bench rouge FILE POOL CANDIDATES` runs self-instruct's ROUGE-L
+//! filter (each candidate's 10 most similar pool instructions, and whether any is above 0.7)
+//! for the CANDIDATES lines of FILE after its first POOL lines (bench/rouge_compare.py).
+//! Prints one JSON line.
 
 use cria_core::config::{Arch, ModelConfig};
 use cria_core::generate::{GenerateOptions, generate};
@@ -228,6 +231,34 @@ impl CloneOpts for GenerateOptions {
     }
 }
 
+fn rouge(args: &[String]) {
+    use cria_instruct::rouge::Pool;
+    let text = std::fs::read_to_string(&args[0]).expect("the instructions file");
+    let lines: Vec<&str> = text.lines().collect();
+    let (n_pool, n_cand): (usize, usize) = (args[1].parse().unwrap(), args[2].parse().unwrap());
+    let t0 = Instant::now();
+    let mut pool = Pool::new();
+    for l in &lines[..n_pool] {
+        pool.add(l);
+    }
+    let cands: Vec<Vec<u32>> = lines[n_pool..n_pool + n_cand]
+        .iter()
+        .map(|l| pool.vocab.encode(l))
+        .collect();
+    let prep = t0.elapsed().as_secs_f64();
+    let best = pool.most_similar_all(&cands, 10);
+    let secs = t0.elapsed().as_secs_f64();
+    let above = best
+        .iter()
+        .filter(|b| b.first().is_some_and(|s| s.score > 0.7))
+        .count();
+    let checksum: f64 = best.iter().filter_map(|b| b.first()).map(|s| s.score).sum();
+    println!(
+        "{{\"pool\": {n_pool}, \"candidates\": {n_cand}, \"seconds\": {secs:.3}, \"tokenize_seconds\": {prep:.3}, \"above_0_7\": {above}, \"sum_of_max\": {checksum:.6}, \"threads\": {}}}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+}
+
 fn main() {
     alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
@@ -236,6 +267,9 @@ fn main() {
         Some("train") => train(n),
         Some("decode") => decode(n as usize),
         Some("serve") => serve(n as usize),
-        _ => eprintln!("usage: bench train STEPS | bench decode TOKENS | bench serve STREAMS"),
+        Some("rouge") => rouge(&args[2..]),
+        _ => eprintln!(
+            "usage: bench train STEPS | bench decode TOKENS | bench serve STREAMS | bench rouge FILE POOL CANDIDATES"
+        ),
     }
 }

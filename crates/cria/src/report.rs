@@ -132,6 +132,53 @@ pub fn line_chart(title: &str, x_label: &str, series: &[(String, Vec<(f64, f64)>
     svg
 }
 
+/// A bar chart of labelled values as an SVG string (labels along the x axis, in order).
+pub fn bar_chart(title: &str, x_label: &str, bars: &[(String, f64)]) -> String {
+    use plotters::prelude::*;
+    let mut svg = String::new();
+    if bars.is_empty() {
+        return svg;
+    }
+    let top = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1.0) * 1.08;
+    {
+        let root = SVGBackend::with_string(&mut svg, (620, 320)).into_drawing_area();
+        let n = bars.len();
+        let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 16))
+                .margin(10)
+                .x_label_area_size(if n > 10 { 70 } else { 30 })
+                .y_label_area_size(50)
+                .build_cartesian_2d(0f64..n as f64, 0f64..top)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_desc(x_label)
+                .x_labels(n + 1)
+                .x_label_formatter(&|x| {
+                    let i = (*x - 0.5).round();
+                    if (*x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+                        bars[i as usize].0.clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .draw()?;
+            chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+                let x = i as f64;
+                Rectangle::new([(x + 0.1, 0.0), (x + 0.9, *v)], BLUE.mix(0.7).filled())
+            }))?;
+            root.present()?;
+            Ok(())
+        };
+        if let Err(e) = draw() {
+            tracing::warn!("plot `{title}` not drawn: {e}");
+        }
+    }
+    svg
+}
+
 /// Named lines of (x, y) points.
 type Series = Vec<(String, Vec<(f64, f64)>)>;
 /// A plot: title, x label, series.

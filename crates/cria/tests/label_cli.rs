@@ -4,12 +4,11 @@
 //! in the middle of a burst of submissions loses none it acknowledged.
 
 mod common;
-use common::{cria, run_err, run_ok};
+use common::{Spawned, cria, run_err, run_ok};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 fn fixture(name: &str) -> PathBuf {
@@ -30,41 +29,15 @@ fn add_user(db: &Path, name: &str, role: &str) -> String {
 }
 
 /// `cria label serve` on a free port.
-struct LabelServer {
-    child: Child,
-    addr: String,
-}
-
-impl LabelServer {
-    fn start(db: &Path) -> LabelServer {
-        let mut child = cria()
-            .env("RUST_LOG", "info")
-            .args(["label", "serve", "--port", "0", "--db"])
-            .arg(db)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let err = BufReader::new(child.stderr.take().unwrap());
-        let mut lines = err.lines();
-        let addr = loop {
-            let l = lines
-                .next()
-                .expect("the server said where it listens")
-                .unwrap();
-            if let Some(at) = l.find("http://") {
-                break l[at + 7..].split('/').next().unwrap().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        LabelServer { child, addr }
-    }
-}
-
-impl Drop for LabelServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn label_server(db: &Path) -> Spawned {
+    Spawned::start(&[
+        "label",
+        "serve",
+        "--port",
+        "0",
+        "--db",
+        db.to_str().unwrap(),
+    ])
 }
 
 /// One person's browser: raw HTTP/1.1 with the session cookie and CSRF token.
@@ -229,7 +202,7 @@ fn from_prompts_to_a_reward_model_trained_on_the_export() {
         "{listed}"
     );
 
-    let server = LabelServer::start(&db);
+    let server = label_server(&db);
     let mut admin = Person::login(&server.addr, "root", &root, "the admin's own password");
     let ids = project_ids(&mut admin);
     let (support, replies) = (ids[0].1, ids[1].1);
@@ -359,7 +332,7 @@ fn a_sigkill_during_a_burst_loses_no_acknowledged_label() {
         &db,
         &["import", "--project", "replies", prompts.to_str().unwrap()],
     );
-    let mut server = LabelServer::start(&db);
+    let mut server = label_server(&db);
     let (tx, rx) = std::sync::mpsc::channel::<i64>();
     let workers: Vec<_> = names
         .iter()

@@ -13,6 +13,7 @@ pub mod ppo;
 pub mod pretrain;
 pub mod rm;
 mod run_args;
+pub mod self_instruct;
 pub mod serve;
 pub mod sft;
 pub mod tokenizer;
@@ -68,6 +69,9 @@ pub enum Command {
     /// `cria rm` and `cria dpo`.
     #[command(subcommand)]
     Label(label::Command),
+    /// Instruction data from a handful of seed tasks (self-instruct, or Alpaca's variant) with
+    /// a teacher you run yourself: an OpenAI-compatible endpoint or a local checkpoint.
+    SelfInstruct(self_instruct::Args),
     /// Run the whole recipe from one file: world, tokenizer, pretrain, SFT, RM, DPO/PPO, eval.
     #[command(subcommand)]
     Pipeline(pipeline::Command),
@@ -97,6 +101,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Label(c) => label::run(c),
+        Command::SelfInstruct(a) => self_instruct::run(a),
         Command::Export(a) => export::run(a),
         Command::Eval(a) => eval::run(*a),
         Command::Pipeline(c) => pipeline::run(c),

@@ -195,3 +195,44 @@ pub fn straight_and_resumed(s: &Setup, command: &str, cfg: &Path, args: &[&str])
     sft("split", "3");
     sft("split", "6");
 }
+
+/// A `cria` server process on a free port (`--port 0` among `args`), killed when dropped.
+pub struct Spawned {
+    pub child: std::process::Child,
+    /// `host:port` it printed.
+    pub addr: String,
+}
+
+impl Spawned {
+    /// Starts `cria ARGS` and waits for the line that names its address.
+    pub fn start(args: &[&str]) -> Spawned {
+        use std::io::BufRead;
+        let mut child = cria()
+            .env("RUST_LOG", "info")
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut lines = err.lines();
+        let addr = loop {
+            let l = lines
+                .next()
+                .expect("the server said where it listens")
+                .unwrap();
+            if l.contains("ready") && l.contains("http://") {
+                let at = l.find("http://").unwrap() + 7;
+                break l[at..].split('/').next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Spawned { child, addr }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
