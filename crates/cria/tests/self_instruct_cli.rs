@@ -128,6 +128,24 @@ fn cria_serve_as_the_teacher_through_every_stage() {
     // reader takes the file as it is.
     let rows = cria_data::sft::read_conversations(&out.join("data.json")).unwrap();
     assert!(rows.len() >= 8);
+    // cria sft trains on it as it is.
+    let sft = tmp.path().join("sft.toml");
+    std::fs::write(
+        &sft,
+        format!(
+            "init = \"{}\"\nout = \"sft\"\n[data]\ntrain = [\"run/data.json\"]\nseq_len = 512\nval_fraction = 0.2\n\
+             [train]\nsteps = 2\nbatch_size = 2\nwarmup_steps = 0\nlog_every = 1\neval_every = 2\nsave_every = 2\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    run_ok(
+        cria()
+            .current_dir(tmp.path())
+            .args(["sft", "--config"])
+            .arg(&sft),
+    );
+    assert!(tmp.path().join("sft/checkpoint/model.safetensors").exists());
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     // Both instructions went through: kept with instances, or (three random tokens are no
     // examples) removed at the instance stage, never lost.
@@ -135,6 +153,63 @@ fn cria_serve_as_the_teacher_through_every_stage() {
     let no_instances = stats["removed"]["no_instances"].as_u64().unwrap_or(0);
     assert_eq!(stats["kept"].as_u64().unwrap() + no_instances, 2, "{stats}");
     assert!(report.contains("| kept |"), "{report}");
+}
+
+#[test]
+fn a_run_killed_with_sigkill_continues_without_asking_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds = seeds(tmp.path());
+    let model = teacher_model(tmp.path());
+    let server = Spawned::start(&["serve", "--port", "0", "--model", model.to_str().unwrap()]);
+    let out = tmp.path().join("run");
+    let cmd = || {
+        let mut c = cria();
+        c.args(["self-instruct", "--seeds"])
+            .arg(&seeds)
+            .args(["--teacher", &format!("http://{}/v1", server.addr)])
+            .arg("--out")
+            .arg(&out)
+            .args(["--count", "1", "--max-tokens", "3", "--concurrency", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let requests = out.join("requests.jsonl");
+    let lines = || std::fs::read_to_string(&requests).map_or(0, |t| t.lines().count());
+    let mut first = cmd().spawn().unwrap();
+    // Killed once some requests are on record (and more in flight).
+    let t0 = std::time::Instant::now();
+    while lines() < 6 && t0.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let before = lines();
+    assert!(
+        before >= 6 && before < 40,
+        "killed in the middle: {before} requests"
+    );
+    // The rerun goes on from there (and stops as the first would have: no list in 3 tokens).
+    let status = cmd().status().unwrap();
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&requests).unwrap();
+    let idx: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["request"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        idx,
+        (0..idx.len() as u64).collect::<Vec<_>>(),
+        "every request once, in order"
+    );
+    assert!(
+        idx.len() >= before + 40,
+        "20 more rounds of 2 after the restart"
+    );
 }
 
 #[test]
