@@ -2,29 +2,13 @@
 //! reply and, after "regenerate", which of the two replies is better; both land in the labels
 //! database and export as every label does.
 
+mod common;
+use common::chat_model;
 use cria_label::{Db, export};
 use cria_serve::api::{self, App, ServerConfig};
-use cria_serve::{EngineConfig, ServedModel};
 use cria_testkit::browser::Browser;
 use serde_json::json;
-use std::path::Path;
 use std::sync::Arc;
-
-fn chat_model() -> ServedModel {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cria-serve/tests/fixtures/chat");
-    let model =
-        cria_core::checkpoint::load_model(&dir, &cria_core::device::inference_device()).unwrap();
-    let tok = cria_core::checkpoint::load_tokenizer(&dir, &model.cfg).unwrap();
-    let fmt = cria_data::chat::ChatFormat::for_checkpoint(&dir, &tok).unwrap();
-    ServedModel::start(
-        "assistant".into(),
-        model,
-        tok,
-        fmt,
-        dir.display().to_string(),
-        EngineConfig::default(),
-    )
-}
 
 #[test]
 fn thumbs_and_a_choice_after_regenerate_are_saved_as_labels() {
@@ -35,7 +19,7 @@ fn thumbs_and_a_choice_after_regenerate_are_saved_as_labels() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/", listener.local_addr().unwrap());
         let app = App::new(ServerConfig::default());
-        app.set_models(vec![chat_model()]);
+        app.set_models(vec![chat_model("assistant")]);
         let feedback = cria_label::web::feedback::routes(db.clone());
         tokio::spawn(api::serve_with(
             listener,

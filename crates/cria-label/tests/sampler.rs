@@ -2,35 +2,19 @@
 //! repeats itself is asked again, and a prompt left with fewer than two different answers is
 //! not offered for ranking.
 
+mod common;
+use common::chat_model;
 use cria_label::db::projects::{self, Kind, NewProject, NewPrompt, Sampling};
 use cria_label::db::tasks;
 use cria_label::db::users::{self, Role};
 use cria_label::{Db, sampler};
-use cria_serve::{EngineConfig, ServedModel};
 use serde_json::json;
-use std::path::Path;
-
-fn chat_model() -> ServedModel {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cria-serve/tests/fixtures/chat");
-    let model =
-        cria_core::checkpoint::load_model(&dir, &cria_core::device::inference_device()).unwrap();
-    let tok = cria_core::checkpoint::load_tokenizer(&dir, &model.cfg).unwrap();
-    let fmt = cria_data::chat::ChatFormat::for_checkpoint(&dir, &tok).unwrap();
-    ServedModel::start(
-        "chat".into(),
-        model,
-        tok,
-        fmt,
-        dir.display().to_string(),
-        EngineConfig::default(),
-    )
-}
 
 #[test]
 fn answers_differ_and_a_model_that_repeats_itself_leaves_the_prompt_unranked() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("labels.sqlite")).unwrap();
-    let model = chat_model();
+    let model = chat_model("chat");
     let mut ids = vec![];
     for (name, temperature) in [("sampled", 1.0), ("greedy", 0.0)] {
         let p = db

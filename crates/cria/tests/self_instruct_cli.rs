@@ -57,6 +57,31 @@ fn teacher_model(dir: &Path) -> PathBuf {
     to
 }
 
+/// `cria self-instruct` against the server at `addr`, three tokens a reply.
+fn self_instruct(
+    seeds: &Path,
+    addr: &str,
+    out: &Path,
+    count: &str,
+    concurrency: &str,
+) -> std::process::Command {
+    let mut c = cria();
+    c.args(["self-instruct", "--seeds"])
+        .arg(seeds)
+        .args(["--teacher", &format!("http://{addr}/v1")])
+        .arg("--out")
+        .arg(out)
+        .args([
+            "--count",
+            count,
+            "--max-tokens",
+            "3",
+            "--concurrency",
+            concurrency,
+        ]);
+    c
+}
+
 #[test]
 fn cria_serve_as_the_teacher_through_every_stage() {
     let tmp = tempfile::tempdir().unwrap();
@@ -64,16 +89,7 @@ fn cria_serve_as_the_teacher_through_every_stage() {
     let model = teacher_model(tmp.path());
     let server = Spawned::start(&["serve", "--port", "0", "--model", model.to_str().unwrap()]);
     let out = tmp.path().join("run");
-    let run = |count: &str| {
-        let mut c = cria();
-        c.args(["self-instruct", "--seeds"])
-            .arg(&seeds)
-            .args(["--teacher", &format!("http://{}/v1", server.addr)])
-            .arg("--out")
-            .arg(&out)
-            .args(["--count", count, "--max-tokens", "3", "--concurrency", "3"]);
-        c
-    };
+    let run = |count: &str| self_instruct(&seeds, &server.addr, &out, count, "3");
     // Stage 1: three tokens of a random model are no numbered list of tasks (a reply cut at
     // the limit loses its only item; one that stops is too short), and after 20 rounds the
     // run says so; every request and its candidates are on record.
@@ -163,14 +179,8 @@ fn a_run_killed_with_sigkill_continues_without_asking_twice() {
     let server = Spawned::start(&["serve", "--port", "0", "--model", model.to_str().unwrap()]);
     let out = tmp.path().join("run");
     let cmd = || {
-        let mut c = cria();
-        c.args(["self-instruct", "--seeds"])
-            .arg(&seeds)
-            .args(["--teacher", &format!("http://{}/v1", server.addr)])
-            .arg("--out")
-            .arg(&out)
-            .args(["--count", "1", "--max-tokens", "3", "--concurrency", "2"])
-            .stdout(std::process::Stdio::null())
+        let mut c = self_instruct(&seeds, &server.addr, &out, "1", "2");
+        c.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         c
     };

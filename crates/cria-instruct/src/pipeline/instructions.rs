@@ -136,16 +136,20 @@ fn candidates(cfg: &Config, reply: &str, cut: bool) -> Vec<(Kept, Option<Removed
     out
 }
 
-/// Runs stage 1 until `cfg.count` instructions are kept; returns them.
-pub async fn run(cfg: &Config, seeds: &[SeedTask], teacher: &Teacher) -> Result<Vec<Kept>> {
-    let path = cfg.out.join("requests.jsonl");
-    let (mut log, done) = Log::open(&path)?;
+/// The pool (seeds and kept instructions) and the kept instructions, rebuilt from an earlier
+/// run's requests.
+fn replay(
+    cfg: &Config,
+    seeds: &[SeedTask],
+    done: &[Value],
+    path: &std::path::Path,
+) -> Result<(Pool, Vec<Kept>)> {
     let mut pool = Pool::new();
     for s in seeds {
         pool.add(&s.instruction);
     }
     let mut machine: Vec<Kept> = vec![];
-    for rec in &done {
+    for rec in done {
         if rec["style"] != cfg.style.as_str() {
             return Err(InstructError::Invalid(format!(
                 "{}: these requests were made in the {} style; use another --out for a {} run",
@@ -156,10 +160,11 @@ pub async fn run(cfg: &Config, seeds: &[SeedTask], teacher: &Teacher) -> Result<
         }
         for c in rec["candidates"].as_array().into_iter().flatten() {
             if c["removed"].is_null() {
+                let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
                 let k = Kept {
-                    instruction: c["instruction"].as_str().unwrap_or_default().into(),
-                    input: c["input"].as_str().unwrap_or_default().into(),
-                    output: c["output"].as_str().unwrap_or_default().into(),
+                    instruction: text("instruction"),
+                    input: text("input"),
+                    output: text("output"),
                 };
                 pool.add(&k.instruction);
                 machine.push(k);
@@ -174,40 +179,21 @@ pub async fn run(cfg: &Config, seeds: &[SeedTask], teacher: &Teacher) -> Result<
             path.display()
         );
     }
+    Ok((pool, machine))
+}
+
+/// Runs stage 1 until `cfg.count` instructions are kept; returns them.
+pub async fn run(cfg: &Config, seeds: &[SeedTask], teacher: &Teacher) -> Result<Vec<Kept>> {
+    let path = cfg.out.join("requests.jsonl");
+    let (mut log, done) = Log::open(&path)?;
+    let (mut pool, mut machine) = replay(cfg, seeds, &done, &path)?;
     let mut r = done.len() as u64;
     let mut empty_rounds = 0;
     while machine.len() < cfg.count {
-        let n = cfg.concurrency.max(1) as u64;
-        let prompts: Vec<_> = (r..r + n)
-            .map(|i| prompt(cfg, i, seeds, &machine))
-            .collect();
-        let asks: Vec<Ask> = prompts
-            .iter()
-            .zip(r..)
-            .map(|(p, i)| ask(cfg, i, p.2.clone(), teacher.api()))
-            .collect();
-        let answers = ask_all(teacher, &asks, cfg.concurrency).await?;
         let before = machine.len();
-        let mut lines = vec![];
-        for ((ids, from_machine, _), (answer, i)) in
-            prompts.into_iter().zip(answers.into_iter().zip(r..))
-        {
-            let mut cands = vec![];
-            for (k, why) in candidates(cfg, &answer.text, answer.cut) {
-                cands.push(judge(cfg, &mut pool, &mut machine, k, why));
-            }
-            lines.push(json!({
-                "request": i,
-                "style": cfg.style.as_str(),
-                "teacher": teacher.name(),
-                "prompt_seeds": ids,
-                "prompt_machine": from_machine,
-                "cut": answer.cut,
-                "candidates": cands,
-            }));
-        }
+        let lines = round(cfg, r, seeds, teacher, &mut pool, &mut machine).await?;
+        r += lines.len() as u64;
         log.append(&lines)?;
-        r += n;
         tracing::info!(
             requests = r,
             kept = machine.len(),
@@ -230,6 +216,45 @@ pub async fn run(cfg: &Config, seeds: &[SeedTask], teacher: &Teacher) -> Result<
     }
     machine.truncate(cfg.count);
     Ok(machine)
+}
+
+/// One round: `concurrency` requests from request `r` on, answered together, then their
+/// candidates judged in request order; returns the requests' records.
+async fn round(
+    cfg: &Config,
+    r: u64,
+    seeds: &[SeedTask],
+    teacher: &Teacher,
+    pool: &mut Pool,
+    machine: &mut Vec<Kept>,
+) -> Result<Vec<Value>> {
+    let n = cfg.concurrency.max(1) as u64;
+    let prompts: Vec<_> = (r..r + n).map(|i| prompt(cfg, i, seeds, machine)).collect();
+    let asks: Vec<Ask> = prompts
+        .iter()
+        .zip(r..)
+        .map(|(p, i)| ask(cfg, i, p.2.clone(), teacher.api()))
+        .collect();
+    let answers = ask_all(teacher, &asks, cfg.concurrency).await?;
+    let mut lines = vec![];
+    for ((ids, from_machine, _), (answer, i)) in
+        prompts.into_iter().zip(answers.into_iter().zip(r..))
+    {
+        let cands: Vec<Value> = candidates(cfg, &answer.text, answer.cut)
+            .into_iter()
+            .map(|(k, why)| judge(cfg, pool, machine, k, why))
+            .collect();
+        lines.push(json!({
+            "request": i,
+            "style": cfg.style.as_str(),
+            "teacher": teacher.name(),
+            "prompt_seeds": ids,
+            "prompt_machine": from_machine,
+            "cut": answer.cut,
+            "candidates": cands,
+        }));
+    }
+    Ok(lines)
 }
 
 /// A candidate's fate: removed by a filter, too similar to the pool, or kept (and added).

@@ -38,9 +38,22 @@ pub struct Stats {
     pub leading_words: Vec<(String, usize)>,
 }
 
+fn pretty<T: Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).expect("JSON")
+}
+
 fn write_atomic(path: &std::path::Path, text: &str) -> Result<()> {
     cria_core::fsutil::write_atomic(path, text.as_bytes())
         .map_err(|e| InstructError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// A data row: instruction, input, output.
+type Row = (String, String, String);
+
+/// The later stages' records by instruction: classification, and instances.
+struct Later<'a> {
+    clf: HashMap<&'a str, bool>,
+    inst: HashMap<&'a str, &'a Value>,
 }
 
 /// Builds `data.json`, `candidates.jsonl` and `stats.json` from the stage files.
@@ -48,77 +61,29 @@ pub fn run(cfg: &Config, seeds: &[SeedTask], teacher: &str) -> Result<Stats> {
     let (_, requests) = Log::open(&cfg.out.join("requests.jsonl"))?;
     let (_, classified) = Log::open(&cfg.out.join("classified.jsonl"))?;
     let (_, instances) = Log::open(&cfg.out.join("instances.jsonl"))?;
-    let clf: HashMap<&str, bool> = classified
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r["instruction"].as_str()?,
-                r["is_classification"].as_bool()?,
-            ))
-        })
-        .collect();
-    let inst: HashMap<&str, &Value> = instances
-        .iter()
-        .filter_map(|r| Some((r["instruction"].as_str()?, &r["instances"])))
-        .collect();
+    let later = Later {
+        clf: classified
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r["instruction"].as_str()?,
+                    r["is_classification"].as_bool()?,
+                ))
+            })
+            .collect(),
+        inst: instances
+            .iter()
+            .filter_map(|r| Some((r["instruction"].as_str()?, &r["instances"])))
+            .collect(),
+    };
     let mut s = Stats {
         style: cfg.style.as_str().into(),
         teacher: teacher.into(),
         requests: requests.len(),
         ..Default::default()
     };
-    let mut candidates = String::new();
-    let mut rows: Vec<(String, String, String)> = vec![];
-    let mut verbs: HashMap<String, usize> = HashMap::new();
-    for r in &requests {
-        for c in r["candidates"].as_array().into_iter().flatten() {
-            s.candidates += 1;
-            let text = c["instruction"].as_str().unwrap_or_default();
-            if let Some(x) = c["max_rouge_l"].as_f64() {
-                s.max_rouge_l.push(x);
-            }
-            let mut fate = c["removed"].clone();
-            let mut stage = "instructions";
-            if fate.is_null() {
-                let mine = instance_rows(cfg, c, text, &inst);
-                if mine.is_empty() {
-                    fate = json!("no_instances");
-                    stage = "instances";
-                } else {
-                    s.kept += 1;
-                    s.classification += usize::from(clf.get(text) == Some(&true));
-                    if let Some(w) = text.split_whitespace().next() {
-                        *verbs.entry(w.to_lowercase()).or_default() += 1;
-                    }
-                    rows.extend(mine);
-                }
-            }
-            if let Some(why) = fate.as_str() {
-                *s.removed.entry(why.to_string()).or_default() += 1;
-            }
-            let mut rec = json!({
-                "instruction": text,
-                "input": c["input"],
-                "output": c["output"],
-                "removed": fate,
-                "stage": stage,
-                "request": r["request"],
-                "teacher": r["teacher"],
-                "prompt_seeds": r["prompt_seeds"],
-                "prompt_machine": r["prompt_machine"],
-            });
-            if !c["most_similar"].is_null() {
-                rec["max_rouge_l"] = c["max_rouge_l"].clone();
-                rec["most_similar"] = c["most_similar"].clone();
-            }
-            if let Some(&b) = clf.get(text) {
-                rec["is_classification"] = json!(b);
-            }
-            candidates.push_str(&rec.to_string());
-            candidates.push('\n');
-        }
-    }
-    let mut seen: HashSet<(String, String, String)> = HashSet::new();
+    let (candidates, mut rows) = fates(cfg, &requests, &later, &mut s);
+    let mut seen: HashSet<Row> = HashSet::new();
     rows.retain(|r| seen.insert(r.clone()));
     for (i, input, output) in &rows {
         let words = |t: &str| t.split_whitespace().count();
@@ -127,44 +92,84 @@ pub fn run(cfg: &Config, seeds: &[SeedTask], teacher: &str) -> Result<Stats> {
         s.output_words.push(words(output));
     }
     if cfg.include_seeds {
-        for t in seeds {
-            for x in &t.instances {
-                let row = (t.instruction.clone(), x.input.clone(), x.output.clone());
-                if seen.insert(row.clone()) {
-                    rows.push(row);
-                    s.seed_rows += 1;
-                }
+        let seed_rows = seeds.iter().flat_map(|t| {
+            t.instances
+                .iter()
+                .map(|x| (t.instruction.clone(), x.input.clone(), x.output.clone()))
+        });
+        for row in seed_rows {
+            if seen.insert(row.clone()) {
+                rows.push(row);
+                s.seed_rows += 1;
             }
         }
     }
     s.rows = rows.len();
-    let mut top: Vec<(String, usize)> = verbs.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    top.truncate(20);
-    s.leading_words = top;
     let data: Vec<Value> = rows
         .iter()
         .map(|(i, input, output)| json!({"instruction": i, "input": input, "output": output}))
         .collect();
-    write_atomic(
-        &cfg.out.join("data.json"),
-        &serde_json::to_string_pretty(&data).expect("JSON"),
-    )?;
+    write_atomic(&cfg.out.join("data.json"), &pretty(&data))?;
     write_atomic(&cfg.out.join("candidates.jsonl"), &candidates)?;
-    write_atomic(
-        &cfg.out.join("stats.json"),
-        &serde_json::to_string_pretty(&s).expect("JSON"),
-    )?;
+    write_atomic(&cfg.out.join("stats.json"), &pretty(&s))?;
     Ok(s)
 }
 
+/// Every candidate's fate and provenance (`candidates.jsonl`'s lines), the data rows of the
+/// kept ones, and the counts of `s`.
+fn fates(cfg: &Config, requests: &[Value], later: &Later, s: &mut Stats) -> (String, Vec<Row>) {
+    let mut candidates = String::new();
+    let mut rows: Vec<Row> = vec![];
+    let mut firsts: HashMap<String, usize> = HashMap::new();
+    for r in requests {
+        for c in r["candidates"].as_array().into_iter().flatten() {
+            s.candidates += 1;
+            let text = c["instruction"].as_str().unwrap_or_default();
+            if let Some(x) = c["max_rouge_l"].as_f64() {
+                s.max_rouge_l.push(x);
+            }
+            let (mut fate, mut stage) = (c["removed"].clone(), "instructions");
+            if fate.is_null() {
+                let mine = instance_rows(cfg, c, text, &later.inst);
+                if mine.is_empty() {
+                    (fate, stage) = (json!("no_instances"), "instances");
+                } else {
+                    s.kept += 1;
+                    s.classification += usize::from(later.clf.get(text) == Some(&true));
+                    if let Some(w) = text.split_whitespace().next() {
+                        *firsts.entry(w.to_lowercase()).or_default() += 1;
+                    }
+                    rows.extend(mine);
+                }
+            }
+            if let Some(why) = fate.as_str() {
+                *s.removed.entry(why.to_string()).or_default() += 1;
+            }
+            let mut rec = json!({
+                "instruction": text, "input": c["input"], "output": c["output"],
+                "removed": fate, "stage": stage, "request": r["request"], "teacher": r["teacher"],
+                "prompt_seeds": r["prompt_seeds"], "prompt_machine": r["prompt_machine"],
+            });
+            if !c["most_similar"].is_null() {
+                rec["max_rouge_l"] = c["max_rouge_l"].clone();
+                rec["most_similar"] = c["most_similar"].clone();
+            }
+            if let Some(&b) = later.clf.get(text) {
+                rec["is_classification"] = json!(b);
+            }
+            candidates.push_str(&rec.to_string());
+            candidates.push('\n');
+        }
+    }
+    let mut top: Vec<(String, usize)> = firsts.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(20);
+    s.leading_words = top;
+    (candidates, rows)
+}
+
 /// The data rows a kept candidate gives: its instances (self-instruct), or itself (Alpaca).
-fn instance_rows(
-    cfg: &Config,
-    c: &Value,
-    text: &str,
-    inst: &HashMap<&str, &Value>,
-) -> Vec<(String, String, String)> {
+fn instance_rows(cfg: &Config, c: &Value, text: &str, inst: &HashMap<&str, &Value>) -> Vec<Row> {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     match cfg.style {
         Style::Alpaca => {

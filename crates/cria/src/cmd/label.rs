@@ -434,15 +434,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         secure_cookies: a.secure_cookies,
         ..Arc::into_inner(LabelApp::new(db, model)).expect("one owner")
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = super::runtime()?;
     rt.block_on(async move {
-        let addr = format!("{}:{}", a.host, a.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = super::listen(&a.host, a.port).await?;
         eprintln!(
             "cria label: ready — http://{}/ (labels in {})",
             listener.local_addr()?,

@@ -135,3 +135,20 @@ pub fn load_for_inference(
     let tok = cria_core::checkpoint::load_tokenizer(model, &m.cfg)?;
     Ok((m, tok))
 }
+
+/// The runtime the servers run on (two workers: the engine has its own thread).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// A listener on `host:port`, or an error saying which address could not be had.
+pub async fn listen(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    let addr = format!("{host}:{port}");
+    tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}

@@ -110,10 +110,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.seed = a.seed;
     cfg.max_tokens = a.max_tokens;
     cfg.include_seeds = cfg.include_seeds && !a.no_seed_tasks;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = super::runtime()?;
     let stats = rt.block_on(async {
         let teacher = teacher(&a).await?;
         eprintln!(
@@ -194,7 +191,81 @@ async fn teacher(a: &Args) -> anyhow::Result<Teacher> {
 /// `report.md` and its plots: what was kept and removed by which filter, the ROUGE-L
 /// distribution against the pool, lengths, and the commonest leading words.
 fn report(out: &Path, s: &Stats, threshold: f64) -> anyhow::Result<()> {
+    plots(out, s, threshold)?;
+    std::fs::write(out.join("report.md"), markdown(s, threshold))?;
+    Ok(())
+}
+
+/// Counts of `v` in word-length bins.
+fn lengths(v: &[usize]) -> Vec<(String, f64)> {
+    let edges = [0, 5, 10, 20, 40, 80, 160, usize::MAX];
+    edges
+        .windows(2)
+        .map(|w| {
+            let label = if w[1] == usize::MAX {
+                format!("{}+", w[0])
+            } else {
+                format!("{}-{}", w[0], w[1] - 1)
+            };
+            (
+                label,
+                v.iter().filter(|&&x| x >= w[0] && x < w[1]).count() as f64,
+            )
+        })
+        .collect()
+}
+
+fn plots(out: &Path, s: &Stats, threshold: f64) -> anyhow::Result<()> {
     use crate::report::bar_chart;
+    let bins = 10;
+    let mut hist = vec![0usize; bins];
+    for &x in &s.max_rouge_l {
+        hist[((x * bins as f64) as usize).min(bins - 1)] += 1;
+    }
+    let rouge: Vec<(String, f64)> = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("{:.1}", i as f64 / bins as f64), n as f64))
+        .collect();
+    let verbs: Vec<(String, f64)> = s
+        .leading_words
+        .iter()
+        .take(15)
+        .map(|(w, n)| (w.clone(), *n as f64))
+        .collect();
+    let charts = [
+        (
+            "rouge_l.svg",
+            bar_chart(
+                &format!("Highest ROUGE-L against the pool (threshold {threshold})"),
+                "ROUGE-L F (bin start)",
+                &rouge,
+            ),
+        ),
+        (
+            "instruction_words.svg",
+            bar_chart(
+                "Words per instruction",
+                "words",
+                &lengths(&s.instruction_words),
+            ),
+        ),
+        (
+            "output_words.svg",
+            bar_chart("Words per output", "words", &lengths(&s.output_words)),
+        ),
+        (
+            "leading_words.svg",
+            bar_chart("Commonest first words", "", &verbs),
+        ),
+    ];
+    for (name, svg) in charts {
+        std::fs::write(out.join(name), svg).with_context(|| format!("writing {name}"))?;
+    }
+    Ok(())
+}
+
+fn markdown(s: &Stats, threshold: f64) -> String {
     let mut md = format!(
         "# Self-instruct run\n\nStyle {}, teacher {}: {} requests, {} candidate instructions, **{} kept** \
          ({} judged classification tasks). `data.json` has {} rows, {} of them from the seed tasks.\n\n\
@@ -212,60 +283,6 @@ fn report(out: &Path, s: &Stats, threshold: f64) -> anyhow::Result<()> {
     for (why, n) in &s.removed {
         md.push_str(&format!("| {why} | {n} |\n"));
     }
-    let bins = 10;
-    let mut hist = vec![0usize; bins];
-    for &x in &s.max_rouge_l {
-        hist[((x * bins as f64) as usize).min(bins - 1)] += 1;
-    }
-    let rouge: Vec<(String, f64)> = hist
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| (format!("{:.1}", i as f64 / bins as f64), n as f64))
-        .collect();
-    let title = format!("Highest ROUGE-L against the pool (threshold {threshold})");
-    std::fs::write(
-        out.join("rouge_l.svg"),
-        bar_chart(&title, "ROUGE-L F (bin start)", &rouge),
-    )?;
-    let lengths = |v: &[usize]| -> Vec<(String, f64)> {
-        let edges = [0, 5, 10, 20, 40, 80, 160, usize::MAX];
-        edges
-            .windows(2)
-            .map(|w| {
-                let label = if w[1] == usize::MAX {
-                    format!("{}+", w[0])
-                } else {
-                    format!("{}-{}", w[0], w[1] - 1)
-                };
-                (
-                    label,
-                    v.iter().filter(|&&x| x >= w[0] && x < w[1]).count() as f64,
-                )
-            })
-            .collect()
-    };
-    std::fs::write(
-        out.join("instruction_words.svg"),
-        bar_chart(
-            "Words per instruction",
-            "words",
-            &lengths(&s.instruction_words),
-        ),
-    )?;
-    std::fs::write(
-        out.join("output_words.svg"),
-        bar_chart("Words per output", "words", &lengths(&s.output_words)),
-    )?;
-    let verbs: Vec<(String, f64)> = s
-        .leading_words
-        .iter()
-        .take(15)
-        .map(|(w, n)| (w.clone(), *n as f64))
-        .collect();
-    std::fs::write(
-        out.join("leading_words.svg"),
-        bar_chart("Commonest first words", "", &verbs),
-    )?;
     md.push_str(&format!(
         "\n## Similarity to the pool\n\nEach candidate that passed the other filters was compared with every \
          instruction in the pool (the seeds and those kept before it); above {threshold} it was dropped.\n\n\
@@ -281,6 +298,5 @@ fn report(out: &Path, s: &Stats, threshold: f64) -> anyhow::Result<()> {
          prompt's seeds, the teacher, the stage and filter that removed it, and its most similar pool \
          instructions), `requests.jsonl`, `classified.jsonl`, `instances.jsonl` (the stages' records).\n",
     );
-    std::fs::write(out.join("report.md"), md)?;
-    Ok(())
+    md
 }

@@ -322,15 +322,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Some(p) => cria_label::web::feedback::routes(Arc::new(cria_label::Db::open(p)?)),
         None => axum::Router::new(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = super::runtime()?;
     rt.block_on(async move {
-        let addr = format!("{}:{}", a.host, a.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = super::listen(&a.host, a.port).await?;
         let bound = listener.local_addr()?;
         let app = App::new(cfg);
         eprintln!("cria serve: listening on http://{bound}/ (loading the model…)");
