@@ -23,12 +23,56 @@ pub enum Finish {
     Callback,
 }
 
+/// A causal language model that gives the next token's logits, one step at a time, with a
+/// cache of what it has read: cria's burn model, or a quantized GGUF model.
+pub trait NextLogits {
+    type Cache;
+    fn new_cache(&self) -> Self::Cache;
+    /// Longest sequence (prompt plus generated tokens) the model takes.
+    fn max_len(&self) -> usize;
+    /// Reads `input` after what `cache` holds and returns the logits after its last token.
+    fn next_logits(&self, input: &[u32], cache: &mut Self::Cache) -> Vec<f32>;
+}
+
+impl NextLogits for Llama {
+    type Cache = crate::model::KvCache;
+    fn new_cache(&self) -> Self::Cache {
+        Llama::new_cache(self)
+    }
+    fn max_len(&self) -> usize {
+        Llama::max_len(self)
+    }
+    fn next_logits(&self, input: &[u32], cache: &mut Self::Cache) -> Vec<f32> {
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(
+                input.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+                [1, input.len()],
+            ),
+            &self.device(),
+        );
+        let h = self.hidden(ids, Some(cache));
+        let [_, t, c] = h.dims();
+        let last = h.narrow(1, t - 1, 1).reshape([1, 1, c]);
+        to_vec(self.logits(last))
+    }
+}
+
 /// Generates after `prompt`, calling `on_token` with each new id; it returns `false` to stop.
-pub fn generate(
-    model: &Llama,
+pub fn generate<M: NextLogits>(
+    model: &M,
     prompt: &[u32],
     opts: &GenerateOptions,
     mut on_token: impl FnMut(u32) -> bool,
+) -> Result<(Vec<u32>, Finish)> {
+    generate_with_logits(model, prompt, opts, |id, _| on_token(id))
+}
+
+/// As [`generate`], the callback also seeing the logits each id was sampled from.
+pub fn generate_with_logits<M: NextLogits>(
+    model: &M,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(u32, &[f32]) -> bool,
 ) -> Result<(Vec<u32>, Finish)> {
     if prompt.is_empty() {
         return Err(CoreError::Invalid("the prompt encodes to no tokens".into()));
@@ -40,27 +84,16 @@ pub fn generate(
             prompt.len()
         )));
     }
-    let device = model.device();
     let mut cache = model.new_cache();
     let mut sampler = Sampler::new(opts.sampling.clone());
     let mut out = Vec::new();
     let mut input: Vec<u32> = prompt.to_vec();
     let budget = opts.max_new_tokens.min(limit - prompt.len());
     for _ in 0..budget {
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(
-                input.iter().map(|&x| x as i64).collect::<Vec<_>>(),
-                [1, input.len()],
-            ),
-            &device,
-        );
-        let h = model.hidden(ids, Some(&mut cache));
-        let [_, t, c] = h.dims();
-        let last = h.narrow(1, t - 1, 1).reshape([1, 1, c]);
-        let logits = to_vec(model.logits(last));
+        let logits = model.next_logits(&input, &mut cache);
         let next = sampler.sample(&logits);
         out.push(next);
-        if !on_token(next) {
+        if !on_token(next, &logits) {
             return Ok((out, Finish::Callback));
         }
         if opts.stop_ids.contains(&next) {

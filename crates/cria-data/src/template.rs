@@ -99,42 +99,55 @@ fn as_values(messages: &[Message], takes_input: bool) -> minijinja::Value {
         .into()
 }
 
+/// The Jinja text of the chat template a checkpoint ships, and the file it came from:
+/// `chat_template.jinja`, else `tokenizer_config.json`'s `chat_template` (a string, or the
+/// `default` entry of a list of named templates).
+pub fn template_text(dir: &Path) -> Result<Option<(std::path::PathBuf, String)>> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.exists() {
+        let text = std::fs::read_to_string(&jinja).map_err(|e| CoreError::io(&jinja, e))?;
+        return Ok(Some((jinja, text)));
+    }
+    let cfg_path = dir.join("tokenizer_config.json");
+    if !cfg_path.exists() {
+        return Ok(None);
+    }
+    let cfg = cria_core::fsutil::read_json(&cfg_path)?;
+    Ok(match cfg.get("chat_template") {
+        Some(serde_json::Value::String(s)) => Some((cfg_path, s.clone())),
+        Some(serde_json::Value::Array(list)) => {
+            let default = list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"));
+            match default
+                .and_then(|t| t.get("template"))
+                .and_then(|t| t.as_str())
+            {
+                Some(s) => Some((cfg_path, s.to_string())),
+                None => {
+                    return Err(CoreError::config(
+                        &cfg_path,
+                        "chat_template",
+                        "a list without a `default` template",
+                    ));
+                }
+            }
+        }
+        _ => None,
+    })
+}
+
 impl ChatTemplate {
     /// The template a checkpoint ships, if any.
     pub fn from_checkpoint(dir: &Path) -> Result<Option<ChatTemplate>> {
+        let Some((source, text)) = template_text(dir)? else {
+            return Ok(None);
+        };
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg = if cfg_path.exists() {
             cria_core::fsutil::read_json(&cfg_path)?
         } else {
             serde_json::json!({})
-        };
-        let jinja = dir.join("chat_template.jinja");
-        let (source, text) = if jinja.exists() {
-            let text = std::fs::read_to_string(&jinja).map_err(|e| CoreError::io(&jinja, e))?;
-            (jinja, text)
-        } else {
-            match cfg.get("chat_template") {
-                Some(serde_json::Value::String(s)) => (cfg_path.clone(), s.clone()),
-                Some(serde_json::Value::Array(list)) => {
-                    let default = list
-                        .iter()
-                        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"));
-                    match default
-                        .and_then(|t| t.get("template"))
-                        .and_then(|t| t.as_str())
-                    {
-                        Some(s) => (cfg_path.clone(), s.to_string()),
-                        None => {
-                            return Err(CoreError::config(
-                                &cfg_path,
-                                "chat_template",
-                                "a list without a `default` template",
-                            ));
-                        }
-                    }
-                }
-                _ => return Ok(None),
-            }
         };
         Self::new(
             &text,

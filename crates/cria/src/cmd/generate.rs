@@ -89,6 +89,25 @@ pub struct Args {
     /// Stop when the output contains this text (repeatable); the stop text is not printed.
     #[arg(long)]
     stop: Vec<String>,
+    /// Print one JSON object instead of streaming text: the prompt's and the reply's token ids,
+    /// the text, why it ended, and at each step the gap between the two highest logits (how
+    /// close greedy decoding came to choosing another token), for comparing runtimes.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The highest logit minus the second highest.
+fn top2_gap(logits: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &x in logits {
+        if x > a {
+            b = a;
+            a = x;
+        } else if x > b {
+            b = x;
+        }
+    }
+    a - b
 }
 
 /// Refuses an empty stop string (it would match at once and stop every reply).
@@ -111,6 +130,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         sampling,
         stop_ids: stop_ids.clone(),
     };
+    if a.json {
+        let mut margins = Vec::new();
+        let (ids, finish) =
+            cria_core::generate::generate_with_logits(&model, &prompt, &opts, |_, logits| {
+                margins.push(top2_gap(logits));
+                true
+            })?;
+        let text = tok.decode(&ids, true)?;
+        let v = serde_json::json!({
+            "prompt_ids": prompt,
+            "ids": ids,
+            "text": text,
+            "finish": format!("{finish:?}").to_lowercase(),
+            "margins": margins,
+        });
+        println!("{v}");
+        return Ok(());
+    }
     let mut out = std::io::stdout().lock();
     let mut dec = StreamDecoder::new(&tok);
     let mut failure: Option<anyhow::Error> = None;

@@ -1,0 +1,37 @@
+// llama.cpp's side of scripts/check_gguf.py, through node-llama-cpp (prebuilt llama.cpp for
+// Linux, macOS and Windows from npm): loads a GGUF file, tokenises texts as llama_tokenize does
+// with add_special (BOS when the file says so) and without parsing special tokens, and decodes
+// greedily until an end-of-generation token or `n` tokens.
+//
+//   node scripts/gguf/llama.mjs JOB.json   ->  JSON on stdout
+//   JOB: {"model": "x.gguf", "texts": [...], "prompts": [...], "n": 24, "threads": 2}
+import {readFileSync} from "node:fs";
+import {getLlama} from "node-llama-cpp";
+
+const job = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
+const model = await llama.loadModel({modelPath: job.model});
+const encode = (text) => {
+  const ids = Array.from(model.tokenize(text, false));
+  return model.tokens.shouldPrependBosToken ? [model.tokens.bos, ...ids] : ids;
+};
+const tokens = (job.texts ?? []).map(encode);
+const greedy = [];
+if ((job.prompts ?? []).length) {
+  const ctx = await model.createContext({contextSize: 512, threads: job.threads ?? 2});
+  for (const p of job.prompts) {
+    const seq = ctx.getSequence();
+    const out = [];
+    let stopped = null;
+    for await (const t of seq.evaluate(encode(p), {temperature: 0})) {
+      if (model.isEogToken(t)) { stopped = t; break; }
+      out.push(t);
+      if (out.length >= job.n) break;
+    }
+    greedy.push({ids: out, text: model.detokenize(out), stopped});
+    seq.dispose();
+  }
+  await ctx.dispose();
+}
+process.stdout.write(JSON.stringify({llama_cpp: llama.llamaCppRelease, tokens, greedy}));
+process.exit(0);
