@@ -16,6 +16,22 @@ const encode = (text) => {
   return model.tokens.shouldPrependBosToken ? [model.tokens.bos, ...ids] : ids;
 };
 const tokens = (job.texts ?? []).map(encode);
+if (job.bench) {
+  // Timing: the prompt in one evaluation (batches of 512), then `n` tokens one at a time,
+  // greedy, not stopping at end-of-generation tokens.
+  const ctx = await model.createContext({contextSize: 2048, batchSize: 512, threads: job.threads ?? 2});
+  const seq = ctx.getSequence();
+  const t0 = performance.now();
+  let t1 = null, n = 0;
+  for await (const t of seq.evaluate(encode(job.bench), {temperature: 0})) {
+    if (t1 === null) t1 = performance.now();
+    if (++n >= job.n) break;
+  }
+  const t2 = performance.now();
+  process.stdout.write(JSON.stringify({llama_cpp: llama.llamaCppRelease, prompt_tokens: encode(job.bench).length,
+    prompt_seconds: (t1 - t0) / 1000, decode_seconds: (t2 - t1) / 1000, generated: n}));
+  process.exit(0);
+}
 const greedy = [];
 if ((job.prompts ?? []).length) {
   const ctx = await model.createContext({contextSize: 512, threads: job.threads ?? 2});

@@ -62,7 +62,7 @@ def save(model, tok, template, out, **special):
 SIZES = {
     "fixture": (dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2), 320),
     "tiny": (dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4), 2048),
-    "100m": (dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4), 8192),
+    "100m": (dict(hidden_size=768, intermediate_size=2560, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4), 8192),
 }
 
 

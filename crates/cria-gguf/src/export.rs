@@ -22,7 +22,7 @@ const USER_DEFINED: i32 = 4;
 const UNUSED: i32 = 5;
 
 /// Pre-tokenizer regexes of byte-level BPE tokenizers and the names llama.cpp knows them by.
-const PRE_TOKENIZERS: [(&str, &str); 2] = [
+pub(crate) const PRE_TOKENIZERS: [(&str, &str); 2] = [
     (
         "llama-bpe",
         r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",

@@ -5,8 +5,11 @@
 pub mod error;
 pub mod export;
 pub mod format;
+pub mod infer;
+pub mod kernels;
 pub mod modelfile;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{GgufError, Result};
 pub use format::{GgufFile, Value};

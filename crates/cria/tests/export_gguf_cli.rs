@@ -84,3 +84,118 @@ fn export_writes_gguf_and_modelfile_and_refuses_what_cannot_be_exported() {
     );
     assert!(err.contains("--merge-lora"), "{err}");
 }
+
+fn chat(model: &std::path::Path, input: &str) -> String {
+    use std::io::Write;
+    let mut child = cria()
+        .args([
+            "chat",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "12",
+            "--model",
+        ])
+        .arg(model)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `cria chat` and `generate` run a GGUF file on its own weights, prompted with the template it
+/// carries: the f32 export answers a two-turn conversation as the checkpoint does.
+#[test]
+fn chat_and_generate_run_gguf_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let f32 = dir.path().join("llama-f32.gguf");
+    run_ok(
+        cria()
+            .args([
+                "export",
+                "--to",
+                "gguf",
+                "--quant",
+                "f32",
+                "--no-modelfile",
+                "--model",
+            ])
+            .arg(fixture("llama"))
+            .arg("--out")
+            .arg(&f32),
+    );
+    let talk = "Where is the office?\nAnd the badge?\n";
+    let want = chat(&fixture("llama"), talk);
+    assert_eq!(want.lines().count(), 2, "{want}");
+    assert_eq!(chat(&f32, talk), want);
+
+    let q4 = dir.path().join("qwen2-q4_0.gguf");
+    run_ok(
+        cria()
+            .args([
+                "export",
+                "--to",
+                "gguf",
+                "--quant",
+                "q4_0",
+                "--no-modelfile",
+                "--model",
+            ])
+            .arg(fixture("qwen2"))
+            .arg("--out")
+            .arg(&q4),
+    );
+    let o = run_ok(
+        cria()
+            .args([
+                "generate",
+                "--json",
+                "--temperature",
+                "0",
+                "--max-new-tokens",
+                "8",
+                "--ignore-eos",
+                "--threads",
+                "1",
+                "--prompt",
+                "Hello",
+                "--model",
+            ])
+            .arg(&q4),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ids"].as_array().unwrap().len(), 8, "{v}");
+    assert!(v["prompt_seconds"].as_f64().unwrap() > 0.0);
+    let err = run_err(
+        cria()
+            .args(["generate", "--prompt", "x", "--model"])
+            .arg(&q4)
+            .arg("--adapter")
+            .arg(dir.path()),
+    );
+    assert!(err.contains("merge the LoRA adapter at export"), "{err}");
+    std::fs::write(dir.path().join("bad.gguf"), b"GGUF\x03\x00\x00\x00").unwrap();
+    let err = run_err(
+        cria()
+            .args(["chat", "--model"])
+            .arg(dir.path().join("bad.gguf")),
+    );
+    assert!(
+        err.contains("bad.gguf") && err.contains("ends inside"),
+        "{err}"
+    );
+}

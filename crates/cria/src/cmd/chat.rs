@@ -4,10 +4,9 @@
 
 use super::generate::{Format, Sampling};
 use clap::Args as ClapArgs;
-use cria_core::generate::{GenerateOptions, generate};
+use cria_core::generate::{GenerateOptions, NextLogits, generate};
 use cria_core::tokenizer::StreamDecoder;
 
-use cria_core::Llama;
 use cria_core::tokenizer::Tokenizer;
 use cria_data::chat::{ChatFormat, Message, Role, fold_history};
 use std::io::{BufRead, IsTerminal, Write};
@@ -16,7 +15,9 @@ use std::path::PathBuf;
 #[derive(ClapArgs)]
 pub struct Args {
     /// A Hugging Face checkpoint directory: prompted with its own chat template, else as
-    /// `--format` says.
+    /// `--format` says. Or a GGUF file (`cria export --to gguf`, llama.cpp's files of the
+    /// llama and qwen2 architectures), run on its own f32/f16/q8_0/q4_0 weights with the
+    /// template it carries.
     #[arg(long)]
     model: PathBuf,
     /// How to prompt a checkpoint without a chat template: `auto` (cria's chat tokens, added
@@ -32,6 +33,9 @@ pub struct Args {
     adapter: Option<PathBuf>,
     #[command(flatten)]
     sampling: Sampling,
+    /// Threads for the matrix products (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 struct Session {
@@ -99,8 +103,8 @@ impl Session {
 }
 
 /// Streams one reply to `out` as it is sampled; returns its text.
-fn reply(
-    model: &Llama,
+fn reply<M: NextLogits>(
+    model: &M,
     tok: &Tokenizer,
     prompt: &[u32],
     opts: &GenerateOptions,
@@ -132,13 +136,31 @@ fn reply(
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let sampling = a.sampling.params()?;
+    super::set_threads(a.threads)?;
+    if super::is_gguf(&a.model) {
+        let g = super::load_gguf(&a.model, a.adapter.as_deref())?;
+        let fmt = g.chat_format()?;
+        let stops = g.stop_ids.clone();
+        return converse(&a, &g.model, &g.tok, &fmt, stops);
+    }
     let (mut model, mut tok) = super::load_for_inference(&a.model, a.adapter.as_deref())?;
     // An adapter directory carries the chat template it was trained with.
     let dir = a.adapter.as_deref().unwrap_or(&a.model);
     let fmt = cria_train::format::resolve(a.format.into(), dir, &mut model, &mut tok)?.fmt;
-    let budget = model.max_len().saturating_sub(a.sampling.max_new_tokens);
     let stop_ids = fmt.stop_ids(&tok, &model.cfg.eos_token_id);
+    converse(&a, &model, &tok, &fmt, stop_ids)
+}
+
+/// The conversation loop, on either kind of model.
+fn converse<M: NextLogits>(
+    a: &Args,
+    model: &M,
+    tok: &Tokenizer,
+    fmt: &ChatFormat,
+    stop_ids: Vec<u32>,
+) -> anyhow::Result<()> {
+    let sampling = a.sampling.params()?;
+    let budget = model.max_len().saturating_sub(a.sampling.max_new_tokens);
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!(
@@ -173,7 +195,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             Some(false) => {}
         }
         s.turns.push(Message::new(Role::User, line));
-        let Some(prompt) = s.prompt(&fmt, &tok, budget)? else {
+        let Some(prompt) = s.prompt(fmt, tok, budget)? else {
             continue;
         };
         let opts = GenerateOptions {
@@ -185,7 +207,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             stop_ids: stop_ids.clone(),
         };
         turn += 1;
-        let text = reply(&model, &tok, &prompt, &opts, &mut out)?;
+        let text = reply(model, tok, &prompt, &opts, &mut out)?;
         s.turns.push(Message::new(Role::Assistant, text));
     }
     Ok(())

@@ -76,7 +76,7 @@ impl Sampling {
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A Hugging Face checkpoint directory.
+    /// A Hugging Face checkpoint directory, or a GGUF file (run on its own quantized weights).
     #[arg(long)]
     model: PathBuf,
     #[arg(long)]
@@ -94,6 +94,12 @@ pub struct Args {
     /// close greedy decoding came to choosing another token), for comparing runtimes.
     #[arg(long)]
     json: bool,
+    /// Threads for the matrix products (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Do not stop at the end-of-sequence token: always write --max-new-tokens (benchmarks).
+    #[arg(long)]
+    ignore_eos: bool,
 }
 
 /// The highest logit minus the second highest.
@@ -119,12 +125,36 @@ pub fn check_stops(stops: &[String]) -> anyhow::Result<()> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let sampling = a.sampling.params()?;
+    a.sampling.params()?;
     check_stops(&a.stop)?;
+    super::set_threads(a.threads)?;
+    if super::is_gguf(&a.model) {
+        let g = super::load_gguf(&a.model, a.adapter.as_deref())?;
+        let mut stops = g.tok.eos_id.into_iter().collect::<Vec<_>>();
+        stops.extend(
+            g.model
+                .file
+                .get("tokenizer.ggml.eos_token_id")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as u32),
+        );
+        return continue_text(&a, &g.model, &g.tok, stops);
+    }
     let (model, tok) = super::load_for_inference(&a.model, a.adapter.as_deref())?;
-    let prompt = tok.encode(&a.prompt, true)?;
     let mut stop_ids = model.cfg.eos_token_id.clone();
     stop_ids.extend(tok.eos_id);
+    continue_text(&a, &model, &tok, stop_ids)
+}
+
+fn continue_text<M: cria_core::generate::NextLogits>(
+    a: &Args,
+    model: &M,
+    tok: &cria_core::tokenizer::Tokenizer,
+    stop_ids: Vec<u32>,
+) -> anyhow::Result<()> {
+    let sampling = a.sampling.params()?;
+    let prompt = tok.encode(&a.prompt, true)?;
+    let stop_ids = if a.ignore_eos { vec![] } else { stop_ids };
     let opts = GenerateOptions {
         max_new_tokens: a.sampling.max_new_tokens,
         sampling,
@@ -132,11 +162,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     if a.json {
         let mut margins = Vec::new();
+        let start = std::time::Instant::now();
+        let mut first: Option<f64> = None;
         let (ids, finish) =
-            cria_core::generate::generate_with_logits(&model, &prompt, &opts, |_, logits| {
+            cria_core::generate::generate_with_logits(model, &prompt, &opts, |_, logits| {
+                first.get_or_insert_with(|| start.elapsed().as_secs_f64());
                 margins.push(top2_gap(logits));
                 true
             })?;
+        let total = start.elapsed().as_secs_f64();
         let text = tok.decode(&ids, true)?;
         let v = serde_json::json!({
             "prompt_ids": prompt,
@@ -144,14 +178,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "text": text,
             "finish": format!("{finish:?}").to_lowercase(),
             "margins": margins,
+            // Reading the prompt (and sampling the first token), then the rest one at a time.
+            "prompt_seconds": first.unwrap_or(total),
+            "decode_seconds": total - first.unwrap_or(total),
         });
         println!("{v}");
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    let mut dec = StreamDecoder::new(&tok);
+    let mut dec = StreamDecoder::new(tok);
     let mut failure: Option<anyhow::Error> = None;
-    generate(&model, &prompt, &opts, |id| {
+    generate(model, &prompt, &opts, |id| {
         if stop_ids.contains(&id) {
             return true;
         }

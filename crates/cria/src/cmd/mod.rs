@@ -136,6 +136,90 @@ pub fn load_for_inference(
     Ok((m, tok))
 }
 
+/// Whether `path` is a GGUF file (by its first four bytes) rather than a checkpoint directory.
+pub fn is_gguf(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    path.is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+        && &magic == b"GGUF"
+}
+
+/// A GGUF file opened for inference, with its tokenizer and the ids that end a reply.
+pub struct Gguf {
+    pub model: cria_gguf::infer::QModel,
+    pub tok: cria_core::tokenizer::Tokenizer,
+    pub stop_ids: Vec<u32>,
+}
+
+impl Gguf {
+    /// The chat template the file carries (`tokenizer.chat_template`).
+    pub fn chat_format(&self) -> anyhow::Result<cria_data::chat::ChatFormat> {
+        let f = &self.model.file;
+        let Some(text) = f.get("tokenizer.chat_template").and_then(|v| v.as_str()) else {
+            anyhow::bail!(
+                "{}: the file carries no chat template (tokenizer.chat_template); `cria generate` continues plain text",
+                f.path.display()
+            );
+        };
+        let name = |id: Option<u32>| {
+            id.and_then(|i| self.tok.inner.id_to_token(i))
+                .unwrap_or_default()
+        };
+        let t = cria_data::template::ChatTemplate::new(
+            text,
+            &f.path,
+            name(self.tok.bos_id),
+            name(self.tok.eos_id),
+        )?;
+        Ok(cria_data::chat::ChatFormat::Template(Box::new(t)))
+    }
+}
+
+/// Opens a GGUF file for `generate` and `chat`.
+pub fn load_gguf(
+    path: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+) -> anyhow::Result<Gguf> {
+    if adapter.is_some() {
+        anyhow::bail!(
+            "--adapter with a GGUF model: merge the LoRA adapter at export (`cria export --to gguf --adapter DIR`)"
+        );
+    }
+    let model = cria_gguf::infer::QModel::open(path)?;
+    let tok = cria_gguf::tokenizer::tokenizer(&model.file)?;
+    let stop_ids = cria_gguf::tokenizer::stop_ids(&model.file, &tok);
+    tracing::info!(
+        "{}: {} {} layers, {} weights, context {}",
+        path.display(),
+        model.cfg.arch,
+        model.cfg.n_layer,
+        model.weight_type().name(),
+        model.cfg.context
+    );
+    Ok(Gguf {
+        model,
+        tok,
+        stop_ids,
+    })
+}
+
+/// Sizes rayon's pool (the matrix products' threads) once, before any work.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("--threads: {e}"))?;
+    }
+    Ok(())
+}
+
 /// The runtime the servers run on (two workers: the engine has its own thread).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

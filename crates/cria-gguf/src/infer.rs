@@ -1,0 +1,589 @@
+//! Inference on a GGUF file's own weights: q8_0 and q4_0 matrices are read in place from the
+//! memory-mapped file (never dequantized as a whole), so resident memory is about the file
+//! plus the KV cache. f32 matrices are read in place too; f16/bf16 ones are widened to f32 at
+//! load. Architectures: `llama` (pairwise RoPE, as llama.cpp's files store q/k) and `qwen2`
+//! (rotate-half RoPE, q/k/v biases).
+
+use crate::error::{GgufError, Result};
+use crate::format::{GgufFile, TensorInfo, Value};
+use crate::kernels::{Q8Row, dot_f32, dot_q4_0, dot_q8_0};
+use crate::quant::{self, GgmlType, QK};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// The shape of the model, from the file's metadata.
+#[derive(Debug, Clone)]
+pub struct QConfig {
+    pub arch: String,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_kv: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub context: usize,
+    pub eps: f32,
+    pub rope_theta: f32,
+    /// Positions are divided by this (linear RoPE scaling).
+    pub rope_scale: f32,
+    /// Interleaved pairs (2j, 2j+1) (`llama`) or halves (j, j + hd/2) (`qwen2`).
+    pub rope_pairs: bool,
+}
+
+/// A weight matrix of `rows` rows of `cols` values.
+enum Mat {
+    /// In the mapped file: q8_0, q4_0 or f32.
+    Mapped {
+        t: TensorInfo,
+        rows: usize,
+        cols: usize,
+    },
+    /// Widened to f32 at load (f16 and bf16 files).
+    Owned {
+        data: Vec<f32>,
+        rows: usize,
+        cols: usize,
+    },
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Mat,
+    wk: Mat,
+    wv: Mat,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    wo: Mat,
+    ffn_norm: Vec<f32>,
+    gate: Mat,
+    up: Mat,
+    down: Mat,
+}
+
+/// A GGUF model ready to decode.
+pub struct QModel {
+    pub cfg: QConfig,
+    pub file: Arc<GgufFile>,
+    embd: Mat,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    /// `None`: tied to the token embeddings.
+    output: Option<Mat>,
+    inv_freq: Vec<f32>,
+}
+
+/// Keys and values of the positions read so far, per layer, `[pos][n_kv·hd]` flattened, in
+/// f16 as llama.cpp keeps them (half the memory of f32; queries meet keys in f16 too).
+#[derive(Default, Clone)]
+pub struct QCache {
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
+    len: usize,
+}
+
+impl QCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.k.iter().chain(&self.v).map(|x| x.capacity() * 2).sum()
+    }
+}
+
+fn meta_u(f: &GgufFile, key: &str) -> Result<usize> {
+    f.get(key)
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| {
+            GgufError::model(
+                &f.path,
+                format!("metadata {key} is missing or not an integer"),
+            )
+        })
+}
+
+fn meta_f(f: &GgufFile, key: &str) -> Option<f32> {
+    f.get(key).and_then(Value::as_f64).map(|v| v as f32)
+}
+
+impl Mat {
+    fn rows(&self) -> usize {
+        match self {
+            Mat::Mapped { rows, .. } | Mat::Owned { rows, .. } => *rows,
+        }
+    }
+    fn cols(&self) -> usize {
+        match self {
+            Mat::Mapped { cols, .. } | Mat::Owned { cols, .. } => *cols,
+        }
+    }
+    fn ty(&self) -> GgmlType {
+        match self {
+            Mat::Mapped { t, .. } => t.ty,
+            Mat::Owned { .. } => GgmlType::F32,
+        }
+    }
+    /// Row `r` as f32 (an embedding lookup).
+    fn row(&self, f: &GgufFile, r: usize) -> Vec<f32> {
+        match self {
+            Mat::Owned { data, cols, .. } => data[r * cols..(r + 1) * cols].to_vec(),
+            Mat::Mapped { t, cols, .. } => {
+                let rb = t.ty.row_bytes(*cols).expect("checked at load");
+                quant::decode(t.ty, &f.bytes(t)[r * rb..(r + 1) * rb]).expect("checked at load")
+            }
+        }
+    }
+}
+
+/// Activations in the form a matrix's kernel takes.
+enum Act {
+    F32(Vec<Vec<f32>>),
+    Q8(Vec<Q8Row>),
+}
+
+impl QModel {
+    /// Maps `path` and checks every tensor the architecture needs is there, with its shape.
+    pub fn open(path: &std::path::Path) -> Result<QModel> {
+        let f = Arc::new(GgufFile::open(path)?);
+        let arch = f
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .ok_or_else(|| GgufError::model(path, "metadata general.architecture is missing"))?
+            .to_string();
+        let rope_pairs = match arch.as_str() {
+            "llama" => true,
+            "qwen2" => false,
+            other => {
+                return Err(GgufError::model(
+                    path,
+                    format!("architecture {other:?}: cria runs llama and qwen2 GGUF files"),
+                ));
+            }
+        };
+        let k = |s: &str| format!("{arch}.{s}");
+        let n_embd = meta_u(&f, &k("embedding_length"))?;
+        let n_head = meta_u(&f, &k("attention.head_count"))?;
+        let head_dim = f
+            .get(&k("attention.key_length"))
+            .and_then(Value::as_u64)
+            .map_or(n_embd / n_head.max(1), |v| v as usize);
+        let scaling = f.get(&k("rope.scaling.type")).and_then(Value::as_str);
+        let rope_scale = match scaling {
+            None | Some("none") => 1.0,
+            Some("linear") => meta_f(&f, &k("rope.scaling.factor")).unwrap_or(1.0),
+            Some(other) => {
+                return Err(GgufError::model(
+                    path,
+                    format!(
+                        "{}: rope scaling {other:?} is not supported",
+                        k("rope.scaling.type")
+                    ),
+                ));
+            }
+        };
+        if f.tensor("rope_freqs.weight").is_some() {
+            return Err(GgufError::model(
+                path,
+                "per-frequency RoPE factors (rope_freqs, LLaMA 3.1) are not supported yet",
+            ));
+        }
+        let embd_t = f
+            .tensor("token_embd.weight")
+            .ok_or_else(|| GgufError::model(path, "tensor token_embd.weight is missing"))?;
+        let vocab = embd_t.dims.get(1).copied().unwrap_or(0) as usize;
+        let cfg = QConfig {
+            n_layer: meta_u(&f, &k("block_count"))?,
+            n_ff: meta_u(&f, &k("feed_forward_length"))?,
+            n_kv: f
+                .get(&k("attention.head_count_kv"))
+                .and_then(Value::as_u64)
+                .map_or(n_head, |v| v as usize),
+            context: meta_u(&f, &k("context_length"))?,
+            eps: meta_f(&f, &k("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+            rope_theta: meta_f(&f, &k("rope.freq_base")).unwrap_or(10000.0),
+            rope_scale,
+            rope_pairs,
+            arch,
+            n_embd,
+            n_head,
+            head_dim,
+            vocab,
+        };
+        if head_dim % 2 != 0 || n_head % cfg.n_kv != 0 {
+            return Err(GgufError::model(
+                path,
+                format!(
+                    "{n_head} heads of {head_dim} over {} key/value heads",
+                    cfg.n_kv
+                ),
+            ));
+        }
+        let (d, hd) = (cfg.n_embd, cfg.head_dim);
+        let mat = |name: &str, rows: usize, cols: usize| -> Result<Mat> {
+            load_mat(&f, name, rows, cols)
+        };
+        let vec = |name: &str, n: usize| -> Result<Vec<f32>> {
+            let m = load_mat(&f, name, 1, n)?;
+            Ok(m.row(&f, 0))
+        };
+        let opt_vec = |name: &str, n: usize| -> Result<Option<Vec<f32>>> {
+            if f.tensor(name).is_some() {
+                vec(name, n).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let b = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: vec(&b("attn_norm.weight"), d)?,
+                wq: mat(&b("attn_q.weight"), cfg.n_head * hd, d)?,
+                wk: mat(&b("attn_k.weight"), cfg.n_kv * hd, d)?,
+                wv: mat(&b("attn_v.weight"), cfg.n_kv * hd, d)?,
+                bq: opt_vec(&b("attn_q.bias"), cfg.n_head * hd)?,
+                bk: opt_vec(&b("attn_k.bias"), cfg.n_kv * hd)?,
+                bv: opt_vec(&b("attn_v.bias"), cfg.n_kv * hd)?,
+                wo: mat(&b("attn_output.weight"), d, cfg.n_head * hd)?,
+                ffn_norm: vec(&b("ffn_norm.weight"), d)?,
+                gate: mat(&b("ffn_gate.weight"), cfg.n_ff, d)?,
+                up: mat(&b("ffn_up.weight"), cfg.n_ff, d)?,
+                down: mat(&b("ffn_down.weight"), d, cfg.n_ff)?,
+            });
+        }
+        let embd = mat("token_embd.weight", cfg.vocab, d)?;
+        let output = if f.tensor("output.weight").is_some() {
+            Some(mat("output.weight", cfg.vocab, d)?)
+        } else {
+            None
+        };
+        let out_norm = vec("output_norm.weight", d)?;
+        let inv_freq = (0..hd / 2)
+            .map(|j| 1.0 / (cfg.rope_theta as f64).powf(2.0 * j as f64 / hd as f64) as f32)
+            .collect();
+        Ok(QModel {
+            cfg,
+            file: f,
+            embd,
+            layers,
+            out_norm,
+            output,
+            inv_freq,
+        })
+    }
+
+    /// The file's GGUF type of its largest matrices, for messages.
+    pub fn weight_type(&self) -> GgmlType {
+        self.layers.first().map_or(self.embd.ty(), |l| l.gate.ty())
+    }
+
+    pub fn new_cache(&self) -> QCache {
+        QCache {
+            k: vec![Vec::new(); self.cfg.n_layer],
+            v: vec![Vec::new(); self.cfg.n_layer],
+            len: 0,
+        }
+    }
+
+    /// Reads `ids` after the cache and returns the logits after the last one.
+    pub fn forward(&self, ids: &[u32], cache: &mut QCache) -> Vec<f32> {
+        let c = &self.cfg;
+        let hd = c.head_dim;
+        let t = ids.len();
+        let pos0 = cache.len;
+        let mut x: Vec<Vec<f32>> = ids
+            .iter()
+            .map(|&id| self.embd.row(&self.file, id as usize))
+            .collect();
+        for (li, l) in self.layers.iter().enumerate() {
+            let xn: Vec<Vec<f32>> = x.iter().map(|r| rms_norm(r, &l.attn_norm, c.eps)).collect();
+            let a = self.act(&xn, &[&l.wq, &l.wk, &l.wv]);
+            let mut q = self.matmul(&l.wq, &a);
+            let mut k = self.matmul(&l.wk, &a);
+            let mut v = self.matmul(&l.wv, &a);
+            for i in 0..t {
+                add_bias(&mut q[i], &l.bq);
+                add_bias(&mut k[i], &l.bk);
+                add_bias(&mut v[i], &l.bv);
+                let p = (pos0 + i) as f32 / c.rope_scale;
+                self.rope(&mut q[i], p);
+                self.rope(&mut k[i], p);
+                // As llama.cpp: keys and values cached in f16, queries meeting them in f16.
+                to_f16(&mut q[i]);
+                cache.k[li].extend(k[i].iter().map(|&x| f16::from_f32(x)));
+                cache.v[li].extend(v[i].iter().map(|&x| f16::from_f32(x)));
+            }
+            let (kc, vc) = (&cache.k[li], &cache.v[li]);
+            let group = c.n_head / c.n_kv;
+            let scale = 1.0 / (hd as f32).sqrt();
+            // One task per (position, key/value head): its group of query heads.
+            let parts: Vec<Vec<f32>> = (0..t * c.n_kv)
+                .into_par_iter()
+                .map(|job| {
+                    let (i, kvh) = (job / c.n_kv, job % c.n_kv);
+                    let n = pos0 + i + 1;
+                    let mut out = vec![0.0f32; group * hd];
+                    let mut s = vec![0.0f32; n * group];
+                    let mut row = vec![0.0f32; hd];
+                    let heads = kvh * group..(kvh + 1) * group;
+                    for p in 0..n {
+                        kc[(p * c.n_kv + kvh) * hd..][..hd].convert_to_f32_slice(&mut row);
+                        for (g, h) in heads.clone().enumerate() {
+                            s[g * n + p] = dot_f32(&q[i][h * hd..(h + 1) * hd], &row) * scale;
+                        }
+                    }
+                    for g in 0..group {
+                        let sg = &mut s[g * n..(g + 1) * n];
+                        let m = sg.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                        let mut z = 0.0;
+                        for sp in sg.iter_mut() {
+                            *sp = (*sp - m).exp();
+                            z += *sp;
+                        }
+                        sg.iter_mut().for_each(|sp| *sp /= z);
+                    }
+                    for p in 0..n {
+                        vc[(p * c.n_kv + kvh) * hd..][..hd].convert_to_f32_slice(&mut row);
+                        for g in 0..group {
+                            let w = s[g * n + p];
+                            for (oj, vj) in out[g * hd..(g + 1) * hd].iter_mut().zip(&row) {
+                                *oj += w * vj;
+                            }
+                        }
+                    }
+                    out
+                })
+                .collect();
+            let attn: Vec<Vec<f32>> = parts.chunks(c.n_kv).map(|heads| heads.concat()).collect();
+            let o = self.matmul(&l.wo, &self.act(&attn, &[&l.wo]));
+            for (xi, oi) in x.iter_mut().zip(&o) {
+                add(xi, oi);
+            }
+            let xn: Vec<Vec<f32>> = x.iter().map(|r| rms_norm(r, &l.ffn_norm, c.eps)).collect();
+            let a = self.act(&xn, &[&l.gate, &l.up]);
+            let g = self.matmul(&l.gate, &a);
+            let u = self.matmul(&l.up, &a);
+            let hmid: Vec<Vec<f32>> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| {
+                    g.iter()
+                        .zip(u)
+                        .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                        .collect()
+                })
+                .collect();
+            let dn = self.matmul(&l.down, &self.act(&hmid, &[&l.down]));
+            for (xi, di) in x.iter_mut().zip(&dn) {
+                add(xi, di);
+            }
+        }
+        cache.len += t;
+        let last = rms_norm(&x[t - 1], &self.out_norm, c.eps);
+        let head = self.output.as_ref().unwrap_or(&self.embd);
+        self.matmul(head, &self.act(&[last], &[head]))
+            .pop()
+            .expect("one row")
+    }
+
+    /// The activation rows as the matrices' kernels take them (all of one kind per call).
+    fn act(&self, rows: &[Vec<f32>], mats: &[&Mat]) -> Act {
+        if mats.iter().all(|m| m.ty().is_quantized()) {
+            Act::Q8(
+                rows.iter()
+                    .map(|r| {
+                        let mut q = Q8Row::default();
+                        q.quantize(r);
+                        q
+                    })
+                    .collect(),
+            )
+        } else {
+            Act::F32(rows.to_vec())
+        }
+    }
+
+    /// `rows × Wᵀ`: one output row per activation row, output rows split across threads.
+    fn matmul(&self, w: &Mat, a: &Act) -> Vec<Vec<f32>> {
+        let (rows, cols) = (w.rows(), w.cols());
+        let t = match a {
+            Act::F32(x) => x.len(),
+            Act::Q8(x) => x.len(),
+        };
+        let chunk = 16usize;
+        // [row][t], then transposed to [t][row].
+        let mut by_row = vec![0.0f32; rows * t];
+        let file = &self.file;
+        // Activations in tiles that stay in cache while a chunk of weight rows passes over them.
+        const TILE: usize = 32;
+        by_row
+            .par_chunks_mut(chunk * t)
+            .enumerate()
+            .for_each(|(ci, out)| {
+                let r0 = ci * chunk;
+                for t0 in (0..t).step_by(TILE) {
+                    let t1 = (t0 + TILE).min(t);
+                    for (k, o) in out.chunks_mut(t).enumerate() {
+                        let r = r0 + k;
+                        let o = &mut o[t0..t1];
+                        match (w, a) {
+                            (Mat::Owned { data, .. }, Act::F32(x)) => {
+                                let wr = &data[r * cols..(r + 1) * cols];
+                                for (oi, xi) in o.iter_mut().zip(&x[t0..t1]) {
+                                    *oi = dot_f32(wr, xi);
+                                }
+                            }
+                            (Mat::Mapped { t: ti, .. }, act) => {
+                                let rb = ti.ty.row_bytes(cols).expect("checked at load");
+                                let wr = &file.bytes(ti)[r * rb..(r + 1) * rb];
+                                match (ti.ty, act) {
+                                    (GgmlType::Q8_0, Act::Q8(x)) => o
+                                        .iter_mut()
+                                        .zip(&x[t0..t1])
+                                        .for_each(|(oi, xi)| *oi = dot_q8_0(wr, xi)),
+                                    (GgmlType::Q4_0, Act::Q8(x)) => o
+                                        .iter_mut()
+                                        .zip(&x[t0..t1])
+                                        .for_each(|(oi, xi)| *oi = dot_q4_0(wr, xi)),
+                                    (GgmlType::F32, Act::F32(x)) => {
+                                        let wf: &[f32] = bytemuck_f32(wr);
+                                        o.iter_mut()
+                                            .zip(&x[t0..t1])
+                                            .for_each(|(oi, xi)| *oi = dot_f32(wf, xi));
+                                    }
+                                    _ => unreachable!("activations are made for the matrix's type"),
+                                }
+                            }
+                            (Mat::Owned { .. }, Act::Q8(_)) => {
+                                unreachable!("owned matrices are f32")
+                            }
+                        }
+                    }
+                }
+            });
+        if t == 1 {
+            return vec![by_row];
+        }
+        (0..t)
+            .map(|i| (0..rows).map(|r| by_row[r * t + i]).collect())
+            .collect()
+    }
+
+    fn rope(&self, x: &mut [f32], pos: f32) {
+        let hd = self.cfg.head_dim;
+        for head in x.chunks_exact_mut(hd) {
+            for (j, &f) in self.inv_freq.iter().enumerate() {
+                let (s, c) = (pos * f).sin_cos();
+                let (a, b) = if self.cfg.rope_pairs {
+                    (2 * j, 2 * j + 1)
+                } else {
+                    (j, j + hd / 2)
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * c - x1 * s;
+                head[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+/// An f32 tensor's bytes as f32 values (the mapped file is page-aligned and GGUF aligns each
+/// tensor to 32 bytes, so the cast holds).
+fn bytemuck_f32(b: &[u8]) -> &[f32] {
+    assert_eq!(
+        b.as_ptr() as usize % 4,
+        0,
+        "f32 tensor data is 4-byte aligned"
+    );
+    // SAFETY: alignment checked above, length a multiple of 4 (f32 row bytes), any bit pattern
+    // is a valid f32, and the slice borrows the mapped file for its lifetime.
+    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len() / 4) }
+}
+
+fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Mat> {
+    let t = f
+        .tensor(name)
+        .ok_or_else(|| GgufError::model(&f.path, format!("tensor {name} is missing")))?
+        .clone();
+    let want: Vec<u64> = if rows == 1 {
+        vec![cols as u64]
+    } else {
+        vec![cols as u64, rows as u64]
+    };
+    let got: Vec<u64> = t
+        .dims
+        .iter()
+        .copied()
+        .filter(|&x| x != 1 || want.len() == 2)
+        .collect();
+    if got != want {
+        return Err(GgufError::model(
+            &f.path,
+            format!(
+                "tensor {name} has dims {:?}, the metadata says {want:?}",
+                t.dims
+            ),
+        ));
+    }
+    match t.ty {
+        GgmlType::Q8_0 | GgmlType::Q4_0 if cols.is_multiple_of(QK) => {
+            Ok(Mat::Mapped { t, rows, cols })
+        }
+        GgmlType::F32 => Ok(Mat::Mapped { t, rows, cols }),
+        GgmlType::F16 | GgmlType::Bf16 => Ok(Mat::Owned {
+            data: quant::decode(t.ty, f.bytes(&t)).expect("f16/bf16 decode"),
+            rows,
+            cols,
+        }),
+        other => Err(GgufError::model(
+            &f.path,
+            format!(
+                "tensor {name} is {}: cria runs f32, f16, bf16, q8_0 and q4_0 weights",
+                other.name()
+            ),
+        )),
+    }
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let r = 1.0 / (ms + eps).sqrt();
+    x.iter().zip(w).map(|(v, w)| v * r * w).collect()
+}
+
+/// Rounds to the nearest f16 value (kept in f32).
+fn to_f16(x: &mut [f32]) {
+    x.iter_mut()
+        .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
+    if let Some(b) = b {
+        add(x, b);
+    }
+}
+
+impl cria_core::generate::NextLogits for QModel {
+    type Cache = QCache;
+    fn new_cache(&self) -> QCache {
+        QModel::new_cache(self)
+    }
+    fn max_len(&self) -> usize {
+        self.cfg.context
+    }
+    fn next_logits(&self, input: &[u32], cache: &mut QCache) -> Vec<f32> {
+        self.forward(input, cache)
+    }
+}

@@ -1,0 +1,236 @@
+//! The products quantized inference runs: a weight row (q8_0, q4_0 or f32) against an
+//! activation row. As in ggml, activations for q8_0/q4_0 weights are quantized to q8_0 blocks
+//! first, so each block is a 32-wide integer dot product scaled by the two f16/f32 scales.
+//! AVX2 (with FMA and F16C) is chosen at run time where the CPU has it, a portable loop
+//! otherwise; both give the same integer sums, and differ only in the order floats are added.
+
+use crate::quant::{Q4_0_BYTES, Q8_0_BYTES, QK};
+use half::f16;
+
+/// An activation row as q8_0 blocks: one f32 scale and 32 signed bytes per block.
+#[derive(Default, Clone)]
+pub struct Q8Row {
+    pub d: Vec<f32>,
+    pub qs: Vec<i8>,
+}
+
+impl Q8Row {
+    /// Quantizes `x` (a whole number of blocks) into `self`, reusing its buffers.
+    pub fn quantize(&mut self, x: &[f32]) {
+        debug_assert_eq!(x.len() % QK, 0);
+        self.d.clear();
+        self.qs.clear();
+        for b in x.chunks_exact(QK) {
+            // ggml's activation quantizer (its SIMD path): scale by 127/max, round half to
+            // even, keep the scale as f16; matching it keeps cria's products equal to llama.cpp's.
+            let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            self.d.push(f16::from_f32(d).to_f32());
+            self.qs
+                .extend(b.iter().map(|&v| (v * id).round_ties_even() as i8));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+fn scale(b: &[u8]) -> f32 {
+    f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// `w · a` for a q8_0 weight row.
+pub fn dot_q8_0(w: &[u8], a: &Q8Row) -> f32 {
+    debug_assert_eq!(w.len(), a.d.len() * Q8_0_BYTES);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above); lengths checked by callers.
+        return unsafe { x86::dot_q8_0(w, a) };
+    }
+    let mut sum = 0.0f32;
+    for (b, blk) in w.chunks_exact(Q8_0_BYTES).enumerate() {
+        let qa = &a.qs[b * QK..(b + 1) * QK];
+        let s: i32 = blk[2..]
+            .iter()
+            .zip(qa)
+            .map(|(&x, &y)| x as i8 as i32 * y as i32)
+            .sum();
+        sum += s as f32 * scale(blk) * a.d[b];
+    }
+    sum
+}
+
+/// `w · a` for a q4_0 weight row.
+pub fn dot_q4_0(w: &[u8], a: &Q8Row) -> f32 {
+    debug_assert_eq!(w.len(), a.d.len() * Q4_0_BYTES);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as in dot_q8_0.
+        return unsafe { x86::dot_q4_0(w, a) };
+    }
+    let mut sum = 0.0f32;
+    for (b, blk) in w.chunks_exact(Q4_0_BYTES).enumerate() {
+        let qa = &a.qs[b * QK..(b + 1) * QK];
+        let mut s = 0i32;
+        for (j, &q) in blk[2..].iter().enumerate() {
+            s += ((q & 0xF) as i32 - 8) * qa[j] as i32;
+            s += ((q >> 4) as i32 - 8) * qa[j + QK / 2] as i32;
+        }
+        sum += s as f32 * scale(blk) * a.d[b];
+    }
+    sum
+}
+
+/// `w · a` in f32.
+pub fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+    debug_assert_eq!(w.len(), a.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as in dot_q8_0.
+        return unsafe { x86::dot_f32(w, a) };
+    }
+    let mut acc = [0.0f32; 8];
+    let n = w.len() / 8 * 8;
+    for (wc, ac) in w[..n].chunks_exact(8).zip(a[..n].chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += wc[i] * ac[i];
+        }
+    }
+    let tail: f32 = w[n..].iter().zip(&a[n..]).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Q4_0_BYTES, Q8_0_BYTES, Q8Row, QK};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Signed bytes `x · y` summed in 32-bit lanes (ggml's sign trick: |x| as unsigned times
+    /// y with x's sign).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256 {
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        let p16 = _mm256_maddubs_epi16(ax, sy);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        let bits = unsafe { u16::from_le_bytes([*p, *p.add(1)]) };
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q8_0(w: &[u8], a: &Q8Row) -> f32 {
+        // Two accumulators: consecutive blocks' multiply-adds do not wait on each other.
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
+        for b in 0..a.d.len() {
+            unsafe {
+                let blk = wp.add(b * Q8_0_BYTES);
+                let qw = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                let qa = _mm256_loadu_si256(ap.add(b * QK) as *const __m256i);
+                let d = _mm256_set1_ps(f16_at(blk) * *a.d.get_unchecked(b));
+                acc[b & 1] = _mm256_fmadd_ps(d, dot_i8(qw, qa), acc[b & 1]);
+            }
+        }
+        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_0(w: &[u8], a: &Q8Row) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
+        let low = _mm_set1_epi8(0x0F);
+        let eight = _mm256_set1_epi8(8);
+        for b in 0..a.d.len() {
+            unsafe {
+                let blk = wp.add(b * Q4_0_BYTES);
+                let qs = _mm_loadu_si128(blk.add(2) as *const __m128i);
+                let lo = _mm_and_si128(qs, low);
+                let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
+                let qw = _mm256_sub_epi8(_mm256_set_m128i(hi, lo), eight);
+                let qa = _mm256_loadu_si256(ap.add(b * QK) as *const __m256i);
+                let d = _mm256_set1_ps(f16_at(blk) * *a.d.get_unchecked(b));
+                acc[b & 1] = _mm256_fmadd_ps(d, dot_i8(qw, qa), acc[b & 1]);
+            }
+        }
+        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+        let n = w.len() / 32 * 32;
+        let (wp, ap) = (w.as_ptr(), a.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i < n {
+            for (k, s) in acc.iter_mut().enumerate() {
+                unsafe {
+                    let x = _mm256_loadu_ps(wp.add(i + 8 * k));
+                    let y = _mm256_loadu_ps(ap.add(i + 8 * k));
+                    *s = _mm256_fmadd_ps(x, y, *s);
+                }
+            }
+            i += 32;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let tail: f32 = w[n..].iter().zip(&a[n..]).map(|(x, y)| x * y).sum();
+        unsafe { hsum(s) + tail }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant;
+
+    /// The SIMD and portable paths agree with a plain dequantized dot product.
+    #[test]
+    fn block_dots_equal_dequantized_products() {
+        let n = 256;
+        let w: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0)
+            .collect();
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) / 20.0)
+            .collect();
+        let mut a = Q8Row::default();
+        a.quantize(&x);
+        let xq: Vec<f32> = (0..n).map(|i| a.qs[i] as f32 * a.d[i / QK]).collect();
+        for ty in [quant::GgmlType::Q8_0, quant::GgmlType::Q4_0] {
+            let bytes = quant::encode(ty, &w);
+            let wq = quant::decode(ty, &bytes).unwrap();
+            let want: f32 = wq.iter().zip(&xq).map(|(p, q)| p * q).sum();
+            let got = if ty == quant::GgmlType::Q8_0 {
+                dot_q8_0(&bytes, &a)
+            } else {
+                dot_q4_0(&bytes, &a)
+            };
+            assert!(
+                (got - want).abs() <= 1e-3 * want.abs().max(1.0),
+                "{ty:?}: {got} vs {want}"
+            );
+        }
+        let want: f32 = w.iter().zip(&x).map(|(p, q)| p * q).sum();
+        assert!((dot_f32(&w, &x) - want).abs() < 1e-3);
+    }
+}
