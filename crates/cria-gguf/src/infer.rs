@@ -6,7 +6,7 @@
 
 use crate::error::{GgufError, Result};
 use crate::format::{GgufFile, TensorInfo, Value};
-use crate::kernels::{Q8Row, dot_f32, dot_q4_0, dot_q8_0};
+use crate::kernels::{Q8Row, dot_f32, dot_q4_0, dot_q8_0, dot4_q4_0, dot4_q8_0};
 use crate::quant::{self, GgmlType, QK};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -324,6 +324,13 @@ impl QModel {
             let (kc, vc) = (&cache.k[li], &cache.v[li]);
             let group = c.n_head / c.n_kv;
             let scale = 1.0 / (hd as f32).sqrt();
+            // The f16 cache widened once per layer, not once per query position.
+            let widen = |x: &[f16]| {
+                let mut out = vec![0.0f32; x.len()];
+                x.convert_to_f32_slice(&mut out);
+                out
+            };
+            let (kf, vf) = (widen(kc), widen(vc));
             // One task per (position, key/value head): its group of query heads.
             let parts: Vec<Vec<f32>> = (0..t * c.n_kv)
                 .into_par_iter()
@@ -332,12 +339,11 @@ impl QModel {
                     let n = pos0 + i + 1;
                     let mut out = vec![0.0f32; group * hd];
                     let mut s = vec![0.0f32; n * group];
-                    let mut row = vec![0.0f32; hd];
                     let heads = kvh * group..(kvh + 1) * group;
                     for p in 0..n {
-                        kc[(p * c.n_kv + kvh) * hd..][..hd].convert_to_f32_slice(&mut row);
+                        let row = &kf[(p * c.n_kv + kvh) * hd..][..hd];
                         for (g, h) in heads.clone().enumerate() {
-                            s[g * n + p] = dot_f32(&q[i][h * hd..(h + 1) * hd], &row) * scale;
+                            s[g * n + p] = dot_f32(&q[i][h * hd..(h + 1) * hd], row) * scale;
                         }
                     }
                     for g in 0..group {
@@ -351,10 +357,10 @@ impl QModel {
                         sg.iter_mut().for_each(|sp| *sp /= z);
                     }
                     for p in 0..n {
-                        vc[(p * c.n_kv + kvh) * hd..][..hd].convert_to_f32_slice(&mut row);
+                        let row = &vf[(p * c.n_kv + kvh) * hd..][..hd];
                         for g in 0..group {
                             let w = s[g * n + p];
-                            for (oj, vj) in out[g * hd..(g + 1) * hd].iter_mut().zip(&row) {
+                            for (oj, vj) in out[g * hd..(g + 1) * hd].iter_mut().zip(row) {
                                 *oj += w * vj;
                             }
                         }
@@ -445,14 +451,18 @@ impl QModel {
                                 let rb = ti.ty.row_bytes(cols).expect("checked at load");
                                 let wr = &file.bytes(ti)[r * rb..(r + 1) * rb];
                                 match (ti.ty, act) {
-                                    (GgmlType::Q8_0, Act::Q8(x)) => o
-                                        .iter_mut()
-                                        .zip(&x[t0..t1])
-                                        .for_each(|(oi, xi)| *oi = dot_q8_0(wr, xi)),
-                                    (GgmlType::Q4_0, Act::Q8(x)) => o
-                                        .iter_mut()
-                                        .zip(&x[t0..t1])
-                                        .for_each(|(oi, xi)| *oi = dot_q4_0(wr, xi)),
+                                    (GgmlType::Q8_0, Act::Q8(x)) => rows4(
+                                        o,
+                                        &x[t0..t1],
+                                        |a| dot4_q8_0(wr, a),
+                                        |a| dot_q8_0(wr, a),
+                                    ),
+                                    (GgmlType::Q4_0, Act::Q8(x)) => rows4(
+                                        o,
+                                        &x[t0..t1],
+                                        |a| dot4_q4_0(wr, a),
+                                        |a| dot_q4_0(wr, a),
+                                    ),
                                     (GgmlType::F32, Act::F32(x)) => {
                                         let wf: &[f32] = bytemuck_f32(wr);
                                         o.iter_mut()
@@ -557,6 +567,22 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let r = 1.0 / (ms + eps).sqrt();
     x.iter().zip(w).map(|(v, w)| v * r * w).collect()
+}
+
+/// One weight row against activation rows `x`, four at a time, the rest one by one.
+fn rows4(
+    o: &mut [f32],
+    x: &[Q8Row],
+    four: impl Fn([&Q8Row; 4]) -> [f32; 4],
+    one: impl Fn(&Q8Row) -> f32,
+) {
+    let n4 = x.len() / 4 * 4;
+    for (oc, xc) in o[..n4].chunks_exact_mut(4).zip(x[..n4].chunks_exact(4)) {
+        oc.copy_from_slice(&four([&xc[0], &xc[1], &xc[2], &xc[3]]));
+    }
+    for (oi, xi) in o[n4..].iter_mut().zip(&x[n4..]) {
+        *oi = one(xi);
+    }
 }
 
 /// Rounds to the nearest f16 value (kept in f32).

@@ -90,6 +90,27 @@ pub fn dot_q4_0(w: &[u8], a: &Q8Row) -> f32 {
     sum
 }
 
+/// `w · a[j]` for four activation rows at once (a prompt's rows): each weight block is loaded
+/// and unpacked once for the four.
+pub fn dot4_q8_0(w: &[u8], a: [&Q8Row; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as in dot_q8_0.
+        return unsafe { x86::dot4::<false>(w, a) };
+    }
+    a.map(|x| dot_q8_0(w, x))
+}
+
+/// As [`dot4_q8_0`] for a q4_0 weight row.
+pub fn dot4_q4_0(w: &[u8], a: [&Q8Row; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as in dot_q8_0.
+        return unsafe { x86::dot4::<true>(w, a) };
+    }
+    a.map(|x| dot_q4_0(w, x))
+}
+
 /// `w · a` in f32.
 pub fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), a.len());
@@ -176,6 +197,40 @@ mod x86 {
         unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) }
     }
 
+    /// One weight row (q4_0 when `Q4`, else q8_0) against four activation rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4<const Q4: bool>(w: &[u8], a: [&Q8Row; 4]) -> [f32; 4] {
+        let bytes = if Q4 { Q4_0_BYTES } else { Q8_0_BYTES };
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let wp = w.as_ptr();
+        let low = _mm_set1_epi8(0x0F);
+        let eight = _mm256_set1_epi8(8);
+        let ones = _mm256_set1_epi16(1);
+        for b in 0..a[0].d.len() {
+            unsafe {
+                let blk = wp.add(b * bytes);
+                let qw = if Q4 {
+                    let qs = _mm_loadu_si128(blk.add(2) as *const __m128i);
+                    let lo = _mm_and_si128(qs, low);
+                    let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
+                    _mm256_sub_epi8(_mm256_set_m128i(hi, lo), eight)
+                } else {
+                    _mm256_loadu_si256(blk.add(2) as *const __m256i)
+                };
+                let ax = _mm256_sign_epi8(qw, qw);
+                let dw = f16_at(blk);
+                for j in 0..4 {
+                    let qa = _mm256_loadu_si256(a[j].qs.as_ptr().add(b * QK) as *const __m256i);
+                    let p =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qa, qw)), ones);
+                    let d = _mm256_set1_ps(dw * *a[j].d.get_unchecked(b));
+                    acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[j]);
+                }
+            }
+        }
+        unsafe { [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])] }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
         let n = w.len() / 32 * 32;
@@ -232,5 +287,34 @@ mod tests {
         }
         let want: f32 = w.iter().zip(&x).map(|(p, q)| p * q).sum();
         assert!((dot_f32(&w, &x) - want).abs() < 1e-3);
+        // Four rows at once equal one at a time.
+        let rows: Vec<Q8Row> = (0..4)
+            .map(|k| {
+                let mut r = Q8Row::default();
+                r.quantize(&x.iter().map(|v| v * (k as f32 - 1.5)).collect::<Vec<_>>());
+                r
+            })
+            .collect();
+        let four = [&rows[0], &rows[1], &rows[2], &rows[3]];
+        for ty in [quant::GgmlType::Q8_0, quant::GgmlType::Q4_0] {
+            let bytes = quant::encode(ty, &w);
+            let (got, one): ([f32; 4], Vec<f32>) = if ty == quant::GgmlType::Q8_0 {
+                (
+                    dot4_q8_0(&bytes, four),
+                    rows.iter().map(|r| dot_q8_0(&bytes, r)).collect(),
+                )
+            } else {
+                (
+                    dot4_q4_0(&bytes, four),
+                    rows.iter().map(|r| dot_q4_0(&bytes, r)).collect(),
+                )
+            };
+            for (g, o) in got.iter().zip(&one) {
+                assert!(
+                    (g - o).abs() <= 1e-4 * o.abs().max(1.0),
+                    "{ty:?}: {g} vs {o}"
+                );
+            }
+        }
     }
 }
