@@ -2,10 +2,11 @@
 demo model: a LLaMA 3-style and a Qwen2-style model, each with a byte-level BPE tokenizer
 trained here on the demo world's handbook with that family's pre-tokenizer regex, special
 tokens and chat template (scripts/ref/templates). Weights are random (seeded) with a wide
-initialisation so greedy decoding has clear winners; `--size 100m` makes the ~100M-parameter
-LLaMA the decode benchmark uses.
+initialisation so greedy decoding has clear winners. `--size 100m` makes the ~100M-parameter
+LLaMA the decode benchmark uses, `--size 1b` one of TinyLlama 1.1B's shape for the edge profile
+(about 9 GB of memory to make and export).
 
-    .venv/bin/python scripts/ref/gguf_models.py OUT_DIR [--size tiny|100m]
+    .venv/bin/python scripts/ref/gguf_models.py OUT_DIR [--size tiny|100m|1b]
 """
 
 import argparse
@@ -62,6 +63,8 @@ def save(model, tok, template, out, **special):
 SIZES = {
     "fixture": (dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2), 320),
     "tiny": (dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4), 2048),
+    # TinyLlama 1.1B's shape (its 32,000-row vocabulary padded past the tokenizer trained here).
+    "1b": (dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4), 8192),
     "100m": (dict(hidden_size=768, intermediate_size=2560, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4), 8192),
 }
 
@@ -75,7 +78,7 @@ def llama(out, size):
         single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B", special_tokens=[("<|begin_of_text|>", bos)]
     )
     cfg = LlamaConfig(
-        vocab_size=tok.get_vocab_size(),
+        vocab_size=32000 if size == "1b" else tok.get_vocab_size(),
         max_position_embeddings=2048,
         rms_norm_eps=1e-5,
         rope_theta=500000.0,
@@ -124,10 +127,10 @@ def qwen2(out, size="tiny"):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
-    ap.add_argument("--size", choices=["tiny", "100m"], default="tiny")
+    ap.add_argument("--size", choices=["tiny", "100m", "1b"], default="tiny")
     a = ap.parse_args()
-    if a.size == "100m":
-        llama(a.out / "llama-100m", "100m")
+    if a.size in ("100m", "1b"):
+        llama(a.out / f"llama-{a.size}", a.size)
     else:
         llama(a.out / "llama", "tiny")
         qwen2(a.out / "qwen2")

@@ -111,6 +111,27 @@ pub fn dot4_q4_0(w: &[u8], a: [&Q8Row; 4]) -> [f32; 4] {
     a.map(|x| dot_q4_0(w, x))
 }
 
+/// Four weight rows against one activation row (decoding): each activation block is loaded
+/// once for the four, and the four sums run in parallel.
+pub fn rows4_q8_0(w: [&[u8]; 4], a: &Q8Row) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as in dot_q8_0.
+        return unsafe { x86::rows4::<false>(w, a) };
+    }
+    w.map(|r| dot_q8_0(r, a))
+}
+
+/// As [`rows4_q8_0`] for q4_0 rows.
+pub fn rows4_q4_0(w: [&[u8]; 4], a: &Q8Row) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as in dot_q8_0.
+        return unsafe { x86::rows4::<true>(w, a) };
+    }
+    w.map(|r| dot_q4_0(r, a))
+}
+
 /// `w · a` in f32.
 pub fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), a.len());
@@ -159,76 +180,143 @@ mod x86 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
 
+    /// One block of a q8_0 row, as signed bytes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_block(blk: *const u8) -> __m256i {
+        unsafe { _mm256_loadu_si256(blk.add(2) as *const __m256i) }
+    }
+
+    /// One block of a q4_0 row, as signed bytes (codes minus 8), low nibbles first.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_block(blk: *const u8) -> __m256i {
+        let qs = unsafe { _mm_loadu_si128(blk.add(2) as *const __m128i) };
+        let low = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(qs, low);
+        let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
+        _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+    }
+
+    /// A weight row of `bytes`-sized blocks (decoded by `unpack`) against one activation row.
+    /// Two accumulators in registers, so consecutive blocks' multiply-adds overlap.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_blocks(
+        w: &[u8],
+        a: &Q8Row,
+        bytes: usize,
+        unpack: unsafe fn(*const u8) -> __m256i,
+    ) -> f32 {
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
+        let n = a.d.len();
+        let mut b = 0;
+        unsafe {
+            while b + 1 < n {
+                let (b0, b1) = (wp.add(b * bytes), wp.add((b + 1) * bytes));
+                let p0 = dot_i8(
+                    unpack(b0),
+                    _mm256_loadu_si256(ap.add(b * QK) as *const __m256i),
+                );
+                let p1 = dot_i8(
+                    unpack(b1),
+                    _mm256_loadu_si256(ap.add((b + 1) * QK) as *const __m256i),
+                );
+                acc0 =
+                    _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b0) * *a.d.get_unchecked(b)), p0, acc0);
+                acc1 = _mm256_fmadd_ps(
+                    _mm256_set1_ps(f16_at(b1) * *a.d.get_unchecked(b + 1)),
+                    p1,
+                    acc1,
+                );
+                b += 2;
+            }
+            if b < n {
+                let b0 = wp.add(b * bytes);
+                let p0 = dot_i8(
+                    unpack(b0),
+                    _mm256_loadu_si256(ap.add(b * QK) as *const __m256i),
+                );
+                acc0 =
+                    _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b0) * *a.d.get_unchecked(b)), p0, acc0);
+            }
+            hsum(_mm256_add_ps(acc0, acc1))
+        }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0(w: &[u8], a: &Q8Row) -> f32 {
-        // Two accumulators: consecutive blocks' multiply-adds do not wait on each other.
-        let mut acc = [_mm256_setzero_ps(); 2];
-        let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-        for b in 0..a.d.len() {
-            unsafe {
-                let blk = wp.add(b * Q8_0_BYTES);
-                let qw = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                let qa = _mm256_loadu_si256(ap.add(b * QK) as *const __m256i);
-                let d = _mm256_set1_ps(f16_at(blk) * *a.d.get_unchecked(b));
-                acc[b & 1] = _mm256_fmadd_ps(d, dot_i8(qw, qa), acc[b & 1]);
-            }
-        }
-        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) }
+        unsafe { dot_blocks(w, a, Q8_0_BYTES, q8_block) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_0(w: &[u8], a: &Q8Row) -> f32 {
-        let mut acc = [_mm256_setzero_ps(); 2];
-        let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-        let low = _mm_set1_epi8(0x0F);
-        let eight = _mm256_set1_epi8(8);
-        for b in 0..a.d.len() {
-            unsafe {
-                let blk = wp.add(b * Q4_0_BYTES);
-                let qs = _mm_loadu_si128(blk.add(2) as *const __m128i);
-                let lo = _mm_and_si128(qs, low);
-                let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
-                let qw = _mm256_sub_epi8(_mm256_set_m128i(hi, lo), eight);
-                let qa = _mm256_loadu_si256(ap.add(b * QK) as *const __m256i);
-                let d = _mm256_set1_ps(f16_at(blk) * *a.d.get_unchecked(b));
-                acc[b & 1] = _mm256_fmadd_ps(d, dot_i8(qw, qa), acc[b & 1]);
-            }
-        }
-        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) }
+        unsafe { dot_blocks(w, a, Q4_0_BYTES, q4_block) }
     }
 
     /// One weight row (q4_0 when `Q4`, else q8_0) against four activation rows.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4<const Q4: bool>(w: &[u8], a: [&Q8Row; 4]) -> [f32; 4] {
         let bytes = if Q4 { Q4_0_BYTES } else { Q8_0_BYTES };
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let (mut c0, mut c1, mut c2, mut c3) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
         let wp = w.as_ptr();
-        let low = _mm_set1_epi8(0x0F);
-        let eight = _mm256_set1_epi8(8);
         let ones = _mm256_set1_epi16(1);
         for b in 0..a[0].d.len() {
             unsafe {
                 let blk = wp.add(b * bytes);
-                let qw = if Q4 {
-                    let qs = _mm_loadu_si128(blk.add(2) as *const __m128i);
-                    let lo = _mm_and_si128(qs, low);
-                    let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
-                    _mm256_sub_epi8(_mm256_set_m128i(hi, lo), eight)
-                } else {
-                    _mm256_loadu_si256(blk.add(2) as *const __m256i)
-                };
+                let qw = if Q4 { q4_block(blk) } else { q8_block(blk) };
                 let ax = _mm256_sign_epi8(qw, qw);
                 let dw = f16_at(blk);
-                for j in 0..4 {
-                    let qa = _mm256_loadu_si256(a[j].qs.as_ptr().add(b * QK) as *const __m256i);
+                let one = |r: &Q8Row, acc: __m256| {
+                    let qa = _mm256_loadu_si256(r.qs.as_ptr().add(b * QK) as *const __m256i);
                     let p =
                         _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qa, qw)), ones);
-                    let d = _mm256_set1_ps(dw * *a[j].d.get_unchecked(b));
-                    acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[j]);
-                }
+                    _mm256_fmadd_ps(
+                        _mm256_set1_ps(dw * *r.d.get_unchecked(b)),
+                        _mm256_cvtepi32_ps(p),
+                        acc,
+                    )
+                };
+                c0 = one(a[0], c0);
+                c1 = one(a[1], c1);
+                c2 = one(a[2], c2);
+                c3 = one(a[3], c3);
             }
         }
-        unsafe { [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])] }
+        unsafe { [hsum(c0), hsum(c1), hsum(c2), hsum(c3)] }
+    }
+
+    /// Four weight rows (q4_0 when `Q4`, else q8_0) against one activation row.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn rows4<const Q4: bool>(w: [&[u8]; 4], a: &Q8Row) -> [f32; 4] {
+        let bytes = if Q4 { Q4_0_BYTES } else { Q8_0_BYTES };
+        let (mut c0, mut c1, mut c2, mut c3) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
+        let ap = a.qs.as_ptr();
+        let wp = w.map(|r| r.as_ptr());
+        for b in 0..a.d.len() {
+            unsafe {
+                let qa = _mm256_loadu_si256(ap.add(b * QK) as *const __m256i);
+                let da = *a.d.get_unchecked(b);
+                let one = |p: *const u8, acc: __m256| {
+                    let blk = p.add(b * bytes);
+                    let qw = if Q4 { q4_block(blk) } else { q8_block(blk) };
+                    _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk) * da), dot_i8(qw, qa), acc)
+                };
+                c0 = one(wp[0], c0);
+                c1 = one(wp[1], c1);
+                c2 = one(wp[2], c2);
+                c3 = one(wp[3], c3);
+            }
+        }
+        unsafe { [hsum(c0), hsum(c1), hsum(c2), hsum(c3)] }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -287,7 +375,36 @@ mod tests {
         }
         let want: f32 = w.iter().zip(&x).map(|(p, q)| p * q).sum();
         assert!((dot_f32(&w, &x) - want).abs() < 1e-3);
-        // Four rows at once equal one at a time.
+        // Four weight rows at once equal one at a time.
+        for ty in [quant::GgmlType::Q8_0, quant::GgmlType::Q4_0] {
+            let rows: Vec<Vec<u8>> = (0..4)
+                .map(|k| {
+                    quant::encode(
+                        ty,
+                        &w.iter().map(|v| v * (k as f32 + 0.5)).collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            let four = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            let (got, one): ([f32; 4], Vec<f32>) = if ty == quant::GgmlType::Q8_0 {
+                (
+                    rows4_q8_0(four, &a),
+                    rows.iter().map(|r| dot_q8_0(r, &a)).collect(),
+                )
+            } else {
+                (
+                    rows4_q4_0(four, &a),
+                    rows.iter().map(|r| dot_q4_0(r, &a)).collect(),
+                )
+            };
+            for (g, o) in got.iter().zip(&one) {
+                assert!(
+                    (g - o).abs() <= 1e-4 * o.abs().max(1.0),
+                    "{ty:?} rows: {g} vs {o}"
+                );
+            }
+        }
+        // Four activation rows at once equal one at a time.
         let rows: Vec<Q8Row> = (0..4)
             .map(|k| {
                 let mut r = Q8Row::default();
