@@ -23,11 +23,21 @@ HELPER = ROOT / "scripts/gguf/llama.mjs"
 NEW = 128
 
 
-def prompt_text():
+def prompt_text(model=None):
+    """A page of the demo's handbook, cut to 512 tokens of `model`'s tokenizer (fewer when its
+    context is short: the prompt and the 128 new tokens must fit)."""
     corpus = ROOT / "runs/demo/world/corpus/policies.md"
     if not corpus.exists():
         sys.exit("run `cria demo` first: the prompt is a page of its handbook")
-    return corpus.read_text()[:2600]
+    text = corpus.read_text()[:4000]
+    if model is None:
+        return text[:2600]
+    from tokenizers import Tokenizer
+
+    ctx = json.loads((Path(model) / "config.json").read_text())["max_position_embeddings"]
+    tok = Tokenizer.from_file(str(Path(model) / "tokenizer.json"))
+    ids = tok.encode(text, add_special_tokens=False).ids[: min(512, ctx - NEW - 8)]
+    return tok.decode(ids)
 
 
 def timed(cmd):
@@ -58,12 +68,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quants", nargs="+", default=["f32", "q8_0", "q4_0"])
     a = ap.parse_args()
-    prompt = prompt_text()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for m in a.models:
             name = Path(m).resolve().name
             name = Path(m).resolve().parent.name if name == "checkpoint" else name
+            prompt = prompt_text(m)
             for q in a.quants:
                 f = Path(tmp) / f"{name}-{q}.gguf"
                 subprocess.run([CRIA, "export", "--log", "error", "--model", m, "--to", "gguf", "--quant", q, "--out", f, "--no-modelfile"], check=True, capture_output=True)
@@ -80,7 +90,7 @@ def main():
                     f"{statistics.median(tg):.2f}x ({min(tg):.2f}–{max(tg):.2f}) | {med(c, 2):.0f} / {med(l, 2):.0f} |"
                 )
                 print(rows[-1], file=sys.stderr)
-    print(f"{a.threads} threads, {a.rounds} interleaved rounds, prompt ~{len(prompt)} characters, {NEW} new tokens\n")
+    print(f"{a.threads} threads, {a.rounds} interleaved rounds, prompts of up to 512 tokens, {NEW} new tokens\n")
     print("| model | weights | file | cria pp tok/s | llama.cpp pp tok/s | pp ratio | cria tg tok/s | llama.cpp tg tok/s | tg ratio | peak RSS MiB cria / llama.cpp |")
     print("|---|---|---:|---:|---:|---|---:|---:|---|---|")
     print("\n".join(rows))

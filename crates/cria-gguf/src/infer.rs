@@ -7,11 +7,11 @@
 use crate::error::{GgufError, Result};
 use crate::format::{GgufFile, TensorInfo, Value};
 use crate::kernels::{
-    Q8Row, dot_f32, dot_q4_0, dot_q8_0, dot4_q4_0, dot4_q8_0, rows4_q4_0, rows4_q8_0,
+    Q8Row, attention_scores, attention_values, dot_f32, dot_q4_0, dot_q8_0, dot4_q4_0, dot4_q8_0,
+    rows4_q4_0, rows4_q8_0,
 };
 use crate::quant::{self, GgmlType, QK};
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -326,13 +326,6 @@ impl QModel {
             let (kc, vc) = (&cache.k[li], &cache.v[li]);
             let group = c.n_head / c.n_kv;
             let scale = 1.0 / (hd as f32).sqrt();
-            // The f16 cache widened once per layer, not once per query position.
-            let widen = |x: &[f16]| {
-                let mut out = vec![0.0f32; x.len()];
-                x.convert_to_f32_slice(&mut out);
-                out
-            };
-            let (kf, vf) = (widen(kc), widen(vc));
             // One task per (position, key/value head): its group of query heads.
             let parts: Vec<Vec<f32>> = (0..t * c.n_kv)
                 .into_par_iter()
@@ -341,13 +334,10 @@ impl QModel {
                     let n = pos0 + i + 1;
                     let mut out = vec![0.0f32; group * hd];
                     let mut s = vec![0.0f32; n * group];
-                    let heads = kvh * group..(kvh + 1) * group;
-                    for p in 0..n {
-                        let row = &kf[(p * c.n_kv + kvh) * hd..][..hd];
-                        for (g, h) in heads.clone().enumerate() {
-                            s[g * n + p] = dot_f32(&q[i][h * hd..(h + 1) * hd], row) * scale;
-                        }
-                    }
+                    let qg = &q[i][kvh * group * hd..(kvh + 1) * group * hd];
+                    let stride = c.n_kv * hd;
+                    let (kh, vh) = (&kc[kvh * hd..], &vc[kvh * hd..]);
+                    attention_scores(qg, kh, stride, n, hd, scale, &mut s);
                     for g in 0..group {
                         let sg = &mut s[g * n..(g + 1) * n];
                         let m = sg.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -358,15 +348,7 @@ impl QModel {
                         }
                         sg.iter_mut().for_each(|sp| *sp /= z);
                     }
-                    for p in 0..n {
-                        let row = &vf[(p * c.n_kv + kvh) * hd..][..hd];
-                        for g in 0..group {
-                            let w = s[g * n + p];
-                            for (oj, vj) in out[g * hd..(g + 1) * hd].iter_mut().zip(row) {
-                                *oj += w * vj;
-                            }
-                        }
-                    }
+                    attention_values(&s, vh, stride, n, hd, &mut out);
                     out
                 })
                 .collect();
@@ -431,8 +413,11 @@ impl QModel {
         let mut by_row = vec![0.0f32; rows * t];
         let file = &self.file;
         // Decoding (one activation row): four weight rows at a time share its loads.
-        if t == 1 && w.ty().is_quantized() {
-            if let (Mat::Mapped { t: ti, .. }, Act::Q8(x)) = (w, a) {
+        if t == 1
+            && w.ty().is_quantized()
+            && let (Mat::Mapped { t: ti, .. }, Act::Q8(x)) = (w, a)
+        {
+            {
                 let rb = ti.ty.row_bytes(cols).expect("checked at load");
                 let bytes = self.file.bytes(ti);
                 let four = if ti.ty == GgmlType::Q8_0 {
@@ -459,8 +444,8 @@ impl QModel {
                             &x[0],
                         ));
                     }
-                    for k in n4..o.len() {
-                        o[k] = one(row(r0 + k), &x[0]);
+                    for (k, ok) in o.iter_mut().enumerate().skip(n4) {
+                        *ok = one(row(r0 + k), &x[0]);
                     }
                 });
                 return vec![out];

@@ -132,6 +132,72 @@ pub fn rows4_q4_0(w: [&[u8]; 4], a: &Q8Row) -> [f32; 4] {
     w.map(|r| dot_q4_0(r, a))
 }
 
+/// Scores of a group of query heads (`q`: `group × hd`, sharing one key/value head) against
+/// `n` cached f16 keys (row `p` at `k[p·stride..]`): `s[g·n + p] = q_g · k_p · scale`.
+pub fn attention_scores(
+    q: &[f32],
+    k: &[f16],
+    stride: usize,
+    n: usize,
+    hd: usize,
+    scale: f32,
+    s: &mut [f32],
+) {
+    let group = q.len() / hd;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && hd.is_multiple_of(8) {
+        // SAFETY: as in dot_q8_0; hd is a multiple of 8 and every slice is long enough
+        // (checked by the indexing below in debug builds and by the callers' shapes).
+        return unsafe { x86::attention_scores(q, k, stride, n, hd, scale, s) };
+    }
+    for p in 0..n {
+        let kp = &k[p * stride..p * stride + hd];
+        for g in 0..group {
+            s[g * n + p] = dot_f16(&q[g * hd..(g + 1) * hd], kp) * scale;
+        }
+    }
+}
+
+/// `out_g = Σ_p w[g·n + p] · v_p` over `n` cached f16 values (row `p` at `v[p·stride..]`).
+pub fn attention_values(w: &[f32], v: &[f16], stride: usize, n: usize, hd: usize, out: &mut [f32]) {
+    let group = out.len() / hd;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && hd.is_multiple_of(8) {
+        // SAFETY: as in attention_scores.
+        return unsafe { x86::attention_values(w, v, stride, n, hd, out) };
+    }
+    for p in 0..n {
+        let vp = &v[p * stride..p * stride + hd];
+        for g in 0..group {
+            axpy_f16(&mut out[g * hd..(g + 1) * hd], w[g * n + p], vp);
+        }
+    }
+}
+
+/// `q · k` for an f32 query and an f16 key (the KV cache).
+pub fn dot_f16(q: &[f32], k: &[f16]) -> f32 {
+    debug_assert_eq!(q.len(), k.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && q.len().is_multiple_of(8) {
+        // SAFETY: as in dot_q8_0; the length is a multiple of 8.
+        return unsafe { x86::dot_f16(q, k) };
+    }
+    q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum()
+}
+
+/// `out += w · v` for an f16 value row (the KV cache).
+pub fn axpy_f16(out: &mut [f32], w: f32, v: &[f16]) {
+    debug_assert_eq!(out.len(), v.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && out.len().is_multiple_of(8) {
+        // SAFETY: as in dot_q8_0; the length is a multiple of 8.
+        return unsafe { x86::axpy_f16(out, w, v) };
+    }
+    out.iter_mut()
+        .zip(v)
+        .for_each(|(o, x)| *o += w * x.to_f32());
+}
+
 /// `w · a` in f32.
 pub fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), a.len());
@@ -320,6 +386,97 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn attention_scores(
+        q: &[f32],
+        k: &[half::f16],
+        stride: usize,
+        n: usize,
+        hd: usize,
+        scale: f32,
+        s: &mut [f32],
+    ) {
+        let group = q.len() / hd;
+        assert!(s.len() >= group * n && (n == 0 || k.len() >= (n - 1) * stride + hd));
+        let (qp, kp) = (q.as_ptr(), k.as_ptr() as *const u8);
+        for p in 0..n {
+            for g in 0..group {
+                let mut acc = _mm256_setzero_ps();
+                for c in (0..hd).step_by(8) {
+                    unsafe {
+                        let kv = _mm256_cvtph_ps(_mm_loadu_si128(
+                            kp.add(2 * (p * stride + c)) as *const __m128i
+                        ));
+                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * hd + c)), kv, acc);
+                    }
+                }
+                s[g * n + p] = unsafe { hsum(acc) } * scale;
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn attention_values(
+        w: &[f32],
+        v: &[half::f16],
+        stride: usize,
+        n: usize,
+        hd: usize,
+        out: &mut [f32],
+    ) {
+        let group = out.len() / hd;
+        assert!(w.len() >= group * n && (n == 0 || v.len() >= (n - 1) * stride + hd));
+        let (op, vp) = (out.as_mut_ptr(), v.as_ptr() as *const u8);
+        for p in 0..n {
+            for c in (0..hd).step_by(8) {
+                unsafe {
+                    let x = _mm256_cvtph_ps(_mm_loadu_si128(
+                        vp.add(2 * (p * stride + c)) as *const __m128i
+                    ));
+                    for g in 0..group {
+                        let o = op.add(g * hd + c);
+                        _mm256_storeu_ps(
+                            o,
+                            _mm256_fmadd_ps(
+                                _mm256_set1_ps(*w.get_unchecked(g * n + p)),
+                                x,
+                                _mm256_loadu_ps(o),
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(q: &[f32], k: &[half::f16]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let (qp, kp) = (q.as_ptr(), k.as_ptr() as *const u8);
+        for i in (0..q.len()).step_by(8) {
+            unsafe {
+                let kv = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(2 * i) as *const __m128i));
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i)), kv, acc);
+            }
+        }
+        unsafe { hsum(acc) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_f16(out: &mut [f32], w: f32, v: &[half::f16]) {
+        let wv = _mm256_set1_ps(w);
+        let (op, vp) = (out.as_mut_ptr(), v.as_ptr() as *const u8);
+        for i in (0..out.len()).step_by(8) {
+            unsafe {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(2 * i) as *const __m128i));
+                _mm256_storeu_ps(
+                    op.add(i),
+                    _mm256_fmadd_ps(wv, x, _mm256_loadu_ps(op.add(i))),
+                );
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
         let n = w.len() / 32 * 32;
         let (wp, ap) = (w.as_ptr(), a.as_ptr());
@@ -375,6 +532,46 @@ mod tests {
         }
         let want: f32 = w.iter().zip(&x).map(|(p, q)| p * q).sum();
         assert!((dot_f32(&w, &x) - want).abs() < 1e-3);
+        // The f16 cache's products.
+        let k16: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+        let want: f32 = w.iter().zip(&k16).map(|(p, q)| p * q.to_f32()).sum();
+        assert!((dot_f16(&w, &k16) - want).abs() < 1e-3 * want.abs().max(1.0));
+        let mut o1 = w.clone();
+        axpy_f16(&mut o1, 0.7, &k16);
+        for ((o, a), b) in o1.iter().zip(&w).zip(&k16) {
+            assert!((o - (a + 0.7 * b.to_f32())).abs() < 1e-5);
+        }
+        // Grouped attention against a strided f16 cache equals head by head.
+        let (hd, group, n, stride) = (16, 2, 5, 48);
+        let kv: Vec<f16> = (0..n * stride)
+            .map(|i| f16::from_f32(((i * 7 % 23) as f32 - 11.0) / 9.0))
+            .collect();
+        let q: Vec<f32> = (0..group * hd)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) / 5.0)
+            .collect();
+        let mut s1 = vec![0.0; group * n];
+        attention_scores(&q, &kv[8..], stride, n, hd, 0.5, &mut s1);
+        let mut o1 = vec![0.0; group * hd];
+        attention_values(&s1, &kv[8..], stride, n, hd, &mut o1);
+        for g in 0..group {
+            let mut o = vec![0.0; hd];
+            for p in 0..n {
+                let kp = &kv[8 + p * stride..8 + p * stride + hd];
+                let want: f32 = q[g * hd..(g + 1) * hd]
+                    .iter()
+                    .zip(kp)
+                    .map(|(a, b)| a * b.to_f32())
+                    .sum::<f32>()
+                    * 0.5;
+                assert!((s1[g * n + p] - want).abs() < 1e-4);
+                o.iter_mut()
+                    .zip(kp)
+                    .for_each(|(oj, x)| *oj += s1[g * n + p] * x.to_f32());
+            }
+            for (a, b) in o.iter().zip(&o1[g * hd..(g + 1) * hd]) {
+                assert!((a - b).abs() < 1e-4);
+            }
+        }
         // Four weight rows at once equal one at a time.
         for ty in [quant::GgmlType::Q8_0, quant::GgmlType::Q4_0] {
             let rows: Vec<Vec<u8>> = (0..4)
