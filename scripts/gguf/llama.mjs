@@ -9,7 +9,10 @@ import {readFileSync} from "node:fs";
 import {getLlama} from "node-llama-cpp";
 
 const job = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
+// llama.cpp's own log lines are kept (its timings are read from them with --bench).
+const logs = [];
+const llama = await getLlama({gpu: false, build: "never", logLevel: "info",
+  logger: (level, message) => { logs.push(message); if (level === "error" || level === "fatal") process.stderr.write(message + "\n"); }});
 const model = await llama.loadModel({modelPath: job.model});
 const encode = (text) => {
   const ids = Array.from(model.tokenize(text, false));
@@ -18,20 +21,24 @@ const encode = (text) => {
 const tokens = (job.texts ?? []).map(encode);
 if (job.bench) {
   // Timing: the prompt in one evaluation (batches of 512), then `n` single-token evaluations
-  // with no sampling in JavaScript (each feeds back a fixed token), so the figures are
-  // close to llama.cpp's decode steps. Each step still goes through node-llama-cpp's
-  // asynchronous batching, which alone caps a 1M-parameter model near 75 tokens/s here.
-  const ctx = await model.createContext({contextSize: 2048, batchSize: 512, threads: job.threads ?? 2});
+  // (each feeds back a fixed token). The figures are llama.cpp's own (llama_perf_context:
+  // time inside llama_decode), not node-llama-cpp's, whose asynchronous batching costs about
+  // 13 ms a step here on top of them.
+  const ctx = await model.createContext({contextSize: 2048, batchSize: 512, threads: job.threads ?? 2,
+    performanceTracking: true});
   const seq = ctx.getSequence();
   const prompt = encode(job.bench);
-  const t0 = performance.now();
   await seq.evaluateWithoutGeneratingNewTokens(prompt);
-  const t1 = performance.now();
   const next = prompt[prompt.length - 1];
   for (let i = 0; i < job.n; i++) await seq.evaluateWithoutGeneratingNewTokens([next]);
-  const t2 = performance.now();
-  process.stdout.write(JSON.stringify({llama_cpp: llama.llamaCppRelease, prompt_tokens: prompt.length,
-    prompt_seconds: (t1 - t0) / 1000, decode_seconds: (t2 - t1) / 1000, generated: job.n + 1}));
+  logs.length = 0;
+  await ctx.printTimings();
+  const text = logs.join("\n");
+  const num = (re) => { const m = text.match(re); if (!m) throw new Error("no llama.cpp timings in: " + text); return [parseFloat(m[1]), parseInt(m[2])]; };
+  const [ppMs, ppN] = num(/prompt eval time =\s*([\d.]+) ms \/\s*(\d+) tokens/);
+  const [tgMs, tgN] = num(/\seval time =\s*([\d.]+) ms \/\s*(\d+) runs/);
+  process.stdout.write(JSON.stringify({llama_cpp: llama.llamaCppRelease, prompt_tokens: ppN,
+    prompt_seconds: ppMs / 1000, decode_seconds: tgMs / 1000, generated: tgN + 1}));
   process.exit(0);
 }
 const greedy = [];
