@@ -636,3 +636,29 @@ impl cria_core::generate::NextLogits for QModel {
         self.forward(input, cache)
     }
 }
+
+/// Perplexity on `ids` in windows of `seq_len + 1` tokens (each window read from an empty
+/// cache), as `cria eval --corpus` computes it for checkpoints; `None` when `ids` holds less
+/// than one window.
+pub fn perplexity(m: &QModel, ids: &[u32], seq_len: usize) -> Option<f64> {
+    let windows: Vec<&[u32]> = ids.chunks_exact(seq_len + 1).collect();
+    if windows.is_empty() {
+        return None;
+    }
+    let mut nll = 0.0f64;
+    for w in &windows {
+        let mut cache = m.new_cache();
+        for j in 0..seq_len {
+            let logits = m.forward(&w[j..j + 1], &mut cache);
+            let mx = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let lse = mx as f64
+                + logits
+                    .iter()
+                    .map(|&x| ((x - mx) as f64).exp())
+                    .sum::<f64>()
+                    .ln();
+            nll += lse - logits[w[j + 1] as usize] as f64;
+        }
+    }
+    Some((nll / (windows.len() * seq_len) as f64).exp())
+}

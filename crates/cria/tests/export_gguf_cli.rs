@@ -188,6 +188,42 @@ fn chat_and_generate_run_gguf_files() {
             .arg(dir.path()),
     );
     assert!(err.contains("merge the LoRA adapter at export"), "{err}");
+    // Perplexity of the file on held-out text; the other measures need the checkpoint.
+    let corpus = dir.path().join("held-out.txt");
+    std::fs::write(
+        &corpus,
+        "The office opens at nine. Expense reports are due on Fridays. ".repeat(20),
+    )
+    .unwrap();
+    let o = run_ok(
+        cria()
+            .args(["eval", "--seq-len", "16", "--model"])
+            .arg(&q4)
+            .arg("--corpus")
+            .arg(&corpus),
+    );
+    let table = String::from_utf8_lossy(&o.stdout);
+    let ppl: f64 = table
+        .lines()
+        .last()
+        .unwrap()
+        .split('|')
+        .nth(2)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ppl.is_finite() && ppl > 1.0, "{table}");
+    let err = run_err(
+        cria()
+            .args(["eval", "--model"])
+            .arg(&q4)
+            .arg("--world")
+            .arg(dir.path())
+            .arg("--corpus")
+            .arg(&corpus),
+    );
+    assert!(err.contains("perplexity on --corpus only"), "{err}");
     std::fs::write(dir.path().join("bad.gguf"), b"GGUF\x03\x00\x00\x00").unwrap();
     let err = run_err(
         cria()

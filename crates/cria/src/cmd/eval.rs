@@ -69,6 +69,47 @@ pub struct Args {
     replies: Option<PathBuf>,
 }
 
+/// A GGUF file: perplexity on `--corpus`, the measure that shows what quantization costs.
+fn eval_gguf(a: &Args) -> anyhow::Result<()> {
+    let others = [
+        &a.world,
+        &a.facts,
+        &a.multiturn,
+        &a.truthful,
+        &a.harmful,
+        &a.benign,
+    ];
+    if a.corpus.is_empty()
+        || others.iter().any(|o| o.is_some())
+        || a.reward_model.is_some()
+        || a.reference.is_some()
+    {
+        anyhow::bail!(
+            "--model {} is a GGUF file: cria eval measures its perplexity on --corpus only (evaluate the checkpoint it was exported from for the rest)",
+            a.model.display()
+        );
+    }
+    let g = super::load_gguf(&a.model, a.adapter.as_deref())?;
+    let docs = cria_data::corpus::read_corpus(&a.corpus)?;
+    let ids = cria_data::shards::tokenize(&docs, &g.tok)?;
+    let ppl = cria_gguf::infer::perplexity(&g.model, &ids, a.seq_len).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the held-out corpus has {} tokens, fewer than one window of {}",
+            ids.len(),
+            a.seq_len + 1
+        )
+    })?;
+    println!(
+        "| metric | {} |\n|---|---:|\n| perplexity | {ppl:.4} |",
+        a.model.display()
+    );
+    if let Some(out) = &a.out {
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "perplexity": ppl }))?;
+        cria_core::fsutil::write_atomic(out, text.as_bytes())?;
+    }
+    Ok(())
+}
+
 fn from_world(explicit: &Option<PathBuf>, world: &Option<PathBuf>, name: &str) -> Option<PathBuf> {
     explicit.clone().or_else(|| {
         world
@@ -87,6 +128,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if v == 0 {
             anyhow::bail!("{flag} must be at least 1");
         }
+    }
+    if super::is_gguf(&a.model) {
+        return eval_gguf(&a);
     }
     let corpus_ids = if a.corpus.is_empty() {
         None
