@@ -414,42 +414,9 @@ impl QModel {
         let file = &self.file;
         // Decoding (one activation row): four weight rows at a time share its loads.
         if t == 1
-            && w.ty().is_quantized()
             && let (Mat::Mapped { t: ti, .. }, Act::Q8(x)) = (w, a)
         {
-            {
-                let rb = ti.ty.row_bytes(cols).expect("checked at load");
-                let bytes = self.file.bytes(ti);
-                let four = if ti.ty == GgmlType::Q8_0 {
-                    rows4_q8_0
-                } else {
-                    rows4_q4_0
-                };
-                let one = if ti.ty == GgmlType::Q8_0 {
-                    dot_q8_0
-                } else {
-                    dot_q4_0
-                };
-                let mut out = vec![0.0f32; rows];
-                // Four chunks per thread: few hand-offs, yet a late thread leaves work to steal.
-                let chunk = rows.div_ceil(4 * rayon::current_num_threads()).div_ceil(4) * 4;
-                out.par_chunks_mut(chunk).enumerate().for_each(|(ci, o)| {
-                    let r0 = ci * chunk;
-                    let row = |r: usize| &bytes[r * rb..(r + 1) * rb];
-                    let n4 = o.len() / 4 * 4;
-                    for k in (0..n4).step_by(4) {
-                        let r = r0 + k;
-                        o[k..k + 4].copy_from_slice(&four(
-                            [row(r), row(r + 1), row(r + 2), row(r + 3)],
-                            &x[0],
-                        ));
-                    }
-                    for (k, ok) in o.iter_mut().enumerate().skip(n4) {
-                        *ok = one(row(r0 + k), &x[0]);
-                    }
-                });
-                return vec![out];
-            }
+            return vec![self.matvec_q(ti, cols, &x[0])];
         }
         // Activations in tiles that stay in cache while a chunk of weight rows passes over them.
         const TILE: usize = 32;
@@ -508,6 +475,39 @@ impl QModel {
         (0..t)
             .map(|i| (0..rows).map(|r| by_row[r * t + i]).collect())
             .collect()
+    }
+
+    /// `W x` for one q8_0-quantized activation row and a q8_0/q4_0 matrix in the file.
+    fn matvec_q(&self, ti: &TensorInfo, cols: usize, x: &Q8Row) -> Vec<f32> {
+        let rows = ti.len() / cols;
+        let rb = ti.ty.row_bytes(cols).expect("checked at load");
+        let bytes = self.file.bytes(ti);
+        let four = if ti.ty == GgmlType::Q8_0 {
+            rows4_q8_0
+        } else {
+            rows4_q4_0
+        };
+        let one = if ti.ty == GgmlType::Q8_0 {
+            dot_q8_0
+        } else {
+            dot_q4_0
+        };
+        let mut out = vec![0.0f32; rows];
+        // Four chunks per thread: few hand-offs, yet a late thread leaves work to steal.
+        let chunk = rows.div_ceil(4 * rayon::current_num_threads()).div_ceil(4) * 4;
+        out.par_chunks_mut(chunk).enumerate().for_each(|(ci, o)| {
+            let r0 = ci * chunk;
+            let row = |r: usize| &bytes[r * rb..(r + 1) * rb];
+            let n4 = o.len() / 4 * 4;
+            for k in (0..n4).step_by(4) {
+                let r = r0 + k;
+                o[k..k + 4].copy_from_slice(&four([row(r), row(r + 1), row(r + 2), row(r + 3)], x));
+            }
+            for (k, ok) in o.iter_mut().enumerate().skip(n4) {
+                *ok = one(row(r0 + k), x);
+            }
+        });
+        out
     }
 
     fn rope(&self, x: &mut [f32], pos: f32) {

@@ -86,29 +86,11 @@ fn export_writes_gguf_and_modelfile_and_refuses_what_cannot_be_exported() {
 }
 
 fn chat(model: &std::path::Path, input: &str) -> String {
-    use std::io::Write;
-    let mut child = cria()
-        .args([
-            "chat",
-            "--temperature",
-            "0",
-            "--max-new-tokens",
-            "12",
-            "--model",
-        ])
-        .arg(model)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::chat_output(
+        model,
+        input,
+        &["--temperature", "0", "--max-new-tokens", "12"],
+    );
     assert!(
         out.status.success(),
         "{}",
