@@ -136,6 +136,8 @@ fn reply<M: NextLogits>(
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    // Flags are checked before anything is loaded.
+    a.sampling.params()?;
     super::set_threads(a.threads)?;
     if super::is_gguf(&a.model) {
         let g = super::load_gguf(&a.model, a.adapter.as_deref())?;
