@@ -61,7 +61,7 @@ fn export_writes_gguf_and_modelfile_and_refuses_what_cannot_be_exported() {
             .arg("--out")
             .arg(&other),
     );
-    assert!(err.contains("only LoRA adapters can be merged"), "{err}");
+    assert!(err.contains("only LORA adapters"), "{err}");
     assert!(!other.exists());
     // --out must be a file.
     let err = run_err(

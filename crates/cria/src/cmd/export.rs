@@ -81,7 +81,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if cfg.get("peft_type").and_then(|t| t.as_str()) != Some("LORA") {
             bail!(
                 "{}: a {} adapter adds learned prompt tokens to attention, which no weight matrix can hold; \
-                 only LoRA adapters can be merged for export (serve this one with `cria serve --models`)",
+                 only LORA adapters (peft_type LORA) can be merged for export (serve this one with `cria serve --models`)",
                 ad.display(),
                 cfg.get("peft_type")
                     .and_then(|t| t.as_str())
