@@ -94,6 +94,16 @@ impl QCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// A copy holding the first `n` positions (a shared prompt prefix, to continue from).
+    pub fn prefix(&self, n: usize) -> QCache {
+        let n = n.min(self.len);
+        let cut = |x: &Vec<f16>| x[..x.len() / self.len.max(1) * n].to_vec();
+        QCache {
+            k: self.k.iter().map(cut).collect(),
+            v: self.v.iter().map(cut).collect(),
+            len: n,
+        }
+    }
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.k.iter().chain(&self.v).map(|x| x.capacity() * 2).sum()
@@ -297,12 +307,34 @@ impl QModel {
 
     /// Reads `ids` after the cache and returns the logits after the last one.
     pub fn forward(&self, ids: &[u32], cache: &mut QCache) -> Vec<f32> {
+        self.forward_rows(&mut [(ids, cache)], false)
+            .pop()
+            .expect("one sequence")
+    }
+
+    /// One pass over several sequences at once (continuous batching): each `(ids, cache)`
+    /// reads its ids after its own cache, at its own positions. Every projection runs once
+    /// for all their rows, so the weights stream from memory once per pass; attention reads
+    /// each row's own cache. Returns the logits after each sequence's last id or, with `all`,
+    /// after every id (sequence by sequence). A row's logits do not depend on the others in
+    /// the pass: every kernel adds a row's products in the same order.
+    pub fn forward_rows(&self, seqs: &mut [(&[u32], &mut QCache)], all: bool) -> Vec<Vec<f32>> {
+        assert!(
+            seqs.iter().all(|(ids, _)| !ids.is_empty()),
+            "every sequence in a pass reads at least one id"
+        );
         let c = &self.cfg;
         let hd = c.head_dim;
-        let t = ids.len();
-        let pos0 = cache.len;
-        let mut x: Vec<Vec<f32>> = ids
+        // Row r is position pos[r] of sequence seq[r].
+        let (mut seq, mut pos) = (vec![], vec![]);
+        for (si, (ids, cache)) in seqs.iter().enumerate() {
+            seq.extend(std::iter::repeat_n(si, ids.len()));
+            pos.extend(cache.len..cache.len + ids.len());
+        }
+        let t = seq.len();
+        let mut x: Vec<Vec<f32>> = seqs
             .iter()
+            .flat_map(|(ids, _)| ids.iter())
             .map(|&id| self.embd.row(&self.file, id as usize))
             .collect();
         for (li, l) in self.layers.iter().enumerate() {
@@ -315,38 +347,36 @@ impl QModel {
                 add_bias(&mut q[i], &l.bq);
                 add_bias(&mut k[i], &l.bk);
                 add_bias(&mut v[i], &l.bv);
-                let p = (pos0 + i) as f32 / c.rope_scale;
+                let p = pos[i] as f32 / c.rope_scale;
                 self.rope(&mut q[i], p);
                 self.rope(&mut k[i], p);
                 // As llama.cpp: keys and values cached in f16, queries meeting them in f16.
                 to_f16(&mut q[i]);
+                let cache = &mut seqs[seq[i]].1;
                 cache.k[li].extend(k[i].iter().map(|&x| f16::from_f32(x)));
                 cache.v[li].extend(v[i].iter().map(|&x| f16::from_f32(x)));
             }
-            let (kc, vc) = (&cache.k[li], &cache.v[li]);
+            let kv: Vec<(&[f16], &[f16])> = seqs
+                .iter()
+                .map(|(_, cache)| (&cache.k[li][..], &cache.v[li][..]))
+                .collect();
             let group = c.n_head / c.n_kv;
             let scale = 1.0 / (hd as f32).sqrt();
-            // One task per (position, key/value head): its group of query heads.
+            // One task per (row, key/value head): its group of query heads.
             let parts: Vec<Vec<f32>> = (0..t * c.n_kv)
                 .into_par_iter()
                 .map(|job| {
                     let (i, kvh) = (job / c.n_kv, job % c.n_kv);
-                    let n = pos0 + i + 1;
+                    let n = pos[i] + 1;
                     let mut out = vec![0.0f32; group * hd];
                     let mut s = vec![0.0f32; n * group];
                     let qg = &q[i][kvh * group * hd..(kvh + 1) * group * hd];
                     let stride = c.n_kv * hd;
+                    let (kc, vc) = kv[seq[i]];
                     let (kh, vh) = (&kc[kvh * hd..], &vc[kvh * hd..]);
                     attention_scores(qg, kh, stride, n, hd, scale, &mut s);
                     for g in 0..group {
-                        let sg = &mut s[g * n..(g + 1) * n];
-                        let m = sg.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                        let mut z = 0.0;
-                        for sp in sg.iter_mut() {
-                            *sp = (*sp - m).exp();
-                            z += *sp;
-                        }
-                        sg.iter_mut().for_each(|sp| *sp /= z);
+                        softmax(&mut s[g * n..(g + 1) * n]);
                     }
                     attention_values(&s, vh, stride, n, hd, &mut out);
                     out
@@ -376,12 +406,16 @@ impl QModel {
                 add(xi, di);
             }
         }
-        cache.len += t;
-        let last = rms_norm(&x[t - 1], &self.out_norm, c.eps);
+        for (ids, cache) in seqs.iter_mut() {
+            cache.len += ids.len();
+        }
+        // The rows whose logits are asked for: every row, or each sequence's last.
+        let out: Vec<Vec<f32>> = (0..t)
+            .filter(|&i| all || i + 1 == t || seq[i + 1] != seq[i])
+            .map(|i| rms_norm(&x[i], &self.out_norm, c.eps))
+            .collect();
         let head = self.output.as_ref().unwrap_or(&self.embd);
-        self.matmul(head, &self.act(&[last], &[head]))
-            .pop()
-            .expect("one row")
+        self.matmul(head, &self.act(&out, &[head]))
     }
 
     /// The activation rows as the matrices' kernels take them (all of one kind per call).
@@ -427,44 +461,26 @@ impl QModel {
                 let r0 = ci * chunk;
                 for t0 in (0..t).step_by(TILE) {
                     let t1 = (t0 + TILE).min(t);
+                    if let (Mat::Mapped { t: ti, .. }, Act::Q8(x)) = (w, a) {
+                        let rb = ti.ty.row_bytes(cols).expect("checked at load");
+                        let bytes = &file.bytes(ti)[r0 * rb..];
+                        q_tile(ti.ty, bytes, rb, &x[t0..t1], out, t, t0);
+                        continue;
+                    }
+                    // f32 activations: f32 weights, in the file or widened at load.
+                    let Act::F32(x) = a else {
+                        unreachable!("activations are made for the matrix's type")
+                    };
                     for (k, o) in out.chunks_mut(t).enumerate() {
                         let r = r0 + k;
-                        let o = &mut o[t0..t1];
-                        match (w, a) {
-                            (Mat::Owned { data, .. }, Act::F32(x)) => {
-                                let wr = &data[r * cols..(r + 1) * cols];
-                                for (oi, xi) in o.iter_mut().zip(&x[t0..t1]) {
-                                    *oi = dot_f32(wr, xi);
-                                }
+                        let wr: &[f32] = match w {
+                            Mat::Owned { data, .. } => &data[r * cols..(r + 1) * cols],
+                            Mat::Mapped { t: ti, .. } => {
+                                bytemuck_f32(&file.bytes(ti)[r * cols * 4..(r + 1) * cols * 4])
                             }
-                            (Mat::Mapped { t: ti, .. }, act) => {
-                                let rb = ti.ty.row_bytes(cols).expect("checked at load");
-                                let wr = &file.bytes(ti)[r * rb..(r + 1) * rb];
-                                match (ti.ty, act) {
-                                    (GgmlType::Q8_0, Act::Q8(x)) => rows4(
-                                        o,
-                                        &x[t0..t1],
-                                        |a| dot4_q8_0(wr, a),
-                                        |a| dot_q8_0(wr, a),
-                                    ),
-                                    (GgmlType::Q4_0, Act::Q8(x)) => rows4(
-                                        o,
-                                        &x[t0..t1],
-                                        |a| dot4_q4_0(wr, a),
-                                        |a| dot_q4_0(wr, a),
-                                    ),
-                                    (GgmlType::F32, Act::F32(x)) => {
-                                        let wf: &[f32] = bytemuck_f32(wr);
-                                        o.iter_mut()
-                                            .zip(&x[t0..t1])
-                                            .for_each(|(oi, xi)| *oi = dot_f32(wf, xi));
-                                    }
-                                    _ => unreachable!("activations are made for the matrix's type"),
-                                }
-                            }
-                            (Mat::Owned { .. }, Act::Q8(_)) => {
-                                unreachable!("owned matrices are f32")
-                            }
+                        };
+                        for (oi, xi) in o[t0..t1].iter_mut().zip(&x[t0..t1]) {
+                            *oi = dot_f32(wr, xi);
                         }
                     }
                 }
@@ -586,25 +602,44 @@ fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Mat> {
     }
 }
 
+/// Softmax in place.
+fn softmax(s: &mut [f32]) {
+    let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut z = 0.0;
+    for sp in s.iter_mut() {
+        *sp = (*sp - m).exp();
+        z += *sp;
+    }
+    s.iter_mut().for_each(|sp| *sp /= z);
+}
+
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let r = 1.0 / (ms + eps).sqrt();
     x.iter().zip(w).map(|(v, w)| v * r * w).collect()
 }
 
-/// One weight row against activation rows `x`, four at a time, the rest one by one.
-fn rows4(
-    o: &mut [f32],
-    x: &[Q8Row],
-    four: impl Fn([&Q8Row; 4]) -> [f32; 4],
-    one: impl Fn(&Q8Row) -> f32,
-) {
+/// The weight rows in `w` (`rb` bytes each, as many as `out` has rows of `t`) against
+/// activation rows `x` (rows `t0..` of the pass): each weight row against four activation rows
+/// at a time, the rest one by one (the kernels add a pair's products in the same order).
+fn q_tile(ty: GgmlType, w: &[u8], rb: usize, x: &[Q8Row], out: &mut [f32], t: usize, t0: usize) {
+    type Four = fn(&[u8], [&Q8Row; 4]) -> [f32; 4];
+    type One = fn(&[u8], &Q8Row) -> f32;
+    let (four, one): (Four, One) = match ty {
+        GgmlType::Q8_0 => (dot4_q8_0, dot_q8_0),
+        GgmlType::Q4_0 => (dot4_q4_0, dot_q4_0),
+        other => unreachable!("q8 activations meet {other:?} weights"),
+    };
     let n4 = x.len() / 4 * 4;
-    for (oc, xc) in o[..n4].chunks_exact_mut(4).zip(x[..n4].chunks_exact(4)) {
-        oc.copy_from_slice(&four([&xc[0], &xc[1], &xc[2], &xc[3]]));
-    }
-    for (oi, xi) in o[n4..].iter_mut().zip(&x[n4..]) {
-        *oi = one(xi);
+    for (k, o) in out.chunks_mut(t).enumerate() {
+        let wr = &w[k * rb..(k + 1) * rb];
+        let o = &mut o[t0..t0 + x.len()];
+        for j in (0..n4).step_by(4) {
+            o[j..j + 4].copy_from_slice(&four(wr, [&x[j], &x[j + 1], &x[j + 2], &x[j + 3]]));
+        }
+        for j in n4..x.len() {
+            o[j] = one(wr, &x[j]);
+        }
     }
 }
 

@@ -20,17 +20,33 @@ impl Q8Row {
         debug_assert_eq!(x.len() % QK, 0);
         self.d.clear();
         self.qs.clear();
-        for b in x.chunks_exact(QK) {
-            // ggml's activation quantizer (its SIMD path): scale by 127/max, round half to
-            // even, keep the scale as f16; matching it keeps cria's products equal to llama.cpp's.
-            let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-            self.d.push(f16::from_f32(d).to_f32());
-            self.qs
-                .extend(b.iter().map(|&v| (v * id).round_ties_even() as i8));
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU has AVX2, FMA and F16C. The same code, compiled so rounding is
+            // one instruction rather than a call to `rintf` (5% of a batched decode step).
+            return unsafe { quantize_avx2(self, x) };
         }
+        quantize_into(self, x);
     }
+}
+
+/// ggml's activation quantizer (its SIMD path): scale by 127/max, round half to even, keep the
+/// scale as f16; matching it keeps cria's products equal to llama.cpp's.
+#[inline(always)]
+fn quantize_into(q: &mut Q8Row, x: &[f32]) {
+    for b in x.chunks_exact(QK) {
+        let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        q.d.push(f16::from_f32(d).to_f32());
+        q.qs.extend(b.iter().map(|&v| (v * id).round_ties_even() as i8));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_avx2(q: &mut Q8Row, x: &[f32]) {
+    quantize_into(q, x)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -263,7 +279,9 @@ mod x86 {
     }
 
     /// A weight row of `bytes`-sized blocks (decoded by `unpack`) against one activation row.
-    /// Two accumulators in registers, so consecutive blocks' multiply-adds overlap.
+    /// One accumulator, blocks in order: the same additions as [`dot4`] and [`rows4`] make
+    /// for each pair of rows, so a row's result never depends on which kernel (and so which
+    /// batch) computed it.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot_blocks(
         w: &[u8],
@@ -271,41 +289,19 @@ mod x86 {
         bytes: usize,
         unpack: unsafe fn(*const u8) -> __m256i,
     ) -> f32 {
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut acc = _mm256_setzero_ps();
         let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-        let n = a.d.len();
-        let mut b = 0;
-        unsafe {
-            while b + 1 < n {
-                let (b0, b1) = (wp.add(b * bytes), wp.add((b + 1) * bytes));
-                let p0 = dot_i8(
-                    unpack(b0),
+        for b in 0..a.d.len() {
+            unsafe {
+                let blk = wp.add(b * bytes);
+                let p = dot_i8(
+                    unpack(blk),
                     _mm256_loadu_si256(ap.add(b * QK) as *const __m256i),
                 );
-                let p1 = dot_i8(
-                    unpack(b1),
-                    _mm256_loadu_si256(ap.add((b + 1) * QK) as *const __m256i),
-                );
-                acc0 =
-                    _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b0) * *a.d.get_unchecked(b)), p0, acc0);
-                acc1 = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16_at(b1) * *a.d.get_unchecked(b + 1)),
-                    p1,
-                    acc1,
-                );
-                b += 2;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk) * *a.d.get_unchecked(b)), p, acc);
             }
-            if b < n {
-                let b0 = wp.add(b * bytes);
-                let p0 = dot_i8(
-                    unpack(b0),
-                    _mm256_loadu_si256(ap.add(b * QK) as *const __m256i),
-                );
-                acc0 =
-                    _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b0) * *a.d.get_unchecked(b)), p0, acc0);
-            }
-            hsum(_mm256_add_ps(acc0, acc1))
         }
+        unsafe { hsum(acc) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -572,7 +568,8 @@ mod tests {
                 assert!((a - b).abs() < 1e-4);
             }
         }
-        // Four weight rows at once equal one at a time.
+        // Four weight rows at once equal one at a time, bit for bit (a sequence decoded alone
+        // or in a batch gets the same logits).
         for ty in [quant::GgmlType::Q8_0, quant::GgmlType::Q4_0] {
             let rows: Vec<Vec<u8>> = (0..4)
                 .map(|k| {
@@ -595,13 +592,10 @@ mod tests {
                 )
             };
             for (g, o) in got.iter().zip(&one) {
-                assert!(
-                    (g - o).abs() <= 1e-4 * o.abs().max(1.0),
-                    "{ty:?} rows: {g} vs {o}"
-                );
+                assert_eq!(g.to_bits(), o.to_bits(), "{ty:?} rows: {g} vs {o}");
             }
         }
-        // Four activation rows at once equal one at a time.
+        // Four activation rows at once equal one at a time, bit for bit.
         let rows: Vec<Q8Row> = (0..4)
             .map(|k| {
                 let mut r = Q8Row::default();
@@ -624,11 +618,14 @@ mod tests {
                 )
             };
             for (g, o) in got.iter().zip(&one) {
-                assert!(
-                    (g - o).abs() <= 1e-4 * o.abs().max(1.0),
-                    "{ty:?}: {g} vs {o}"
-                );
+                assert_eq!(g.to_bits(), o.to_bits(), "{ty:?}: {g} vs {o}");
             }
         }
+        // The quantizer's two builds agree.
+        let mut fast = Q8Row::default();
+        fast.quantize(&x);
+        let mut slow = Q8Row::default();
+        quantize_into(&mut slow, &x);
+        assert_eq!((fast.d, fast.qs), (slow.d, slow.qs));
     }
 }

@@ -151,3 +151,106 @@ fn unsupported_files_say_why() {
         "{err}"
     );
 }
+
+/// Several sequences in one pass (what `cria serve` runs) get exactly the logits each gets
+/// alone: prompts of different lengths prefilled together, then decoded together with one
+/// sequence joining late, on every weight type and both RoPE layouts.
+#[test]
+fn sequences_in_one_pass_equal_each_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts: [&[u32]; 3] = [
+        &[5, 77, 140, 9, 200],
+        &[31],
+        &[64, 3, 18, 250, 7, 99, 12, 41],
+    ];
+    for (name, quant) in [
+        ("llama", GgmlType::Q4_0),
+        ("llama", GgmlType::Q8_0),
+        ("qwen2", GgmlType::Q8_0),
+        ("qwen2", GgmlType::F16),
+        ("llama", GgmlType::F32),
+    ] {
+        let q = QModel::open(&export_to(name, quant, dir.path())).unwrap();
+        let what = format!("{name} {}", quant.name());
+        // Alone: each prompt, then four greedy steps.
+        let alone: Vec<Vec<Vec<f32>>> = prompts
+            .iter()
+            .map(|p| {
+                let mut c = q.new_cache();
+                let mut out = vec![q.forward(p, &mut c)];
+                for _ in 0..4 {
+                    let next = argmax(out.last().unwrap());
+                    out.push(q.forward(&[next], &mut c));
+                }
+                out
+            })
+            .collect();
+        // Together: the first two prompts in one pass, then the third prompt in a pass of its
+        // own while the others take their first decode step... all decoding together after.
+        let mut caches: Vec<_> = (0..3).map(|_| q.new_cache()).collect();
+        let [c0, c1, c2] = &mut caches[..] else {
+            unreachable!()
+        };
+        let first = q.forward_rows(&mut [(prompts[0], &mut *c0), (prompts[1], &mut *c1)], false);
+        let mut got = vec![vec![first[0].clone()], vec![first[1].clone()], vec![]];
+        let (n0, n1) = (argmax(&first[0]), argmax(&first[1]));
+        let mixed = q.forward_rows(
+            &mut [(&[n0], &mut *c0), (prompts[2], &mut *c2), (&[n1], &mut *c1)],
+            false,
+        );
+        got[0].push(mixed[0].clone());
+        got[2].push(mixed[1].clone());
+        got[1].push(mixed[2].clone());
+        while got[2].len() < 5 {
+            let next: Vec<u32> = got.iter().map(|g| argmax(g.last().unwrap())).collect();
+            let mut seqs: Vec<(&[u32], &mut _)> = vec![];
+            let [c0, c1, c2] = &mut caches[..] else {
+                unreachable!()
+            };
+            for (i, c) in [c0, c1, c2].into_iter().enumerate() {
+                if got[i].len() < 5 {
+                    seqs.push((std::slice::from_ref(&next[i]), c));
+                }
+            }
+            let live: Vec<usize> = (0..3).filter(|&i| got[i].len() < 5).collect();
+            for (i, l) in live.into_iter().zip(q.forward_rows(&mut seqs, false)) {
+                got[i].push(l);
+            }
+        }
+        for (s, (a, g)) in alone.iter().zip(&got).enumerate() {
+            for (step, (a, g)) in a.iter().zip(g).enumerate() {
+                assert!(
+                    a.iter().zip(g).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{what}: sequence {s}, step {step}: logits differ from the sequence alone"
+                );
+            }
+        }
+        // Every position's logits at once: the last row is the one-row answer.
+        let mut c = q.new_cache();
+        let all = q.forward_rows(&mut [(prompts[2], &mut c)], true);
+        assert_eq!(all.len(), prompts[2].len());
+        assert_eq!(all.last().unwrap(), &alone[2][0], "{what}: all positions");
+        // A cache cut to a prefix continues as if only the prefix had been read.
+        let mut full = q.new_cache();
+        q.forward(prompts[2], &mut full);
+        let mut cut = full.prefix(3);
+        assert_eq!(cut.len(), 3);
+        let mut fresh = q.new_cache();
+        q.forward(&prompts[2][..3], &mut fresh);
+        assert_eq!(
+            q.forward(&prompts[2][3..], &mut cut),
+            q.forward(&prompts[2][3..], &mut fresh),
+            "{what}: prefix"
+        );
+    }
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    x.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0 as u32
+}
