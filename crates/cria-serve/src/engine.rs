@@ -6,7 +6,7 @@
 //! 2. prefills at most `prefill_chunk` prompt tokens of the admitted requests (in order, as
 //!    many prompts as fit), so a long prompt does not stall the others' tokens;
 //! 3. decodes one token of every sequence that has its prompt in the cache, all together
-//!    ([`Llama::decode_rows`]: one batched matmul per projection, each row at its own position
+//!    ([`Runner::decode`]: one batched matmul per projection, each row at its own position
 //!    with its own cache, no padding to the longest);
 //! 4. retires the finished ones, and those whose client went away (its event receiver dropped,
 //!    noticed when its next token is sent).
@@ -14,6 +14,7 @@
 //! A request may ask for several choices ([`Engine::submit_n`]): its prompt is prefilled once
 //! and each choice then runs in a slot of its own, sampling with its own seed.
 //!
+//! The model is a checkpoint in burn or a GGUF file's quantized weights (see [`Runner`]).
 //! One engine may run a base model and adapted versions of it ([`Engine::start_shared`]: LoRA
 //! or LLaMA-Adapter on clones of the base, whose weight tensors are the base's own, not
 //! copies). A request names the one it wants ([`Request::model`]); they share the slots, and a
@@ -24,11 +25,9 @@
 //! [`Engine::submit`] refuses with [`SubmitError::QueueFull`] (a server answers 503).
 
 use crate::prefix::PrefixCache;
+use crate::runner::{Runner, Want};
 use cria_core::generate::Finish;
-use cria_core::model::ragged::RowCache;
-use cria_core::params::to_vec;
 use cria_core::sampling::{Sampler, SamplingParams};
-use cria_core::{Int, KvCache, Llama, Tensor, TensorData};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
@@ -186,12 +185,14 @@ pub struct Engine {
     queue: usize,
     parallel: usize,
     max_len: usize,
+    /// Ids each model embeds: others are refused at submit, never reach the scheduler.
+    vocab: Vec<usize>,
     worker: Option<JoinHandle<()>>,
 }
 
 impl Engine {
     /// Starts the scheduler thread, which owns `model` from now on.
-    pub fn start(model: Llama, cfg: EngineConfig) -> Engine {
+    pub fn start<M: Runner>(model: M, cfg: EngineConfig) -> Engine {
         Engine::start_shared(vec![model], cfg)
     }
 
@@ -200,9 +201,11 @@ impl Engine {
     ///
     /// # Panics
     /// When `models` is empty or they differ in context length.
-    pub fn start_shared(models: Vec<Llama>, cfg: EngineConfig) -> Engine {
+    pub fn start_shared<M: Runner>(models: Vec<M>, cfg: EngineConfig) -> Engine {
         assert!(!models.is_empty(), "an engine runs at least one model");
         let max_len = models[0].max_len();
+        // By model: an adapter's tokenizer may have grown chat tokens its base lacks.
+        let vocab = models.iter().map(Runner::vocab).collect();
         assert!(
             models.iter().all(|m| m.max_len() == max_len),
             "models sharing an engine share one context length"
@@ -232,6 +235,7 @@ impl Engine {
             queue,
             parallel,
             max_len,
+            vocab,
             worker: Some(worker),
         }
     }
@@ -264,6 +268,12 @@ impl Engine {
                 "model {} of an engine running {}",
                 req.model,
                 self.models()
+            )));
+        }
+        let vocab = self.vocab[req.model];
+        if let Some(t) = req.prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(SubmitError::Invalid(format!(
+                "token id {t} is outside this model's vocabulary of {vocab}"
             )));
         }
         if req.prompt.len() >= self.max_len {
@@ -324,15 +334,14 @@ impl Drop for Engine {
     }
 }
 
-/// A running sequence.
-struct Seq {
+/// A running sequence, its keys and values in a `C`.
+struct Seq<C> {
     /// Which of the engine's models runs it.
     model: usize,
     events: Sender<Event>,
-    /// The cache while the prompt is prefilled (in chunks through the model's own path)...
-    cache: KvCache,
-    /// ...and once it is in: per-row buffers the batched decode step appends to.
-    rows: Option<RowCache>,
+    cache: C,
+    /// Its whole prompt is in the cache (it decodes from now on).
+    ready: bool,
     /// Every id in the cache, in order.
     ids: Vec<u32>,
     /// Prompt ids not yet in the cache.
@@ -356,19 +365,19 @@ struct Seq {
     seed: u64,
 }
 
-struct Scheduler {
+struct Scheduler<M: Runner> {
     /// The models requests pick from (a base and its adapted clones share weight tensors).
-    models: Vec<Llama>,
+    models: Vec<M>,
     cfg: EngineConfig,
     stats: Arc<Stats>,
-    prefix: PrefixCache,
-    slots: Vec<Seq>,
+    prefix: PrefixCache<M::Cache>,
+    slots: Vec<Seq<M::Cache>>,
     /// A request received that needs more free slots than there are (its choices).
     held: Option<Job>,
 }
 
-impl Scheduler {
-    fn new(models: Vec<Llama>, cfg: EngineConfig, stats: Arc<Stats>) -> Self {
+impl<M: Runner> Scheduler<M> {
+    fn new(models: Vec<M>, cfg: EngineConfig, stats: Arc<Stats>) -> Self {
         Scheduler {
             prefix: PrefixCache::new(cfg.prefix_cache),
             models,
@@ -427,14 +436,15 @@ impl Scheduler {
         }
     }
 
-    fn start(&mut self, (req, mut events): Job) -> Seq {
+    fn start(&mut self, (req, mut events): Job) -> Seq<M::Cache> {
         let forks = events.split_off(1);
         let events = events.pop().expect("one sender per choice");
         let model = &self.models[req.model];
         let reuse = if req.prompt_logprobs {
             None
         } else {
-            self.prefix.lookup(req.model, &req.prompt, &model.device())
+            self.prefix
+                .lookup(req.model, &req.prompt, |c, n| model.prefix(c, n))
         };
         let (cache, cached) = reuse.unwrap_or_else(|| (model.new_cache(), 0));
         let usage = Usage {
@@ -458,7 +468,7 @@ impl Scheduler {
             seed,
             events,
             cache,
-            rows: None,
+            ready: false,
             ids: req.prompt[..cached].to_vec(),
             pending: req.prompt[cached..].to_vec(),
             next: None,
@@ -498,19 +508,19 @@ impl Scheduler {
         let s = &mut self.slots[i];
         let model = &self.models[s.model];
         let part: Vec<u32> = s.pending.drain(..n).collect();
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(part.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, n]),
-            &model.device(),
-        );
-        let h = model.hidden(ids, Some(&mut s.cache));
+        let want = match (&s.prompt_lp, s.pending.is_empty()) {
+            (Some(_), _) => Want::All,
+            (None, true) => Want::Last,
+            (None, false) => Want::Nothing,
+        };
+        let logits = model.prefill(&part, &mut s.cache, want);
         self.stats
             .prefill_tokens
             .fetch_add(n as u64, Ordering::Relaxed);
-        let c = h.dims()[2];
         let logits = match &mut s.prompt_lp {
             // Each position's logits score the prompt token after it.
             Some(lp) => {
-                let all = to_vec(model.logits(h));
+                let all = logits;
                 let v = all.len() / n;
                 let next = part[1..].iter().chain(s.pending.first());
                 for (j, &t) in next.enumerate() {
@@ -522,21 +532,18 @@ impl Scheduler {
                 }
                 all[(n - 1) * v..].to_vec()
             }
-            None if s.pending.is_empty() => {
-                to_vec(model.logits(h.narrow(1, n - 1, 1).reshape([1, 1, c])))
-            }
-            None => vec![],
+            None => logits,
         };
         s.ids.extend(part);
         if s.pending.is_empty() {
-            s.rows = Some(RowCache::from_cache(&std::mem::take(&mut s.cache)));
+            s.ready = true;
             if let Some(lp) = s.prompt_lp.take() {
                 for e in std::iter::once(&s.events).chain(&s.forks) {
                     let _ = e.send(Event::Prompt(lp.clone()));
                 }
             }
             // The other choices start here, from the same cache and logits.
-            let forks: Vec<Seq> = std::mem::take(&mut s.forks)
+            let forks: Vec<Seq<M::Cache>> = std::mem::take(&mut s.forks)
                 .into_iter()
                 .enumerate()
                 .map(|(i, events)| s.fork(events, i as u64 + 1))
@@ -561,21 +568,18 @@ impl Scheduler {
 
     /// One token of every running sequence of model `m`, all in one batched pass.
     fn decode_model(&mut self, m: usize) {
-        let mut rows: Vec<&mut Seq> = self
+        let mut rows: Vec<&mut Seq<M::Cache>> = self
             .slots
             .iter_mut()
-            .filter(|s| s.model == m && !s.done && s.next.is_some() && s.rows.is_some())
+            .filter(|s| s.model == m && !s.done && s.next.is_some() && s.ready)
             .collect();
         if rows.is_empty() {
             return;
         }
         let tokens: Vec<u32> = rows.iter().map(|s| s.next.expect("filtered")).collect();
         let logits = {
-            let mut caches: Vec<&mut RowCache> = rows
-                .iter_mut()
-                .map(|s| s.rows.as_mut().expect("filtered"))
-                .collect();
-            to_vec(self.models[m].decode_rows(&tokens, &mut caches))
+            let mut caches: Vec<&mut M::Cache> = rows.iter_mut().map(|s| &mut s.cache).collect();
+            self.models[m].decode(&tokens, &mut caches)
         };
         self.stats.decode_steps.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -610,24 +614,24 @@ impl Scheduler {
                 c.cancelled.fetch_add(1, Ordering::Relaxed);
             }
             // The cache holds exactly `ids` (the last sampled id was never fed).
-            if let Some(rows) = s.rows {
-                self.prefix.put(s.model, s.ids, rows);
+            if s.ready {
+                self.prefix.put(s.model, s.ids, s.cache);
             }
         }
         self.count_busy();
     }
 }
 
-impl Seq {
+impl<C: Clone> Seq<C> {
     /// Choice `i` of this sequence's request: the same cache, sampled with `seed + i`.
-    fn fork(&self, events: Sender<Event>, i: u64) -> Seq {
+    fn fork(&self, events: Sender<Event>, i: u64) -> Seq<C> {
         let mut params = self.sampler.params().clone();
         params.seed = self.seed.wrapping_add(i);
         Seq {
             model: self.model,
             events,
-            cache: KvCache::default(),
-            rows: self.rows.clone(),
+            cache: self.cache.clone(),
+            ready: self.ready,
             ids: self.ids.clone(),
             pending: vec![],
             next: None,

@@ -3,6 +3,7 @@
 
 use crate::api::error::ApiError;
 use crate::engine::Engine;
+use crate::runner::Runner;
 use cria_core::tokenizer::Tokenizer;
 use cria_data::chat::{ChatFormat, Message, Role, fold_history};
 use cria_data::template::TemplateVars;
@@ -29,11 +30,12 @@ pub struct ServedModel {
     pub parent: Option<String>,
 }
 
-/// A model to serve on an engine shared with others ([`ServedModel::start_shared`]).
-pub struct Member {
+/// A model to serve on an engine shared with others ([`ServedModel::start_shared`]): a
+/// checkpoint in burn or a GGUF file ([`Runner`]).
+pub struct Member<M> {
     /// The name requests give as `model`.
     pub id: String,
-    pub model: cria_core::Llama,
+    pub model: M,
     pub tok: Tokenizer,
     pub fmt: ChatFormat,
     /// Where it was loaded from.
@@ -44,9 +46,9 @@ pub struct Member {
 
 impl ServedModel {
     /// Starts an engine for `model`, served as `id`, prompted with `fmt`.
-    pub fn start(
+    pub fn start<M: Runner>(
         id: String,
-        model: cria_core::Llama,
+        model: M,
         tok: Tokenizer,
         fmt: ChatFormat,
         root: String,
@@ -68,11 +70,14 @@ impl ServedModel {
     /// Starts one engine for models that share their weights — a base and adapters on
     /// clones of it ([`Engine::start_shared`]) — and serves each under its own name, template
     /// and stop ids. They share the engine's slots.
-    pub fn start_shared(members: Vec<Member>, cfg: crate::engine::EngineConfig) -> Vec<Self> {
+    pub fn start_shared<M: Runner>(
+        members: Vec<Member<M>>,
+        cfg: crate::engine::EngineConfig,
+    ) -> Vec<Self> {
         let mut models = Vec::with_capacity(members.len());
         let mut rest = Vec::with_capacity(members.len());
         for m in members {
-            let stop_ids = m.fmt.stop_ids(&m.tok, &m.model.cfg.eos_token_id);
+            let stop_ids = m.fmt.stop_ids(&m.tok, &m.model.eos_ids(&m.tok));
             models.push(m.model);
             rest.push((m.id, m.tok, m.fmt, m.root, m.parent, stop_ids));
         }

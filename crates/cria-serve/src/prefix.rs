@@ -2,16 +2,13 @@
 //! same conversation (whose last prompt and reply begin the next prompt). Entries belong to
 //! the model that computed them: an adapter's keys and values are not its base's.
 
-use cria_core::model::ragged::RowCache;
-use cria_core::{Device, KvCache};
-
-/// The caches of recently finished sequences, by their model and the ids they hold.
-pub struct PrefixCache {
-    entries: Vec<Entry>,
+/// The caches (`C`) of recently finished sequences, by their model and the ids they hold.
+pub struct PrefixCache<C> {
+    entries: Vec<Entry<C>>,
     capacity: usize,
 }
 
-impl PrefixCache {
+impl<C> PrefixCache<C> {
     pub fn new(capacity: usize) -> Self {
         PrefixCache {
             entries: Vec::new(),
@@ -21,7 +18,7 @@ impl PrefixCache {
 
     /// Keeps `cache` (model `model`'s, holding exactly `ids`), dropping the oldest entry when
     /// full.
-    pub fn put(&mut self, model: usize, ids: Vec<u32>, cache: RowCache) {
+    pub fn put(&mut self, model: usize, ids: Vec<u32>, cache: C) {
         if self.capacity == 0 || ids.is_empty() {
             return;
         }
@@ -33,13 +30,14 @@ impl PrefixCache {
 
     /// A cache of model `model` holding the longest prefix of `prompt` some entry shares,
     /// leaving at least one prompt token to compute (its logits give the first reply token);
-    /// with how many tokens it holds. `None` when nothing is shared.
+    /// with how many tokens it holds (`cut` copies an entry's first `n` positions). `None`
+    /// when nothing is shared.
     pub fn lookup(
         &mut self,
         model: usize,
         prompt: &[u32],
-        device: &Device,
-    ) -> Option<(KvCache, usize)> {
+        cut: impl FnOnce(&C, usize) -> C,
+    ) -> Option<(C, usize)> {
         let limit = prompt.len().saturating_sub(1);
         let (i, n) = self
             .entries
@@ -52,17 +50,17 @@ impl PrefixCache {
             return None;
         }
         let entry = self.entries.remove(i);
-        let cache = entry.cache.to_cache(n, device);
+        let cache = cut(&entry.cache, n);
         // Most recently used last, so it is evicted last.
         self.entries.push(entry);
         Some((cache, n))
     }
 }
 
-struct Entry {
+struct Entry<C> {
     model: usize,
     ids: Vec<u32>,
-    cache: RowCache,
+    cache: C,
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

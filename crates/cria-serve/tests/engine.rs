@@ -1,7 +1,8 @@
 //! The engine on tiny transformers-made checkpoints (cria-core's fixtures): a request's output
 //! does not depend on what else runs with it, requests join and leave a running batch, the
 //! queue is bounded, a client that leaves frees its slot, a shared prefix is reused, and a
-//! base runs with its adapters on one engine and one copy of its weights.
+//! base runs with its adapters on one engine and one copy of its weights; a GGUF file's
+//! quantized weights run on the same engine.
 
 use cria_core::generate::{Finish, GenerateOptions, generate};
 use cria_core::nn::is_adapter_param;
@@ -46,7 +47,7 @@ fn collect(rx: Receiver<Event>) -> (Vec<u32>, Finish, Usage) {
     panic!("the request ended without Done after {ids:?}");
 }
 
-fn alone(m: &Llama, req: &Request) -> Vec<u32> {
+fn alone<M: cria_core::generate::NextLogits>(m: &M, req: &Request) -> Vec<u32> {
     let opts = GenerateOptions {
         max_new_tokens: req.max_new_tokens,
         sampling: req.sampling.clone(),
@@ -250,6 +251,9 @@ fn bad_requests_are_refused_at_submit() {
     ));
     let e = engine.submit(greedy(vec![1; max], 4)).unwrap_err();
     assert!(e.to_string().contains("context holds"), "{e}");
+    // An id outside the vocabulary is refused, and the engine goes on for everyone else.
+    let e = engine.submit(greedy(vec![1, 1_000_000], 4)).unwrap_err();
+    assert!(e.to_string().contains("token id 1000000 is outside"), "{e}");
     // Nothing asked, nothing sampled, and still a Done.
     let (ids, finish, usage) = collect(engine.submit(greedy(vec![1, 2], 0)).unwrap());
     assert_eq!(
@@ -472,4 +476,75 @@ fn a_base_and_its_adapters_share_one_engine_and_their_weights() {
         }),
         Err(SubmitError::Invalid(_))
     ));
+}
+
+/// A GGUF file (q4_0 and q8_0, exported from the fixture) on the engine: every request's
+/// greedy reply equals the file's own decoding alone, with sequences joining and leaving,
+/// long prompts prefilled in chunks, and follow-up turns continuing from a reused prefix.
+#[test]
+fn gguf_files_run_on_the_engine_as_alone() {
+    use cria_gguf::export::{ExportOptions, export};
+    use cria_gguf::infer::QModel;
+    use cria_gguf::quant::GgmlType;
+    // cria-gguf's fixture: the one above has LLaMA 3.1's rope scaling, which GGUF export refuses.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cria-gguf/tests/fixtures/llama");
+    let base = checkpoint::load_model(&dir, &device::inference_device()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for quant in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let file = tmp.path().join(format!("llama-{}.gguf", quant.name()));
+        let opts = ExportOptions {
+            quant,
+            name: "llama".into(),
+            chat_template: None,
+        };
+        export(&base, &dir, &opts, &file).unwrap();
+        let q = QModel::open(&file).unwrap();
+        let reqs: Vec<Request> = prompts()
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| greedy(p, 6 + 3 * i))
+            .collect();
+        let want: Vec<Vec<u32>> = reqs.iter().map(|r| alone(&q, r)).collect();
+        // Each conversation's next turn: its prompt, its reply, and a new message.
+        let follow: Vec<Request> = reqs
+            .iter()
+            .zip(&want)
+            .map(|(r, w)| greedy([&r.prompt[..], w, &[4, 8, 15]].concat(), 5))
+            .collect();
+        let want_follow: Vec<Vec<u32>> = follow.iter().map(|r| alone(&q, r)).collect();
+        let engine = Engine::start(
+            QModel::open(&file).unwrap(),
+            EngineConfig {
+                parallel: 3,
+                prefill_chunk: 8,
+                // Room for both rounds' entries: none evicted before its follow-up comes.
+                prefix_cache: 16,
+                ..Default::default()
+            },
+        );
+        for (round, (reqs, want)) in [(&reqs, &want), (&follow, &want_follow)]
+            .into_iter()
+            .enumerate()
+        {
+            let rxs: Vec<_> = reqs
+                .iter()
+                .map(|r| engine.submit(r.clone()).unwrap())
+                .collect();
+            for (i, (rx, want)) in rxs.into_iter().zip(want).enumerate() {
+                let (got, _, usage) = collect(rx);
+                assert_eq!(&got, want, "{}: round {round}, request {i}", quant.name());
+                if round == 1 {
+                    // The earlier turn's cache was reused (all but the new message).
+                    assert_eq!(
+                        usage.cached_tokens,
+                        reqs[i].prompt.len() - 4,
+                        "{}: request {i}",
+                        quant.name()
+                    );
+                }
+            }
+        }
+        let s = engine.stats();
+        assert!(s.decode_rows.load(Ordering::Relaxed) > s.decode_steps.load(Ordering::Relaxed));
+    }
 }
