@@ -161,16 +161,29 @@ fn decode(tokens: usize) {
     );
 }
 
-fn serve(streams: usize) {
+/// Concurrent streams on the serving engine: the bench model in burn, or a GGUF file's own
+/// weights.
+fn serve(streams: usize, gguf: Option<&String>) {
+    match gguf {
+        Some(f) => serve_on(
+            cria_gguf::infer::QModel::open(std::path::Path::new(f)).expect("the GGUF file"),
+            streams,
+        ),
+        None => serve_on(model(), streams),
+    }
+}
+
+fn serve_on<M: cria_serve::Runner>(m: M, streams: usize) {
     use cria_serve::{Engine, EngineConfig, Event, Request};
     let cfg = EngineConfig {
         parallel: streams,
         ..EngineConfig::default()
     };
-    let engine = Engine::start(model(), cfg);
+    let vocab = m.vocab();
+    let engine = Engine::start(m, cfg);
     let request = |i: usize, n: usize| Request {
         prompt: (0..16)
-            .map(|j| (1 + i * 31 + j * 7) as u32 % 4096)
+            .map(|j| ((1 + i * 31 + j * 7) % vocab.min(4096)) as u32)
             .collect(),
         max_new_tokens: n,
         ..Default::default()
@@ -266,10 +279,10 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("train") => train(n),
         Some("decode") => decode(n as usize),
-        Some("serve") => serve(n as usize),
+        Some("serve") => serve(n as usize, args.get(3)),
         Some("rouge") => rouge(&args[2..]),
         _ => eprintln!(
-            "usage: bench train STEPS | bench decode TOKENS | bench serve STREAMS | bench rouge FILE POOL CANDIDATES"
+            "usage: bench train STEPS | bench decode TOKENS | bench serve STREAMS [FILE.gguf] | bench rouge FILE POOL CANDIDATES"
         ),
     }
 }

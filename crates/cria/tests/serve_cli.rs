@@ -145,7 +145,7 @@ fn reply_of(s: &Served, model: &str) -> String {
     );
     r["choices"][0]["message"]["content"]
         .as_str()
-        .unwrap()
+        .unwrap_or_else(|| panic!("{r}"))
         .to_string()
 }
 
@@ -400,4 +400,67 @@ fn a_bad_models_file_is_refused_naming_the_entry() {
     }
     let err = run_err(cria().args(["serve", "--port", "0"]));
     assert!(err.contains("--model"), "{err}");
+}
+
+/// A GGUF file served: `/v1/models` names it by its stem, a chat completion at temperature 0
+/// answers as `cria chat` does on the same file, and an adapter on a GGUF file is refused
+/// with the models file's entry named.
+#[test]
+fn serves_gguf_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("assistant-q8_0.gguf");
+    common::run_ok(
+        cria()
+            .args([
+                "export",
+                "--to",
+                "gguf",
+                "--quant",
+                "q8_0",
+                "--no-modelfile",
+            ])
+            .arg("--model")
+            .arg(fixture("chat"))
+            .arg("--out")
+            .arg(&file),
+    );
+    let question = "Where do I send my expense report?";
+    let chat = common::chat_output(
+        &file,
+        &format!("{question}\n"),
+        &["--temperature", "0", "--max-new-tokens", "12"],
+    );
+    assert!(chat.status.success());
+    let want = String::from_utf8_lossy(&chat.stdout).trim().to_string();
+    assert!(!want.is_empty(), "cria chat answered nothing");
+    let s = Served::with(&["--model".into(), file.display().to_string()]);
+    let models = s.json("/v1/models", "");
+    assert_eq!(models["data"][0]["id"], "assistant-q8_0", "{models}");
+    let body = serde_json::json!({
+        "model": "assistant-q8_0",
+        "messages": [{"role": "user", "content": question}],
+        "temperature": 0,
+        "max_tokens": 12,
+    });
+    let r = s.json("/v1/chat/completions", &body.to_string());
+    let got = r["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(got.trim(), want, "{r}");
+    assert!(r["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{r}");
+    drop(s);
+
+    let models = tmp.path().join("models.toml");
+    std::fs::write(
+        &models,
+        "[[model]]\nname = \"q\"\npath = \"assistant-q8_0.gguf\"\nadapter = \"lora\"\n",
+    )
+    .unwrap();
+    let err = run_err(
+        cria()
+            .args(["serve", "--port", "0", "--models"])
+            .arg(&models),
+    );
+    assert!(
+        err.contains("[[model]] 1 (`q`)") && err.contains("cannot be applied to a GGUF file"),
+        "{err}"
+    );
 }

@@ -141,7 +141,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     super::set_threads(a.threads)?;
     if super::is_gguf(&a.model) {
         let g = super::load_gguf(&a.model, a.adapter.as_deref())?;
-        let fmt = g.chat_format()?;
+        let fmt = g.format(a.format)?;
         let stops = g.stop_ids.clone();
         return converse(&a, &g.model, &g.tok, &fmt, stops);
     }

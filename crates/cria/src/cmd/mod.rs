@@ -155,26 +155,45 @@ pub struct Gguf {
 }
 
 impl Gguf {
-    /// The chat template the file carries (`tokenizer.chat_template`).
-    pub fn chat_format(&self) -> anyhow::Result<cria_data::chat::ChatFormat> {
+    /// How to prompt the file (`--format`): its own chat template
+    /// (`tokenizer.chat_template`) when it carries one, else cria's format when its
+    /// tokenizer has cria's chat tokens; or the Alpaca prompt. Nothing can be added to a GGUF
+    /// vocabulary, so a file with neither is refused with what to do.
+    pub fn format(&self, choice: generate::Format) -> anyhow::Result<cria_data::chat::ChatFormat> {
+        use cria_data::chat::{ALPACA_TEMPLATE, CHAT_TEMPLATE, ChatFormat, ChatTokens};
+        use cria_data::template::ChatTemplate;
+        use generate::Format;
         let f = &self.model.file;
-        let Some(text) = f.get("tokenizer.chat_template").and_then(|v| v.as_str()) else {
-            anyhow::bail!(
-                "{}: the file carries no chat template (tokenizer.chat_template); `cria generate` continues plain text",
-                f.path.display()
-            );
-        };
         let name = |id: Option<u32>| {
             id.and_then(|i| self.tok.inner.id_to_token(i))
                 .unwrap_or_default()
         };
-        let t = cria_data::template::ChatTemplate::new(
-            text,
-            &f.path,
-            name(self.tok.bos_id),
-            name(self.tok.eos_id),
-        )?;
-        Ok(cria_data::chat::ChatFormat::Template(Box::new(t)))
+        let (bos, eos) = (name(self.tok.bos_id), name(self.tok.eos_id));
+        let template = |text: &str, source: &std::path::Path| -> anyhow::Result<ChatFormat> {
+            let t = ChatTemplate::new(text, source, bos.clone(), eos.clone())?;
+            Ok(ChatFormat::Template(Box::new(t)))
+        };
+        let own = f.get("tokenizer.chat_template").and_then(|v| v.as_str());
+        match (choice, own) {
+            (Format::Alpaca, _) => template(
+                ALPACA_TEMPLATE,
+                std::path::Path::new("(built-in Alpaca template)"),
+            ),
+            (Format::Auto, Some(text)) => template(text, &f.path),
+            (Format::Auto | Format::Cria, _) => match ChatTokens::of(&self.tok) {
+                Ok(tokens) if bos == cria_core::tokenizer::BOS => Ok(ChatFormat::Cria(tokens)),
+                Ok(_) => template(
+                    CHAT_TEMPLATE,
+                    std::path::Path::new("(cria's chat template)"),
+                ),
+                Err(_) => anyhow::bail!(
+                    "{}: the file carries no chat template (tokenizer.chat_template) and its \
+                     vocabulary has no cria chat tokens; prompt it with --format alpaca, or \
+                     export the checkpoint again with its template",
+                    f.path.display()
+                ),
+            },
+        }
     }
 }
 

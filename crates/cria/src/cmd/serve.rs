@@ -14,16 +14,17 @@ use std::time::Duration;
 #[derive(ClapArgs)]
 pub struct Args {
     /// A checkpoint directory to serve, as `DIR` (served under the directory's name, or the
-    /// stage's for a `…/ppo/checkpoint`) or `NAME=DIR`. Repeat to serve several; a request's
-    /// `model` picks one.
+    /// stage's for a `…/ppo/checkpoint`) or `NAME=DIR`; or a GGUF file (`cria export --to
+    /// gguf`, llama.cpp's llama/qwen2 files), run on its own f32/f16/q8_0/q4_0 weights and
+    /// served under its file stem. Repeat to serve several; a request's `model` picks one.
     #[arg(
         long = "model",
-        value_name = "[NAME=]DIR",
+        value_name = "[NAME=]DIR|FILE.gguf",
         required_unless_present = "models_file"
     )]
     models: Vec<String>,
     /// A TOML file naming the models to serve, adapters included: `[[model]]` tables with
-    /// `name`, `path` (a checkpoint directory) and optionally `adapter` (a LoRA or
+    /// `name`, `path` (a checkpoint directory or a GGUF file) and optionally `adapter` (a LoRA or
     /// LLaMA-Adapter directory to apply to `path`). Models on the same `path` share its
     /// weights in memory and its slots. Paths are relative to the file, which is read again
     /// on reload.
@@ -170,9 +171,22 @@ fn check(s: &Source, at: &str) -> anyhow::Result<()> {
     if s.name.trim().is_empty() {
         anyhow::bail!("{at}: the name is empty");
     }
+    if !s.path.exists() {
+        anyhow::bail!("{at}: {} does not exist", s.path.display());
+    }
+    if super::is_gguf(&s.path) {
+        if let Some(a) = &s.adapter {
+            anyhow::bail!(
+                "{at}: the adapter {} cannot be applied to a GGUF file; merge it at export \
+                 (`cria export --to gguf --adapter DIR`)",
+                a.display()
+            );
+        }
+        return Ok(());
+    }
     if !s.path.join("config.json").exists() {
         anyhow::bail!(
-            "{at}: {} is not a checkpoint directory (no config.json)",
+            "{at}: {} is not a checkpoint directory (no config.json) or a GGUF file",
             s.path.display()
         );
     }
@@ -188,8 +202,11 @@ fn check(s: &Source, at: &str) -> anyhow::Result<()> {
 }
 
 /// A directory's name, or its parent's when it is a stage's `checkpoint` directory
-/// (`runs/demo/ppo/checkpoint` is served as `ppo`).
+/// (`runs/demo/ppo/checkpoint` is served as `ppo`); a GGUF file's stem.
 fn default_name(dir: &std::path::Path) -> Option<String> {
+    if super::is_gguf(dir) {
+        return dir.file_stem().map(|f| f.to_string_lossy().into_owned());
+    }
     let full = dir.canonicalize().ok()?;
     let name = |p: &std::path::Path| p.file_name().map(|f| f.to_string_lossy().into_owned());
     match name(&full)? {
@@ -206,6 +223,9 @@ fn load_group(
     cfg: &EngineConfig,
 ) -> anyhow::Result<Vec<ServedModel>> {
     let dir = &group[0].path;
+    if super::is_gguf(dir) {
+        return load_gguf_group(group, format, cfg);
+    }
     let (mut base, mut tok) = super::load_for_inference(dir, None)?;
     // Chat tokens the base lacks are added once, before any clone is taken.
     cria_train::format::resolve(format.into(), dir, &mut base, &mut tok)?;
@@ -241,6 +261,40 @@ fn load_group(
         tracing::info!(
             model = %m.id,
             params,
+            context = m.engine.max_len(),
+            "loaded {}",
+            m.root
+        );
+    }
+    Ok(served)
+}
+
+/// A GGUF file under each of the group's names (no adapters: `check` refused them). Each
+/// name maps the file again: the pages are the same in memory.
+fn load_gguf_group(
+    group: &[&Source],
+    format: Format,
+    cfg: &EngineConfig,
+) -> anyhow::Result<Vec<ServedModel>> {
+    let mut members = vec![];
+    for s in group {
+        let g = super::load_gguf(&s.path, None)?;
+        let fmt = g.format(format)?;
+        members.push(Member {
+            id: s.name.clone(),
+            model: g.model,
+            tok: g.tok,
+            fmt,
+            root: s.path.display().to_string(),
+            parent: None,
+        });
+    }
+    let kind = members[0].model.weight_type().name();
+    let served = ServedModel::start_shared(members, cfg.clone());
+    for m in &served {
+        tracing::info!(
+            model = %m.id,
+            weights = kind,
             context = m.engine.max_len(),
             "loaded {}",
             m.root
