@@ -97,7 +97,8 @@ pub struct Args {
     /// Threads for the matrix products (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Do not stop at the end-of-sequence token: always write --max-new-tokens (benchmarks).
+    /// Do not stop at the end-of-sequence (or, for a GGUF file, end-of-turn) token: always
+    /// write --max-new-tokens (benchmarks).
     #[arg(long)]
     ignore_eos: bool,
 }
@@ -130,14 +131,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     super::set_threads(a.threads)?;
     if super::is_gguf(&a.model) {
         let g = super::load_gguf(&a.model, a.adapter.as_deref())?;
-        let mut stops = g.tok.eos_id.into_iter().collect::<Vec<_>>();
-        stops.extend(
-            g.model
-                .file
-                .get("tokenizer.ggml.eos_token_id")
-                .and_then(|v| v.as_u64())
-                .map(|v| v as u32),
-        );
+        // End of sequence and end of turn, as llama.cpp stops at every end-of-generation id.
+        let stops = g.stop_ids.clone();
         return continue_text(&a, &g.model, &g.tok, stops);
     }
     let (model, tok) = super::load_for_inference(&a.model, a.adapter.as_deref())?;
