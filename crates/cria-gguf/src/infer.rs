@@ -35,6 +35,87 @@ pub struct QConfig {
     pub rope_pairs: bool,
 }
 
+impl QConfig {
+    /// The model's shape from `f`'s metadata, refusing what cria cannot run.
+    fn read(f: &GgufFile) -> Result<QConfig> {
+        let path = &f.path;
+        let arch = f
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .ok_or_else(|| GgufError::model(path, "metadata general.architecture is missing"))?
+            .to_string();
+        let rope_pairs = match arch.as_str() {
+            "llama" => true,
+            "qwen2" => false,
+            other => {
+                return Err(GgufError::model(
+                    path,
+                    format!("architecture {other:?}: cria runs llama and qwen2 GGUF files"),
+                ));
+            }
+        };
+        let k = |s: &str| format!("{arch}.{s}");
+        let n_embd = meta_u(f, &k("embedding_length"))?;
+        let n_head = meta_u(f, &k("attention.head_count"))?;
+        let head_dim = f
+            .get(&k("attention.key_length"))
+            .and_then(Value::as_u64)
+            .map_or(n_embd / n_head.max(1), |v| v as usize);
+        let scaling = f.get(&k("rope.scaling.type")).and_then(Value::as_str);
+        let rope_scale = match scaling {
+            None | Some("none") => 1.0,
+            Some("linear") => meta_f(f, &k("rope.scaling.factor")).unwrap_or(1.0),
+            Some(other) => {
+                return Err(GgufError::model(
+                    path,
+                    format!(
+                        "{}: rope scaling {other:?} is not supported",
+                        k("rope.scaling.type")
+                    ),
+                ));
+            }
+        };
+        if f.tensor("rope_freqs.weight").is_some() {
+            return Err(GgufError::model(
+                path,
+                "per-frequency RoPE factors (rope_freqs, LLaMA 3.1) are not supported yet",
+            ));
+        }
+        let embd_t = f
+            .tensor("token_embd.weight")
+            .ok_or_else(|| GgufError::model(path, "tensor token_embd.weight is missing"))?;
+        let vocab = embd_t.dims.get(1).copied().unwrap_or(0) as usize;
+        let cfg = QConfig {
+            n_layer: meta_u(f, &k("block_count"))?,
+            n_ff: meta_u(f, &k("feed_forward_length"))?,
+            n_kv: f
+                .get(&k("attention.head_count_kv"))
+                .and_then(Value::as_u64)
+                .map_or(n_head, |v| v as usize),
+            context: meta_u(f, &k("context_length"))?,
+            eps: meta_f(f, &k("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+            rope_theta: meta_f(f, &k("rope.freq_base")).unwrap_or(10000.0),
+            rope_scale,
+            rope_pairs,
+            arch,
+            n_embd,
+            n_head,
+            head_dim,
+            vocab,
+        };
+        if !head_dim.is_multiple_of(2) || !n_head.is_multiple_of(cfg.n_kv) {
+            return Err(GgufError::model(
+                path,
+                format!(
+                    "{n_head} heads of {head_dim} over {} key/value heads",
+                    cfg.n_kv
+                ),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
 /// A weight matrix of `rows` rows of `cols` values.
 enum Mat {
     /// In the mapped file: q8_0, q4_0 or f32.
@@ -165,79 +246,7 @@ impl QModel {
     /// Maps `path` and checks every tensor the architecture needs is there, with its shape.
     pub fn open(path: &std::path::Path) -> Result<QModel> {
         let f = Arc::new(GgufFile::open(path)?);
-        let arch = f
-            .get("general.architecture")
-            .and_then(Value::as_str)
-            .ok_or_else(|| GgufError::model(path, "metadata general.architecture is missing"))?
-            .to_string();
-        let rope_pairs = match arch.as_str() {
-            "llama" => true,
-            "qwen2" => false,
-            other => {
-                return Err(GgufError::model(
-                    path,
-                    format!("architecture {other:?}: cria runs llama and qwen2 GGUF files"),
-                ));
-            }
-        };
-        let k = |s: &str| format!("{arch}.{s}");
-        let n_embd = meta_u(&f, &k("embedding_length"))?;
-        let n_head = meta_u(&f, &k("attention.head_count"))?;
-        let head_dim = f
-            .get(&k("attention.key_length"))
-            .and_then(Value::as_u64)
-            .map_or(n_embd / n_head.max(1), |v| v as usize);
-        let scaling = f.get(&k("rope.scaling.type")).and_then(Value::as_str);
-        let rope_scale = match scaling {
-            None | Some("none") => 1.0,
-            Some("linear") => meta_f(&f, &k("rope.scaling.factor")).unwrap_or(1.0),
-            Some(other) => {
-                return Err(GgufError::model(
-                    path,
-                    format!(
-                        "{}: rope scaling {other:?} is not supported",
-                        k("rope.scaling.type")
-                    ),
-                ));
-            }
-        };
-        if f.tensor("rope_freqs.weight").is_some() {
-            return Err(GgufError::model(
-                path,
-                "per-frequency RoPE factors (rope_freqs, LLaMA 3.1) are not supported yet",
-            ));
-        }
-        let embd_t = f
-            .tensor("token_embd.weight")
-            .ok_or_else(|| GgufError::model(path, "tensor token_embd.weight is missing"))?;
-        let vocab = embd_t.dims.get(1).copied().unwrap_or(0) as usize;
-        let cfg = QConfig {
-            n_layer: meta_u(&f, &k("block_count"))?,
-            n_ff: meta_u(&f, &k("feed_forward_length"))?,
-            n_kv: f
-                .get(&k("attention.head_count_kv"))
-                .and_then(Value::as_u64)
-                .map_or(n_head, |v| v as usize),
-            context: meta_u(&f, &k("context_length"))?,
-            eps: meta_f(&f, &k("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
-            rope_theta: meta_f(&f, &k("rope.freq_base")).unwrap_or(10000.0),
-            rope_scale,
-            rope_pairs,
-            arch,
-            n_embd,
-            n_head,
-            head_dim,
-            vocab,
-        };
-        if head_dim % 2 != 0 || n_head % cfg.n_kv != 0 {
-            return Err(GgufError::model(
-                path,
-                format!(
-                    "{n_head} heads of {head_dim} over {} key/value heads",
-                    cfg.n_kv
-                ),
-            ));
-        }
+        let cfg = QConfig::read(&f)?;
         let (d, hd) = (cfg.n_embd, cfg.head_dim);
         let mat = |name: &str, rows: usize, cols: usize| -> Result<Mat> {
             load_mat(&f, name, rows, cols)
@@ -324,7 +333,6 @@ impl QModel {
             "every sequence in a pass reads at least one id"
         );
         let c = &self.cfg;
-        let hd = c.head_dim;
         // Row r is position pos[r] of sequence seq[r].
         let (mut seq, mut pos) = (vec![], vec![]);
         for (si, (ids, cache)) in seqs.iter().enumerate() {
@@ -338,73 +346,10 @@ impl QModel {
             .map(|&id| self.embd.row(&self.file, id as usize))
             .collect();
         for (li, l) in self.layers.iter().enumerate() {
-            let xn: Vec<Vec<f32>> = x.iter().map(|r| rms_norm(r, &l.attn_norm, c.eps)).collect();
-            let a = self.act(&xn, &[&l.wq, &l.wk, &l.wv]);
-            let mut q = self.matmul(&l.wq, &a);
-            let mut k = self.matmul(&l.wk, &a);
-            let mut v = self.matmul(&l.wv, &a);
-            for i in 0..t {
-                add_bias(&mut q[i], &l.bq);
-                add_bias(&mut k[i], &l.bk);
-                add_bias(&mut v[i], &l.bv);
-                let p = pos[i] as f32 / c.rope_scale;
-                self.rope(&mut q[i], p);
-                self.rope(&mut k[i], p);
-                // As llama.cpp: keys and values cached in f16, queries meeting them in f16.
-                to_f16(&mut q[i]);
-                let cache = &mut seqs[seq[i]].1;
-                cache.k[li].extend(k[i].iter().map(|&x| f16::from_f32(x)));
-                cache.v[li].extend(v[i].iter().map(|&x| f16::from_f32(x)));
-            }
-            let kv: Vec<(&[f16], &[f16])> = seqs
-                .iter()
-                .map(|(_, cache)| (&cache.k[li][..], &cache.v[li][..]))
-                .collect();
-            let group = c.n_head / c.n_kv;
-            let scale = 1.0 / (hd as f32).sqrt();
-            // One task per (row, key/value head): its group of query heads.
-            let parts: Vec<Vec<f32>> = (0..t * c.n_kv)
-                .into_par_iter()
-                .map(|job| {
-                    let (i, kvh) = (job / c.n_kv, job % c.n_kv);
-                    let n = pos[i] + 1;
-                    let mut out = vec![0.0f32; group * hd];
-                    let mut s = vec![0.0f32; n * group];
-                    let qg = &q[i][kvh * group * hd..(kvh + 1) * group * hd];
-                    let stride = c.n_kv * hd;
-                    let (kc, vc) = kv[seq[i]];
-                    let (kh, vh) = (&kc[kvh * hd..], &vc[kvh * hd..]);
-                    attention_scores(qg, kh, stride, n, hd, scale, &mut s);
-                    for g in 0..group {
-                        softmax(&mut s[g * n..(g + 1) * n]);
-                    }
-                    attention_values(&s, vh, stride, n, hd, &mut out);
-                    out
-                })
-                .collect();
-            let attn: Vec<Vec<f32>> = parts.chunks(c.n_kv).map(|heads| heads.concat()).collect();
-            let o = self.matmul(&l.wo, &self.act(&attn, &[&l.wo]));
-            for (xi, oi) in x.iter_mut().zip(&o) {
-                add(xi, oi);
-            }
-            let xn: Vec<Vec<f32>> = x.iter().map(|r| rms_norm(r, &l.ffn_norm, c.eps)).collect();
-            let a = self.act(&xn, &[&l.gate, &l.up]);
-            let g = self.matmul(&l.gate, &a);
-            let u = self.matmul(&l.up, &a);
-            let hmid: Vec<Vec<f32>> = g
-                .iter()
-                .zip(&u)
-                .map(|(g, u)| {
-                    g.iter()
-                        .zip(u)
-                        .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
-                        .collect()
-                })
-                .collect();
-            let dn = self.matmul(&l.down, &self.act(&hmid, &[&l.down]));
-            for (xi, di) in x.iter_mut().zip(&dn) {
-                add(xi, di);
-            }
+            let o = self.attention(li, l, &x, seqs, &seq, &pos);
+            add_rows(&mut x, &o);
+            let f = self.ffn(l, &x);
+            add_rows(&mut x, &f);
         }
         for (ids, cache) in seqs.iter_mut() {
             cache.len += ids.len();
@@ -416,6 +361,90 @@ impl QModel {
             .collect();
         let head = self.output.as_ref().unwrap_or(&self.embd);
         self.matmul(head, &self.act(&out, &[head]))
+    }
+
+    /// Layer `li`'s attention for rows `x` (row `i` is position `pos[i]` of sequence
+    /// `seq[i]`): their keys and values appended to their sequences' caches, then each row's
+    /// heads against its own cache, through the output projection.
+    fn attention(
+        &self,
+        li: usize,
+        l: &Layer,
+        x: &[Vec<f32>],
+        seqs: &mut [(&[u32], &mut QCache)],
+        seq: &[usize],
+        pos: &[usize],
+    ) -> Vec<Vec<f32>> {
+        let c = &self.cfg;
+        let hd = c.head_dim;
+        let xn: Vec<Vec<f32>> = x.iter().map(|r| rms_norm(r, &l.attn_norm, c.eps)).collect();
+        let a = self.act(&xn, &[&l.wq, &l.wk, &l.wv]);
+        let mut q = self.matmul(&l.wq, &a);
+        let mut k = self.matmul(&l.wk, &a);
+        let mut v = self.matmul(&l.wv, &a);
+        for i in 0..x.len() {
+            add_bias(&mut q[i], &l.bq);
+            add_bias(&mut k[i], &l.bk);
+            add_bias(&mut v[i], &l.bv);
+            let p = pos[i] as f32 / c.rope_scale;
+            self.rope(&mut q[i], p);
+            self.rope(&mut k[i], p);
+            // As llama.cpp: keys and values cached in f16, queries meeting them in f16.
+            to_f16(&mut q[i]);
+            let cache = &mut seqs[seq[i]].1;
+            cache.k[li].extend(k[i].iter().map(|&x| f16::from_f32(x)));
+            cache.v[li].extend(v[i].iter().map(|&x| f16::from_f32(x)));
+        }
+        let kv: Vec<(&[f16], &[f16])> = seqs
+            .iter()
+            .map(|(_, cache)| (&cache.k[li][..], &cache.v[li][..]))
+            .collect();
+        let group = c.n_head / c.n_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        // One task per (row, key/value head): its group of query heads.
+        let parts: Vec<Vec<f32>> = (0..x.len() * c.n_kv)
+            .into_par_iter()
+            .map(|job| {
+                let (i, kvh) = (job / c.n_kv, job % c.n_kv);
+                let n = pos[i] + 1;
+                let mut out = vec![0.0f32; group * hd];
+                let mut s = vec![0.0f32; n * group];
+                let qg = &q[i][kvh * group * hd..(kvh + 1) * group * hd];
+                let stride = c.n_kv * hd;
+                let (kc, vc) = kv[seq[i]];
+                let (kh, vh) = (&kc[kvh * hd..], &vc[kvh * hd..]);
+                attention_scores(qg, kh, stride, n, hd, scale, &mut s);
+                for g in 0..group {
+                    softmax(&mut s[g * n..(g + 1) * n]);
+                }
+                attention_values(&s, vh, stride, n, hd, &mut out);
+                out
+            })
+            .collect();
+        let attn: Vec<Vec<f32>> = parts.chunks(c.n_kv).map(|heads| heads.concat()).collect();
+        self.matmul(&l.wo, &self.act(&attn, &[&l.wo]))
+    }
+
+    /// The SwiGLU feed-forward of rows `x`.
+    fn ffn(&self, l: &Layer, x: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let xn: Vec<Vec<f32>> = x
+            .iter()
+            .map(|r| rms_norm(r, &l.ffn_norm, self.cfg.eps))
+            .collect();
+        let a = self.act(&xn, &[&l.gate, &l.up]);
+        let g = self.matmul(&l.gate, &a);
+        let u = self.matmul(&l.up, &a);
+        let hmid: Vec<Vec<f32>> = g
+            .iter()
+            .zip(&u)
+            .map(|(g, u)| {
+                g.iter()
+                    .zip(u)
+                    .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                    .collect()
+            })
+            .collect();
+        self.matmul(&l.down, &self.act(&hmid, &[&l.down]))
     }
 
     /// The activation rows as the matrices' kernels take them (all of one kind per call).
@@ -651,6 +680,12 @@ fn to_f16(x: &mut [f32]) {
 
 fn add(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+fn add_rows(x: &mut [Vec<f32>], y: &[Vec<f32>]) {
+    for (xi, yi) in x.iter_mut().zip(y) {
+        add(xi, yi);
+    }
 }
 
 fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
