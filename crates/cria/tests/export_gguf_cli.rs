@@ -105,42 +105,14 @@ fn chat(model: &std::path::Path, input: &str) -> String {
 fn chat_and_generate_run_gguf_files() {
     let dir = tempfile::tempdir().unwrap();
     let f32 = dir.path().join("llama-f32.gguf");
-    run_ok(
-        cria()
-            .args([
-                "export",
-                "--to",
-                "gguf",
-                "--quant",
-                "f32",
-                "--no-modelfile",
-                "--model",
-            ])
-            .arg(fixture("llama"))
-            .arg("--out")
-            .arg(&f32),
-    );
+    common::export_gguf(&fixture("llama"), "f32", &f32);
     let talk = "Where is the office?\nAnd the badge?\n";
     let want = chat(&fixture("llama"), talk);
     assert_eq!(want.lines().count(), 2, "{want}");
     assert_eq!(chat(&f32, talk), want);
 
     let q4 = dir.path().join("qwen2-q4_0.gguf");
-    run_ok(
-        cria()
-            .args([
-                "export",
-                "--to",
-                "gguf",
-                "--quant",
-                "q4_0",
-                "--no-modelfile",
-                "--model",
-            ])
-            .arg(fixture("qwen2"))
-            .arg("--out")
-            .arg(&q4),
-    );
+    common::export_gguf(&fixture("qwen2"), "q4_0", &q4);
     let o = run_ok(
         cria()
             .args([

@@ -409,21 +409,7 @@ fn a_bad_models_file_is_refused_naming_the_entry() {
 fn serves_gguf_files() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("assistant-q8_0.gguf");
-    common::run_ok(
-        cria()
-            .args([
-                "export",
-                "--to",
-                "gguf",
-                "--quant",
-                "q8_0",
-                "--no-modelfile",
-            ])
-            .arg("--model")
-            .arg(fixture("chat"))
-            .arg("--out")
-            .arg(&file),
-    );
+    common::export_gguf(&fixture("chat"), "q8_0", &file);
     let question = "Where do I send my expense report?";
     let chat = common::chat_output(
         &file,

@@ -119,6 +119,19 @@ pub fn pretrain(s: &Setup, cfg: &Path, out: &str) -> Command {
     c
 }
 
+/// `cria export --to gguf --quant QUANT` of the checkpoint `model` into `out`, without a
+/// Modelfile.
+pub fn export_gguf(model: &Path, quant: &str, out: &Path) {
+    run_ok(
+        cria()
+            .args(["export", "--to", "gguf", "--quant", quant, "--no-modelfile"])
+            .arg("--model")
+            .arg(model)
+            .arg("--out")
+            .arg(out),
+    );
+}
+
 /// `cria chat --model CKPT ARGS...` fed `input` on stdin (a scripted conversation).
 pub fn chat_output(ckpt: &Path, input: &str, args: &[&str]) -> Output {
     use std::io::Write;
