@@ -166,6 +166,31 @@ pub fn export(
         arch,
         ..Default::default()
     };
+    model_metadata(&mut w, cfg, arch, opts, &mut report);
+    tokenizer_metadata(&mut w, cfg, tokenizer_dir)?;
+    if let Some(t) = &opts.chat_template {
+        w.set("tokenizer.chat_template", Value::Str(t.clone()));
+    }
+    for c in convert_tensors(model, arch, opts.quant) {
+        let (t, fallback) = c?;
+        *report.by_type.entry(t.ty.name()).or_default() += 1;
+        report.bytes += t.data.len() as u64;
+        report.fallbacks.extend(fallback);
+        w.tensors.push(t);
+    }
+    report.tensors = w.tensors.len();
+    w.write(out)?;
+    Ok(report)
+}
+
+/// The `general.*` keys and the architecture's shape keys.
+fn model_metadata(
+    w: &mut Writer,
+    cfg: &ModelConfig,
+    arch: &'static str,
+    opts: &ExportOptions,
+    report: &mut ExportReport,
+) {
     w.set("general.architecture", Value::Str(arch.into()));
     w.set("general.type", Value::Str("model".into()));
     w.set("general.name", Value::Str(opts.name.clone()));
@@ -203,12 +228,16 @@ pub fn export(
         w.set(&k("rope.scaling.type"), Value::Str("linear".into()));
         w.set(&k("rope.scaling.factor"), Value::F32(factor as f32));
     }
-    tokenizer_metadata(&mut w, cfg, tokenizer_dir)?;
-    if let Some(t) = &opts.chat_template {
-        w.set("tokenizer.chat_template", Value::Str(t.clone()));
-    }
+}
 
-    // Tensors in llama.cpp's order: embeddings, blocks, final norm, output head.
+/// Every tensor of `model` as GGUF writes it, in llama.cpp's order (embeddings, blocks, final
+/// norm, output head), each with the name of a matrix kept f16 because its rows are not whole
+/// blocks.
+fn convert_tensors(
+    model: &Llama,
+    arch: &str,
+    target: GgmlType,
+) -> Vec<Result<(TensorOut, Option<String>)>> {
     let named = cria_core::checkpoint::named_tensors(model);
     let order = |name: &str| -> (usize, usize, String) {
         match gguf_name(name) {
@@ -227,65 +256,57 @@ pub fn export(
     };
     let mut items: Vec<_> = named.iter().collect();
     items.sort_by_key(|(n, _)| order(n));
-    let converted: Vec<Result<(TensorOut, Option<String>)>> = items
+    items
         .par_iter()
-        .map(|(hf, (shape, data))| {
-            let name = gguf_name(hf).ok_or_else(|| {
-                GgufError::export(
-                    cfg.arch.class_name(),
-                    format!("no GGUF name for tensor {hf}"),
-                )
-            })?;
-            let cols = *shape.last().expect("tensors have a shape");
-            let mut data = std::borrow::Cow::Borrowed(data.as_slice());
-            if arch == "llama" {
-                if hf.contains("self_attn.q_proj.") {
-                    data = permute_rope_rows(
-                        &data,
-                        cfg.num_attention_heads,
-                        if shape.len() == 2 { cols } else { 1 },
-                    )
-                    .into();
-                } else if hf.contains("self_attn.k_proj.") {
-                    data = permute_rope_rows(
-                        &data,
-                        cfg.num_key_value_heads,
-                        if shape.len() == 2 { cols } else { 1 },
-                    )
-                    .into();
-                }
-            }
-            let mut fallback = None;
-            let ty = if shape.len() == 1 {
-                GgmlType::F32
-            } else if opts.quant.is_quantized() && cols % quant::QK != 0 {
-                fallback = Some(name.clone());
-                GgmlType::F16
-            } else {
-                opts.quant
-            };
-            let dims = shape.iter().rev().map(|&d| d as u64).collect();
-            Ok((
-                TensorOut {
-                    name,
-                    dims,
-                    ty,
-                    data: quant::encode(ty, &data),
-                },
-                fallback,
-            ))
-        })
-        .collect();
-    for c in converted {
-        let (t, fallback) = c?;
-        *report.by_type.entry(t.ty.name()).or_default() += 1;
-        report.bytes += t.data.len() as u64;
-        report.fallbacks.extend(fallback);
-        w.tensors.push(t);
+        .map(|(hf, (shape, data))| convert_tensor(&model.cfg, arch, target, hf, shape, data))
+        .collect()
+}
+
+/// One tensor: its GGUF name, LLaMA's q/k rows permuted to llama.cpp's pairwise RoPE, encoded
+/// as `target` (vectors f32; a matrix whose rows are not whole blocks f16, named in the result).
+fn convert_tensor(
+    cfg: &ModelConfig,
+    arch: &str,
+    target: GgmlType,
+    hf: &str,
+    shape: &[usize],
+    data: &[f32],
+) -> Result<(TensorOut, Option<String>)> {
+    let name = gguf_name(hf).ok_or_else(|| {
+        GgufError::export(
+            cfg.arch.class_name(),
+            format!("no GGUF name for tensor {hf}"),
+        )
+    })?;
+    let cols = *shape.last().expect("tensors have a shape");
+    let row_len = if shape.len() == 2 { cols } else { 1 };
+    let mut data = std::borrow::Cow::Borrowed(data);
+    if arch == "llama" {
+        if hf.contains("self_attn.q_proj.") {
+            data = permute_rope_rows(&data, cfg.num_attention_heads, row_len).into();
+        } else if hf.contains("self_attn.k_proj.") {
+            data = permute_rope_rows(&data, cfg.num_key_value_heads, row_len).into();
+        }
     }
-    report.tensors = w.tensors.len();
-    w.write(out)?;
-    Ok(report)
+    let mut fallback = None;
+    let ty = if shape.len() == 1 {
+        GgmlType::F32
+    } else if target.is_quantized() && !cols.is_multiple_of(quant::QK) {
+        fallback = Some(name.clone());
+        GgmlType::F16
+    } else {
+        target
+    };
+    let dims = shape.iter().rev().map(|&d| d as u64).collect();
+    Ok((
+        TensorOut {
+            name,
+            dims,
+            ty,
+            data: quant::encode(ty, &data),
+        },
+        fallback,
+    ))
 }
 
 /// The tokenizer as `tokenizer.ggml.*` keys: byte-level BPE only (what cria trains, and what
@@ -293,13 +314,13 @@ pub fn export(
 fn tokenizer_metadata(w: &mut Writer, cfg: &ModelConfig, dir: &Path) -> Result<()> {
     let path = dir.join("tokenizer.json");
     let tj = cria_core::fsutil::read_json(&path)?;
-    let bad = |field: &str, why: String| GgufError::model(&path, format!("{field}: {why}"));
     let model = tj
         .get("model")
-        .ok_or_else(|| bad("model", "missing".into()))?;
+        .ok_or_else(|| bad(&path, "model", "missing"))?;
     let kind = model.get("type").and_then(Json::as_str).unwrap_or("");
     if kind != "BPE" {
         return Err(bad(
+            &path,
             "model.type",
             format!(
                 "{kind:?}: cria exports byte-level BPE tokenizers to GGUF (not SentencePiece/Unigram/WordPiece yet)"
@@ -308,22 +329,45 @@ fn tokenizer_metadata(w: &mut Writer, cfg: &ModelConfig, dir: &Path) -> Result<(
     }
     if model.get("byte_fallback").and_then(Json::as_bool) == Some(true) {
         return Err(bad(
+            &path,
             "model.byte_fallback",
-            "a SentencePiece-style BPE (LLaMA 2, Mistral v0.1); cria exports byte-level BPE tokenizers to GGUF so far".into(),
+            "a SentencePiece-style BPE (LLaMA 2, Mistral v0.1); cria exports byte-level BPE tokenizers to GGUF so far",
         ));
     }
     let pre = pre_tokenizer_name(tj.get("pre_tokenizer").unwrap_or(&Json::Null))
-        .map_err(|why| bad("pre_tokenizer", why))?;
+        .map_err(|why| bad(&path, "pre_tokenizer", why))?;
+    let (tokens, types) = vocabulary(&tj, model, cfg.vocab_size, &path)?;
+    let merges = merges(model, &path)?;
+    w.set("tokenizer.ggml.model", Value::Str("gpt2".into()));
+    w.set("tokenizer.ggml.pre", Value::Str(pre.into()));
+    w.set("tokenizer.ggml.tokens", Value::strings(tokens));
+    w.set("tokenizer.ggml.token_type", Value::i32s(types));
+    w.set("tokenizer.ggml.merges", Value::strings(merges));
+    special_ids(w, cfg, &path)
+}
 
+/// A tokenizer.json error: the file, the field, why.
+fn bad(path: &Path, field: &str, why: impl std::fmt::Display) -> GgufError {
+    GgufError::model(path, format!("{field}: {why}"))
+}
+
+/// Every embedding row's token and its GGUF type (normal, control, user-defined; rows no
+/// token uses are named `[PADn]`, unused).
+fn vocabulary(
+    tj: &Json,
+    model: &Json,
+    vocab_size: usize,
+    path: &Path,
+) -> Result<(Vec<String>, Vec<i32>)> {
     let mut by_id: HashMap<u32, (String, i32)> = HashMap::new();
     let vocab = model
         .get("vocab")
         .and_then(Json::as_object)
-        .ok_or_else(|| bad("model.vocab", "missing or not an object".into()))?;
+        .ok_or_else(|| bad(path, "model.vocab", "missing or not an object"))?;
     for (tok, id) in vocab {
         let id = id
             .as_u64()
-            .ok_or_else(|| bad("model.vocab", format!("{tok:?} has no integer id")))?;
+            .ok_or_else(|| bad(path, "model.vocab", format!("{tok:?} has no integer id")))?;
         by_id.insert(id as u32, (tok.clone(), NORMAL));
     }
     for t in tj
@@ -337,71 +381,59 @@ fn tokenizer_metadata(w: &mut Writer, cfg: &ModelConfig, dir: &Path) -> Result<(
             t.get("content").and_then(Json::as_str),
         ) else {
             return Err(bad(
+                path,
                 "added_tokens",
                 format!("an entry without id and content: {t}"),
             ));
         };
         let special = t.get("special").and_then(Json::as_bool).unwrap_or(false);
-        by_id.insert(
-            id as u32,
-            (
-                content.to_string(),
-                if special { CONTROL } else { USER_DEFINED },
-            ),
-        );
+        let ty = if special { CONTROL } else { USER_DEFINED };
+        by_id.insert(id as u32, (content.to_string(), ty));
     }
     let n_tok = by_id.keys().max().map_or(0, |m| *m as usize + 1);
-    if n_tok > cfg.vocab_size {
+    if n_tok > vocab_size {
         return Err(bad(
+            path,
             "model.vocab",
-            format!(
-                "{n_tok} tokens do not fit the model's vocab_size {}",
-                cfg.vocab_size
-            ),
+            format!("{n_tok} tokens do not fit the model's vocab_size {vocab_size}"),
         ));
     }
-    let (mut tokens, mut types) = (
-        Vec::with_capacity(cfg.vocab_size),
-        Vec::with_capacity(cfg.vocab_size),
-    );
-    for id in 0..cfg.vocab_size as u32 {
-        match by_id.remove(&id) {
-            Some((t, ty)) => {
-                tokens.push(t);
-                types.push(ty);
-            }
-            // Embedding rows no token uses (padded vocabularies), named as convert_hf_to_gguf
-            // names them.
-            None => {
-                tokens.push(format!("[PAD{id}]"));
-                types.push(UNUSED);
-            }
-        }
-    }
-    let merges: Vec<String> = model
+    Ok((0..vocab_size as u32)
+        .map(|id| {
+            // Embedding rows no token uses (padded vocabularies), named as
+            // convert_hf_to_gguf names them.
+            by_id
+                .remove(&id)
+                .unwrap_or_else(|| (format!("[PAD{id}]"), UNUSED))
+        })
+        .unzip())
+}
+
+/// The merges as `"a b"` strings (tokenizer.json writes them so or as pairs).
+fn merges(model: &Json, path: &Path) -> Result<Vec<String>> {
+    model
         .get("merges")
         .and_then(Json::as_array)
-        .ok_or_else(|| bad("model.merges", "missing or not a list".into()))?
+        .ok_or_else(|| bad(path, "model.merges", "missing or not a list"))?
         .iter()
         .map(|m| match m {
             Json::String(s) => Ok(s.clone()),
             Json::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
                 (Some(a), Some(b)) => Ok(format!("{a} {b}")),
-                _ => Err(bad("model.merges", format!("{m} is not a pair of strings"))),
+                _ => Err(bad(
+                    path,
+                    "model.merges",
+                    format!("{m} is not a pair of strings"),
+                )),
             },
-            _ => Err(bad("model.merges", format!("{m} is not a merge"))),
+            _ => Err(bad(path, "model.merges", format!("{m} is not a merge"))),
         })
-        .collect::<Result<_>>()?;
-    w.set("tokenizer.ggml.model", Value::Str("gpt2".into()));
-    w.set("tokenizer.ggml.pre", Value::Str(pre.into()));
-    w.set(
-        "tokenizer.ggml.tokens",
-        Value::strings(tokens.iter().cloned()),
-    );
-    w.set("tokenizer.ggml.token_type", Value::i32s(types));
-    w.set("tokenizer.ggml.merges", Value::strings(merges));
+        .collect()
+}
 
-    let tok = cria_core::tokenizer::Tokenizer::from_file(&path)?;
+/// BOS, EOS, padding and end-of-turn ids, and whether encoding adds BOS/EOS.
+fn special_ids(w: &mut Writer, cfg: &ModelConfig, path: &Path) -> Result<()> {
+    let tok = cria_core::tokenizer::Tokenizer::from_file(path)?;
     let bos = cfg.bos_token_id.or(tok.bos_id);
     let eos = cfg.eos_token_id.first().copied().or(tok.eos_id);
     if let Some(b) = bos {

@@ -37,7 +37,42 @@ pub fn tokenizer(f: &GgufFile) -> Result<Tokenizer> {
         .get("tokenizer.ggml.pre")
         .and_then(Value::as_str)
         .unwrap_or("default");
-    let pre_tok = match pre {
+    let tokens = strings(f, "tokenizer.ggml.tokens")?;
+    let (vocab, added) = vocabulary(f, &tokens);
+    let merges = strings(f, "tokenizer.ggml.merges")?;
+    let id_of = |key: &str| f.get(key).and_then(Value::as_u64).map(|v| v as u32);
+    let bos = id_of("tokenizer.ggml.bos_token_id");
+    let normalizer = if pre == "qwen2" {
+        json!({"type": "NFC"})
+    } else {
+        Json::Null
+    };
+    let tj = json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": added, "normalizer": normalizer,
+        "pre_tokenizer": pre_tokenizer(pre).map_err(bad)?,
+        "post_processor": post_processor(f, &tokens, bos),
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": pre == "llama-bpe", "vocab": vocab, "merges": merges},
+    });
+    let inner: tokenizers::Tokenizer = tj
+        .to_string()
+        .parse()
+        .map_err(|e| bad(format!("its tokenizer does not rebuild: {e}")))?;
+    Ok(Tokenizer {
+        inner,
+        path: f.path.clone(),
+        eos_id: id_of("tokenizer.ggml.eos_token_id"),
+        bos_id: bos,
+        pad_id_named: id_of("tokenizer.ggml.padding_token_id"),
+    })
+}
+
+/// The pre-tokenizer llama.cpp's `tokenizer.ggml.pre` names, as tokenizer.json writes it.
+fn pre_tokenizer(pre: &str) -> std::result::Result<Json, String> {
+    Ok(match pre {
         "gpt-2" | "default" => {
             json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
         }
@@ -47,13 +82,17 @@ pub fn tokenizer(f: &GgufFile) -> Result<Tokenizer> {
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}
             ]}),
             None => {
-                return Err(bad(format!(
+                return Err(format!(
                     "tokenizer.ggml.pre {name:?}: cria knows gpt-2, llama-bpe and qwen2"
-                )));
+                ));
             }
         },
-    };
-    let tokens = strings(f, "tokenizer.ggml.tokens")?;
+    })
+}
+
+/// The BPE vocabulary and the added tokens (control and user-defined), from the tokens and
+/// their types; unused padding rows are left out.
+fn vocabulary(f: &GgufFile, tokens: &[&str]) -> (Map<String, Json>, Vec<Json>) {
     let types: Vec<i64> = match f.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
         Some(a) => a
             .iter()
@@ -64,7 +103,6 @@ pub fn tokenizer(f: &GgufFile) -> Result<Tokenizer> {
             .collect(),
         None => vec![1; tokens.len()],
     };
-    let merges = strings(f, "tokenizer.ggml.merges")?;
     let mut vocab = Map::new();
     let mut added = Vec::new();
     for (id, tok) in tokens.iter().enumerate() {
@@ -82,13 +120,16 @@ pub fn tokenizer(f: &GgufFile) -> Result<Tokenizer> {
             }
         }
     }
-    let id_of = |key: &str| f.get(key).and_then(Value::as_u64).map(|v| v as u32);
-    let bos = id_of("tokenizer.ggml.bos_token_id");
+    (vocab, added)
+}
+
+/// BOS before every text when `tokenizer.ggml.add_bos_token` says so.
+fn post_processor(f: &GgufFile, tokens: &[&str], bos: Option<u32>) -> Json {
     let add_bos = f
         .get("tokenizer.ggml.add_bos_token")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let post = match (add_bos, bos) {
+    match (add_bos, bos) {
         (true, Some(b)) => {
             let t = tokens.get(b as usize).copied().unwrap_or_default();
             json!({"type": "TemplateProcessing",
@@ -98,32 +139,7 @@ pub fn tokenizer(f: &GgufFile) -> Result<Tokenizer> {
                 "special_tokens": {t: {"id": t, "ids": [b], "tokens": [t]}}})
         }
         _ => Json::Null,
-    };
-    let normalizer = if pre == "qwen2" {
-        json!({"type": "NFC"})
-    } else {
-        Json::Null
-    };
-    let tj = json!({
-        "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": added, "normalizer": normalizer, "pre_tokenizer": pre_tok,
-        "post_processor": post, "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-            "ignore_merges": pre == "llama-bpe", "vocab": vocab, "merges": merges},
-    });
-    let inner: tokenizers::Tokenizer = tj
-        .to_string()
-        .parse()
-        .map_err(|e| bad(format!("its tokenizer does not rebuild: {e}")))?;
-    let eos = id_of("tokenizer.ggml.eos_token_id");
-    Ok(Tokenizer {
-        inner,
-        path: f.path.clone(),
-        eos_id: eos,
-        bos_id: bos,
-        pad_id_named: id_of("tokenizer.ggml.padding_token_id"),
-    })
+    }
 }
 
 /// Ids that end a reply: end-of-sequence, end-of-turn, and the end-of-turn tokens llama.cpp
