@@ -32,9 +32,11 @@ pub fn rejects(skip_invalid: bool) -> Rejects {
 }
 
 /// With `data.skip_invalid`, writes the skipped records to `out/rejects.jsonl` (and logs how
-/// many were skipped for each reason).
+/// many were skipped for each reason); rank 0 alone in a run of several.
 pub fn write_rejects(rejects: &Rejects, out: &Path) -> Result<()> {
-    if rejects.skip {
+    use crate::collective::CollectiveExt;
+    // Every rank reads the same records; rank 0 writes what was skipped.
+    if rejects.skip && crate::collective::world().is_root() {
         std::fs::create_dir_all(out).map_err(|e| cria_core::CoreError::io(out, e))?;
         rejects.write(&out.join("rejects.jsonl"))?;
     }

@@ -10,9 +10,11 @@
 
 pub mod batch;
 pub mod check;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod divergence;
+pub mod dp;
 pub mod error;
 pub mod eval;
 pub mod format;

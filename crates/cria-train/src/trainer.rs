@@ -1,12 +1,15 @@
 //! The training loop every gradient stage runs (pretraining, SFT, reward model, DPO):
 //! micro-batches with gradient accumulation, the shared parameter update (global-norm clipping,
 //! AdamW with warmup + cosine), validation, atomic checkpoints with exact resume, a metrics
-//! JSONL, and a stop on a non-finite loss that keeps the last good checkpoint.
+//! JSONL, and a stop on a non-finite loss that keeps the last good checkpoint. With several
+//! ranks ([`crate::dp`]) each runs its share of the micro-batches and only rank 0 writes.
 
 use crate::batch::Batch;
+use crate::collective::{Collective, CollectiveExt};
 use crate::config::TrainConfig;
 use crate::data::DataSource;
 use crate::divergence::{self, CheckpointAt};
+use crate::dp;
 use crate::error::{Result, TrainError};
 use crate::method::{Trainable, every_param};
 use crate::metrics::{Metrics, Reporter, RunDir, StepLog, append_metrics, truncate_metrics};
@@ -61,6 +64,8 @@ pub struct TrainSpec<'a> {
     pub extra_files: Vec<(String, Vec<u8>)>,
     /// The loss (and figures) the stage minimises.
     pub objective: &'a dyn Objective,
+    /// The ranks of the run: the process's own world unless a test gives another.
+    pub world: &'a dyn Collective,
 }
 
 impl<'a> TrainSpec<'a> {
@@ -84,6 +89,7 @@ impl<'a> TrainSpec<'a> {
             trainable: None,
             extra_files: vec![],
             objective,
+            world: crate::collective::world(),
         }
     }
 }
@@ -113,20 +119,36 @@ pub fn train(
     spec: &TrainSpec<'_>,
     rep: &mut dyn Reporter,
 ) -> Result<Llama> {
-    let cfg = spec.cfg;
+    let (cfg, world) = (spec.cfg, spec.world);
     cfg.validate("train")?;
+    dp::check_split(world, cfg.grad_accum)?;
     let train_dev = cria_core::device::training_device();
     let infer_dev = cria_core::device::inference_device();
     let fp = fingerprint(cfg, &model, data, spec.adapter.map(|a| a.0));
-    spec.run.prepare()?;
+    dp::check_same_setup(world, &fp)?;
     let ckpt = spec.run.checkpoint();
-    let (model, adamw, mut st) = if ckpt.join(STATE_FILE).exists() {
+    if world.is_root() {
+        spec.run.prepare()?;
+    }
+    let resuming = world.agree(ckpt.join(STATE_FILE).exists());
+    let (mut model, mut adamw, mut st) = if resuming && world.is_root() {
         resume(&ckpt, &fp, &infer_dev, spec.adapter.map(|a| a.1), cfg)?
     } else {
         (model, AdamW::default(), TrainerState::fresh(fp))
     };
+    if world.size() > 1 {
+        dp::share_start(world, &mut model, &mut adamw, &mut st)?;
+        tracing::info!(
+            ranks = world.size(),
+            transport = %world.transport(),
+            micro_batches_per_rank = cfg.grad_accum / world.size(),
+            "data-parallel run: rank 0 writes checkpoints and metrics"
+        );
+    }
     st.train = Some(cfg.clone());
-    truncate_metrics(&spec.run.metrics(), st.step)?;
+    if world.is_root() {
+        truncate_metrics(&spec.run.metrics(), st.step)?;
+    }
     let trainable: &Trainable = spec.trainable.unwrap_or(&every_param);
     let mut model = model.to_device(&train_dev).require_grad_where(trainable);
     let mut opt = Optimizer::new(cfg, adamw);
@@ -170,10 +192,17 @@ fn after_step(
     spec: &TrainSpec<'_>,
     rep: &mut dyn Reporter,
 ) -> Result<()> {
-    let (cfg, infer_dev) = (spec.cfg, cria_core::device::inference_device());
+    let (cfg, infer_dev, world) = (spec.cfg, cria_core::device::inference_device(), spec.world);
     let last = st.step == cfg.steps;
     if last || (cfg.eval_every > 0 && st.step.is_multiple_of(cfg.eval_every)) {
-        let (v, vm) = validate(model, data, cfg.eval_batches, &infer_dev, spec.objective)?;
+        let (v, vm) = validate_on(
+            world,
+            model,
+            data,
+            cfg.eval_batches,
+            &infer_dev,
+            spec.objective,
+        )?;
         if let Some(x) = v.filter(|x| !x.is_finite()) {
             return Err(diverged(st.step, "validation loss", x, spec));
         }
@@ -188,13 +217,18 @@ fn after_step(
     {
         tracing::warn!(step = st.step, "{w}");
     }
-    append_metrics(&spec.run.metrics(), &log)?;
+    if world.is_root() {
+        append_metrics(&spec.run.metrics(), &log)?;
+    }
     rep.step(&log);
     if last || (cfg.save_every > 0 && st.step.is_multiple_of(cfg.save_every)) {
-        if log.val_loss.is_none() {
-            check_before_saving(model, batch, st, spec)?;
+        dp::check_in_step(world, model, st.step)?;
+        if world.is_root() {
+            if log.val_loss.is_none() {
+                check_before_saving(model, batch, st, spec)?;
+            }
+            save_checkpoint(model, &opt.adamw, st, spec, &infer_dev)?;
         }
-        save_checkpoint(model, &opt.adamw, st, spec, &infer_dev)?;
         rep.saved(st.step, &spec.run.checkpoint());
     }
     Ok(())
@@ -237,7 +271,7 @@ struct StepWork {
     last: Batch,
 }
 
-/// Runs the micro-batches of one step.
+/// Runs this rank's micro-batches of one step and sums the results over the ranks.
 fn accumulate(
     model: &Llama,
     data: &mut dyn DataSource,
@@ -251,26 +285,34 @@ fn accumulate(
     let mut metrics = Metrics::new();
     let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
     let mut last = Batch::default();
-    for _ in 0..cfg.grad_accum {
-        let batch = data.train_batch(st.micro_cursor)?;
+    let world = spec.world;
+    for i in dp::my_micro_batches(world, cfg.grad_accum) {
+        let cursor = st.micro_cursor + i as u64;
+        let batch = data.train_batch(cursor)?;
         tokens += batch.num_tokens();
         // Dropout masks are keyed by seed and micro-batch, so a resume draws the same ones.
         let mut keyed = model.clone();
-        keyed.set_train_key(Some(cria_core::hash::key(cfg.seed, st.micro_cursor)));
+        keyed.set_train_key(Some(cria_core::hash::key(cfg.seed, cursor)));
         let (loss, m) = spec.objective.loss(&keyed, &batch, device)?;
         for (k, v) in m {
             *metrics.entry(k).or_default() += v / cfg.grad_accum as f64;
         }
         let loss = loss / cfg.grad_accum as f64;
         let value = loss.clone().into_scalar::<f32>() as f64;
-        if !value.is_finite() {
+        // Alone, stop before the backward pass; with ranks, after the sums (all stop alike).
+        if !value.is_finite() && world.size() == 1 {
             return Err(diverged(st.step + 1, "loss", value, spec));
         }
         loss_sum += value;
         grads.add(model, &loss.backward(), trainable)?;
-        st.micro_cursor += 1;
         last = batch;
     }
+    st.micro_cursor += cfg.grad_accum as u64;
+    dp::reduce_figures(world, &mut loss_sum, &mut tokens, &mut metrics);
+    if !loss_sum.is_finite() {
+        return Err(diverged(st.step + 1, "loss", loss_sum, spec));
+    }
+    grads.all_reduce(world);
     Ok(StepWork {
         loss: loss_sum,
         tokens,
@@ -300,6 +342,25 @@ pub fn validate(
     device: &Device,
     objective: &dyn Objective,
 ) -> Result<(Option<f64>, Metrics)> {
+    validate_on(
+        &crate::collective::Single,
+        model,
+        data,
+        n,
+        device,
+        objective,
+    )
+}
+
+/// As [`validate`], the batches dealt out over the ranks of `world` and the sums combined.
+fn validate_on(
+    world: &dyn Collective,
+    model: &Llama,
+    data: &mut dyn DataSource,
+    n: usize,
+    device: &Device,
+    objective: &dyn Objective,
+) -> Result<(Option<f64>, Metrics)> {
     let batches = data.val_batches(n)?;
     let mut metrics = Metrics::new();
     if batches.is_empty() {
@@ -307,13 +368,15 @@ pub fn validate(
     }
     let m = model.clone().to_device(device);
     let mut sum = 0.0;
-    for b in &batches {
+    let mut tokens = 0;
+    for b in batches.iter().skip(world.rank()).step_by(world.size()) {
         let (loss, bm) = objective.loss(&m, b, device)?;
         sum += loss.into_scalar::<f32>() as f64;
         for (k, v) in bm {
             *metrics.entry(k).or_default() += v / batches.len() as f64;
         }
     }
+    dp::reduce_figures(world, &mut sum, &mut tokens, &mut metrics);
     Ok((Some(sum / batches.len() as f64), metrics))
 }
 

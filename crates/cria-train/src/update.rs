@@ -48,6 +48,22 @@ impl Grads {
         }
     }
 
+    /// Sums the gradients over every rank of `world` (one message for all parameters: many
+    /// small ones would pay the latency once per tensor).
+    pub fn all_reduce(&mut self, world: &dyn crate::collective::Collective) {
+        if world.size() == 1 {
+            return;
+        }
+        let mut flat: Vec<f32> = self.0.values().flatten().copied().collect();
+        world.all_reduce_f32(&mut flat);
+        let mut at = 0;
+        for g in self.0.values_mut() {
+            let n = g.len();
+            g.copy_from_slice(&flat[at..at + n]);
+            at += n;
+        }
+    }
+
     /// The global L2 norm of all gradients.
     pub fn norm(&self) -> f64 {
         global_norm(&self.0.values().map(|g| g.as_slice()).collect::<Vec<_>>())
@@ -114,14 +130,29 @@ impl Optimizer {
 
 /// Replaces a parameter with new values, as a fresh leaf that requires gradients.
 pub fn set_flat(p: ParamMut<'_>, values: Vec<f32>, device: &Device) {
+    replace(p, values, device, true)
+}
+
+/// Replaces a parameter with new values (no gradient tracking).
+pub fn set_values(p: ParamMut<'_>, values: Vec<f32>, device: &Device) {
+    replace(p, values, device, false)
+}
+
+fn replace(p: ParamMut<'_>, values: Vec<f32>, device: &Device, grad: bool) {
     match p {
         ParamMut::Vector(t) => {
             let n = values.len();
-            *t = Tensor::from_data(TensorData::new(values, [n]), device).require_grad();
+            *t = Tensor::from_data(TensorData::new(values, [n]), device);
+            if grad {
+                *t = t.clone().require_grad();
+            }
         }
         ParamMut::Matrix { t, .. } => {
             let dims = t.dims();
-            *t = Tensor::from_data(TensorData::new(values, dims), device).require_grad();
+            *t = Tensor::from_data(TensorData::new(values, dims), device);
+            if grad {
+                *t = t.clone().require_grad();
+            }
         }
     }
 }

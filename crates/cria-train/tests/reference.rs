@@ -127,9 +127,34 @@ fn step0_loss_and_every_gradient_match_pytorch() {
 #[test]
 fn ten_step_trajectory_matches_pytorch() {
     let exp = expected();
+    let cfg = trajectory_cfg(&exp);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = RunDir {
+        root: tmp.path().to_path_buf(),
+    };
+    let spec = TrainSpec {
+        cfg: &cfg,
+        run: &run,
+        tokenizer_dir: None,
+        resolved_config: String::new(),
+        config_file: "train.toml",
+        adapter: None,
+        trainable: None,
+        extra_files: vec![],
+        objective: &cria_train::trainer::LmLoss,
+        world: cria_train::collective::world(),
+    };
+    let model =
+        checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
+    let trained = trainer::train(model, &mut Fixed::load(), &spec, &mut Silent).unwrap();
+    check_against_torch(&exp, &read_logs(&run), &trained);
+}
+
+/// The fixture's settings: 10 steps of 2 micro-batches of 2 rows, AdamW, clipping, warmup.
+fn trajectory_cfg(exp: &Value) -> TrainConfig {
     let hp = &exp["hp"];
     let f = |k: &str| hp[k].as_f64().unwrap();
-    let cfg = TrainConfig {
+    TrainConfig {
         steps: exp["steps"].as_u64().unwrap(),
         batch_size: 2,
         grad_accum: 2,
@@ -147,31 +172,19 @@ fn ten_step_trajectory_matches_pytorch() {
         eval_batches: 0,
         save_every: 0,
         ..TrainConfig::default()
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let run = RunDir {
-        root: tmp.path().to_path_buf(),
-    };
-    let spec = TrainSpec {
-        cfg: &cfg,
-        run: &run,
-        tokenizer_dir: None,
-        resolved_config: String::new(),
-        config_file: "train.toml",
-        adapter: None,
-        trainable: None,
-        extra_files: vec![],
-        objective: &cria_train::trainer::LmLoss,
-    };
-    let model =
-        checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
-    let trained = trainer::train(model, &mut Fixed::load(), &spec, &mut Silent).unwrap();
+    }
+}
 
-    let logs: Vec<Value> = std::fs::read_to_string(run.metrics())
+fn read_logs(run: &RunDir) -> Vec<Value> {
+    std::fs::read_to_string(run.metrics())
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+/// Losses and gradient norms of every step within 1e-4 of PyTorch's, final weights too.
+fn check_against_torch(exp: &Value, logs: &[Value], trained: &cria_core::Llama) {
     assert_eq!(logs.len(), 10);
     for (i, l) in logs.iter().enumerate() {
         let (loss, want) = (
@@ -195,7 +208,7 @@ fn ten_step_trajectory_matches_pytorch() {
     }
     let bytes = std::fs::read(fixture().join("final.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let ours = checkpoint::named_tensors(&trained);
+    let ours = checkpoint::named_tensors(trained);
     let mut worst = (0.0f64, String::new());
     for (name, view) in st.tensors() {
         let want: Vec<f32> = view
@@ -221,6 +234,124 @@ fn ten_step_trajectory_matches_pytorch() {
         worst.1,
         worst.0
     );
+}
+
+/// Trains the fixture's run on two ranks (threads of this process, each with its own data
+/// reader and its own run directory: only rank 0's is written), `steps` steps, saving every
+/// `save_every`; returns each rank's trained model.
+fn two_ranks(cfg: &TrainConfig, dirs: [&std::path::Path; 2]) -> Vec<cria_core::Llama> {
+    let worlds = cria_train::collective::threads(2);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = worlds
+            .iter()
+            .zip(dirs)
+            .map(|(w, dir)| {
+                s.spawn(move || {
+                    let run = RunDir {
+                        root: dir.to_path_buf(),
+                    };
+                    let spec = TrainSpec {
+                        cfg,
+                        run: &run,
+                        tokenizer_dir: None,
+                        resolved_config: String::new(),
+                        config_file: "train.toml",
+                        adapter: None,
+                        trainable: None,
+                        extra_files: vec![],
+                        objective: &cria_train::trainer::LmLoss,
+                        world: w.as_ref(),
+                    };
+                    let model = checkpoint::load_model(
+                        &fixture().join("init"),
+                        &device::inference_device(),
+                    )
+                    .unwrap();
+                    trainer::train(model, &mut Fixed::load(), &spec, &mut Silent).unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn two_ranks_take_pytorchs_steps_and_resume_from_rank_0s_disk_alone() {
+    // Each rank runs one of the step's two micro-batches; the summed gradients give the
+    // one-process trajectory (the f32 sums in another order: the same 1e-4 as one process).
+    let exp = expected();
+    let cfg = trajectory_cfg(&exp);
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let models = two_ranks(&cfg, [d0.path(), d1.path()]);
+    let run0 = RunDir {
+        root: d0.path().to_path_buf(),
+    };
+    check_against_torch(&exp, &read_logs(&run0), &models[0]);
+    assert_eq!(
+        checkpoint::named_tensors(&models[0]),
+        checkpoint::named_tensors(&models[1]),
+        "the ranks' weights differ"
+    );
+    assert_eq!(
+        std::fs::read_dir(d1.path()).unwrap().count(),
+        0,
+        "rank 1 wrote into its run directory"
+    );
+
+    // Stopped after step 4 and resumed: rank 1's directory is empty, so it can only take the
+    // weights, moments and data cursor from rank 0.
+    let (e0, e1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = TrainConfig {
+        steps: 4,
+        save_every: 4,
+        ..cfg.clone()
+    };
+    two_ranks(&first, [e0.path(), e1.path()]);
+    let resumed = two_ranks(&cfg, [e0.path(), e1.path()]);
+    let run = RunDir {
+        root: e0.path().to_path_buf(),
+    };
+    check_against_torch(&exp, &read_logs(&run), &resumed[1]);
+    assert_eq!(
+        checkpoint::named_tensors(&resumed[1]),
+        checkpoint::named_tensors(&models[1]),
+        "a resumed two-rank run ends elsewhere than an uninterrupted one"
+    );
+}
+
+#[test]
+fn a_step_that_does_not_split_over_the_ranks_is_refused() {
+    let exp = expected();
+    let cfg = TrainConfig {
+        grad_accum: 3,
+        ..trajectory_cfg(&exp)
+    };
+    let worlds = cria_train::collective::threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir {
+        root: dir.path().to_path_buf(),
+    };
+    let spec = TrainSpec {
+        cfg: &cfg,
+        run: &run,
+        tokenizer_dir: None,
+        resolved_config: String::new(),
+        config_file: "train.toml",
+        adapter: None,
+        trainable: None,
+        extra_files: vec![],
+        objective: &cria_train::trainer::LmLoss,
+        world: worlds[0].as_ref(),
+    };
+    let model =
+        checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
+    let e = trainer::train(model, &mut Fixed::load(), &spec, &mut Silent).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("train.grad_accum = 3") && msg.contains("multiple of 2"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]
@@ -249,6 +380,7 @@ fn frozen_parameters_stay_put_and_carry_no_optimizer_state() {
         trainable: Some(&only),
         extra_files: vec![],
         objective: &cria_train::trainer::LmLoss,
+        world: cria_train::collective::world(),
     };
     let model =
         checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();

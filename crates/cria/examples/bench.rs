@@ -114,6 +114,7 @@ fn train(steps: u64) {
         trainable: None,
         extra_files: vec![],
         objective: &cria_train::trainer::LmLoss,
+        world: cria_train::collective::world(),
     };
     // The final checkpoint write is outside the timed steps (read from the metrics).
     trainer::train(model(), &mut Random, &spec, &mut Silent).expect("training");

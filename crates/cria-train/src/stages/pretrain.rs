@@ -2,6 +2,7 @@
 //! config) or continuing an existing Hugging Face checkpoint (`init`).
 
 use crate::check;
+use crate::collective::CollectiveExt;
 use crate::config::TrainConfig;
 use crate::data::{CorpusSpec, TokenShards};
 use crate::error::{Result, TrainError};
@@ -219,7 +220,10 @@ pub fn run(cfg: &PretrainConfig, resolved: String, rep: &mut dyn Reporter) -> Re
         seed: cfg.train.seed,
         batch_size: cfg.train.batch_size,
     };
-    let mut data = TokenShards::prepare(&corpus, &tok, &cfg.out.join("data"))?;
+    // Ranks tokenise in turn: the first on each filesystem writes the shards, the rest reuse.
+    let world = crate::collective::world();
+    let mut data =
+        world.one_at_a_time(|| TokenShards::prepare(&corpus, &tok, &cfg.out.join("data")))?;
     let run = RunDir::new(&cfg.out);
     let spec = TrainSpec::new(
         &cfg.train,

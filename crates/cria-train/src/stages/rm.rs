@@ -5,6 +5,7 @@
 //! reference set (the validation responses, else the training ones) average 0.
 
 use crate::batch::{Batch, Group, Layout};
+use crate::collective::CollectiveExt;
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::format;
@@ -101,6 +102,9 @@ pub fn run(cfg: &RmConfig, resolved: String, rep: &mut dyn Reporter) -> Result<P
         )
     };
     let mut model = trainer::train(model, &mut data, &spec, rep)?;
+    if !spec.world.is_root() {
+        return Ok(run.checkpoint());
+    }
     // Rewards are centred on the validation responses, else the training ones.
     let reference = if data.val.is_empty() {
         &data.train
