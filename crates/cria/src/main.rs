@@ -4,6 +4,7 @@ mod alloc;
 mod cmd;
 mod overrides;
 mod progress;
+mod ranks;
 mod report;
 
 use clap::Parser;
@@ -26,8 +27,24 @@ struct Cli {
 fn main() -> ExitCode {
     alloc::keep_freed_memory();
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    let joined = match ranks::join() {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Rank 0 speaks for the run; the others report only their errors.
+    let level = if joined.rank == 0 {
+        cli.log.as_str()
+    } else {
+        "error"
+    };
+    let filter = match joined.rank {
+        0 => tracing_subscriber::EnvFilter::try_from_default_env().ok(),
+        _ => None,
+    }
+    .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -35,11 +52,22 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     match cmd::run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            drop(joined);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("error: {e}");
+            let who = match joined.size {
+                1 => String::new(),
+                _ => format!("rank {} of {}: ", joined.rank, joined.size),
+            };
+            eprintln!("{who}error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
+            }
+            if joined.size > 1 {
+                // The other ranks may be waiting for this one in a collective: end them all.
+                cria_train::collective::world().abort(1);
             }
             ExitCode::FAILURE
         }

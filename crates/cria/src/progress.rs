@@ -6,6 +6,8 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 pub struct TrainProgress {
+    /// Off on every rank but 0 of a run of several (rank 0 reports for the run).
+    on: bool,
     bar: Option<ProgressBar>,
     total: u64,
     log_every: u64,
@@ -13,7 +15,9 @@ pub struct TrainProgress {
 
 impl TrainProgress {
     pub fn new(log_every: u64) -> Self {
+        use cria_train::collective::CollectiveExt;
         TrainProgress {
+            on: cria_train::collective::world().is_root(),
             bar: None,
             total: 0,
             log_every: log_every.max(1),
@@ -36,7 +40,7 @@ fn thousands(x: f64) -> String {
 impl Reporter for TrainProgress {
     fn start(&mut self, first: u64, total: u64) {
         self.total = total;
-        if std::io::stderr().is_terminal() {
+        if self.on && std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total).with_position(first);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -49,6 +53,9 @@ impl Reporter for TrainProgress {
     }
 
     fn step(&mut self, l: &StepLog) {
+        if !self.on {
+            return;
+        }
         let mut val = l
             .val_loss
             .map(|v| format!(" | val {v:.4}"))
@@ -94,6 +101,9 @@ impl Reporter for TrainProgress {
     }
 
     fn saved(&mut self, step: u64, dir: &Path) {
+        if !self.on {
+            return;
+        }
         let msg = format!("step {step}: checkpoint saved to {}", dir.display());
         match &self.bar {
             Some(bar) => bar.println(msg),
@@ -107,5 +117,13 @@ impl Drop for TrainProgress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// Prints a command's result (a checkpoint's path) on stdout: once for the run, by rank 0.
+pub fn result(path: &Path) {
+    use cria_train::collective::CollectiveExt;
+    if cria_train::collective::world().is_root() {
+        println!("{}", path.display());
     }
 }

@@ -90,6 +90,12 @@ pub enum Command {
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
+    let ranks = cria_train::collective::world().size();
+    if ranks > 1 && !cmd.runs_on_ranks() {
+        anyhow::bail!(
+            "this command runs as one process, not as {ranks} ranks: under mpirun or srun, run              `cria pretrain`, `cria sft`, `cria rm` or `cria dpo` (data-parallel), and the              rest without the launcher"
+        );
+    }
     match cmd {
         Command::Demo(a) => demo::run(a),
         Command::Tokenizer(c) => tokenizer::run(c),
@@ -108,6 +114,16 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::World(a) => world::run(a),
         Command::Logits(a) => logits::run(a),
+    }
+}
+
+impl Command {
+    /// Whether the command shares its work over the ranks of an MPI launch.
+    fn runs_on_ranks(&self) -> bool {
+        matches!(
+            self,
+            Command::Pretrain(_) | Command::Sft(_) | Command::Rm(_) | Command::Dpo(_)
+        )
     }
 }
 

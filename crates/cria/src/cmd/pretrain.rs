@@ -31,6 +31,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut progress = TrainProgress::new(cfg.train.log_every);
     let ckpt = pretrain::run(&cfg, resolved, &mut progress)?;
     drop(progress);
-    println!("{}", ckpt.display());
+    crate::progress::result(&ckpt);
     Ok(())
 }

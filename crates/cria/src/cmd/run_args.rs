@@ -106,6 +106,6 @@ pub fn run_stage<C: serde::Serialize + serde::de::DeserializeOwned>(
     let mut progress = crate::progress::TrainProgress::new(log_every);
     let ckpt = stage(&cfg, resolved, &mut progress)?;
     drop(progress);
-    println!("{}", ckpt.display());
+    crate::progress::result(&ckpt);
     Ok(())
 }

@@ -1,0 +1,286 @@
+//! `cria` as ranks of a launcher's run. In every build: torchrun-style variables are refused
+//! (NCCL needs a GPU build), and a build without MPI refuses to be one of several MPI ranks.
+//! Built with `--features mpi` (`.ci/run` runs it so, with Open MPI from Debian): two ranks
+//! under `mpirun` train as one process does, only rank 0 writes, a killed run resumes
+//! exactly, a setting that cannot split is one clear error, and other commands are refused.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+/// SFT data: short chat records about who likes what.
+fn write_chat(root: &Path) {
+    let names = ["Ana", "Bo", "Cy", "Di", "Ed"];
+    let things = ["tea", "rope", "maps", "bread"];
+    let lines: String = (0..64)
+        .map(|i| {
+            let (n, t) = (names[i % 5], things[(i / 5) % 4]);
+            let rec = serde_json::json!({"messages": [
+                {"role": "user", "content": format!("What does {n} like?")},
+                {"role": "assistant", "content": format!("{n} likes {t}.")}]});
+            format!("{rec}\n")
+        })
+        .collect();
+    std::fs::write(root.join("chat.jsonl"), lines).unwrap();
+}
+
+/// A base model and an SFT config of `steps` steps of two micro-batches (`grad_accum = 2`),
+/// saving every `save_every`, with validation every 5 steps.
+fn sft_setup(steps: u64, save_every: u64) -> (Setup, std::path::PathBuf) {
+    let s = Setup::new();
+    let cfg = s.config(2, 2);
+    run_ok(&mut pretrain(&s, &cfg, "base"));
+    write_chat(&s.root);
+    let p = s.root.join("sft.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"init = "base/checkpoint"
+[data]
+train = ["chat.jsonl"]
+seq_len = 32
+val_fraction = 0.1
+[train]
+steps = {steps}
+batch_size = 2
+grad_accum = 2
+lr = 1e-3
+warmup_steps = 2
+log_every = 1
+eval_every = 5
+eval_batches = 4
+save_every = {save_every}
+"#
+        ),
+    )
+    .unwrap();
+    (s, p)
+}
+
+#[test]
+fn torchrun_variables_are_refused_with_the_way_that_works() {
+    let (s, cfg) = sft_setup(2, 2);
+    let err = run_err(
+        cria()
+            .args(["sft", "--config"])
+            .arg(&cfg)
+            .args(["--out", "run"])
+            .env("RANK", "0")
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .current_dir(&s.root),
+    );
+    assert!(
+        err.contains("rank 0 of 2") && err.contains("NCCL") && err.contains("mpirun"),
+        "{err}"
+    );
+    assert!(!s.root.join("run").exists(), "nothing written");
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_will_not_train_as_one_of_many_ranks() {
+    // What Open MPI sets in each process it starts: two such copies would both write `run/`.
+    let (s, cfg) = sft_setup(2, 2);
+    let err = run_err(
+        cria()
+            .args(["sft", "--config"])
+            .arg(&cfg)
+            .args(["--out", "run"])
+            .env("OMPI_COMM_WORLD_RANK", "1")
+            .env("OMPI_COMM_WORLD_SIZE", "2")
+            .current_dir(&s.root),
+    );
+    assert!(
+        err.contains("rank 1 of 2")
+            && err.contains("built without MPI")
+            && err.contains("--features mpi"),
+        "{err}"
+    );
+    assert!(!s.root.join("run").exists(), "nothing written");
+}
+
+#[cfg(feature = "mpi")]
+mod under_mpirun {
+    use super::*;
+    use std::process::Command;
+
+    /// `mpirun -np 2 cria ARGS` (as root too, as in CI containers).
+    fn mpirun(root: &Path, args: &[&str]) -> Command {
+        let found = Command::new("mpirun").arg("--version").output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "mpirun not found: the `mpi` feature's tests need Open MPI (scripts/setup installs it)"
+        );
+        let mut c = Command::new("mpirun");
+        c.args(["-np", "2", "--oversubscribe", "--bind-to", "none"])
+            .arg(env!("CARGO_BIN_EXE_cria"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .current_dir(root);
+        c
+    }
+
+    fn losses(dir: &Path) -> Vec<(f64, Option<f64>)> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["loss"].as_f64().unwrap(), v["val_loss"].as_f64())
+            })
+            .collect()
+    }
+
+    /// The largest difference between two checkpoints' weights.
+    fn weight_gap(a: &Path, b: &Path) -> f32 {
+        let (wa, wb) = (
+            cria_testkit::weights(&a.join("checkpoint/model.safetensors")),
+            cria_testkit::weights(&b.join("checkpoint/model.safetensors")),
+        );
+        let names = |w: &cria_core::weights::WeightMap| {
+            let mut v: Vec<String> = w.tensors.keys().cloned().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&wa), names(&wb));
+        let mut worst = 0.0f32;
+        for (k, t) in &wa.tensors {
+            for (x, y) in t.data.iter().zip(&wb.tensors[k].data) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        worst
+    }
+
+    /// Long enough that a kill after the first checkpoint (step 10) lands mid-run.
+    const STEPS: u64 = 150;
+
+    #[test]
+    fn two_ranks_give_the_one_process_curve_and_resume_after_a_kill() {
+        let (s, cfg) = sft_setup(STEPS, 10);
+        let c = cfg.to_str().unwrap();
+        run_ok(
+            cria()
+                .args(["sft", "--config", c, "--out", "one"])
+                .current_dir(&s.root),
+        );
+        let out = run_ok(&mut mpirun(
+            &s.root,
+            &["sft", "--config", c, "--out", "two"],
+        ));
+        // One result line: rank 0 speaks for the run.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.trim(), "two/checkpoint", "{stdout}");
+        let (one, two) = (losses(&s.root.join("one")), losses(&s.root.join("two")));
+        assert_eq!(one.len(), STEPS as usize);
+        assert_eq!(
+            two.len(),
+            STEPS as usize,
+            "a line per step, from rank 0 alone"
+        );
+        // The gradients are summed in another order than one process adds them: f32 rounding.
+        for (i, (a, b)) in one.iter().zip(&two).enumerate() {
+            assert!(
+                (a.0 - b.0).abs() < 1e-4 * a.0,
+                "step {}: {a:?} vs {b:?}",
+                i + 1
+            );
+            assert_eq!(a.1.is_some(), b.1.is_some());
+            if let (Some(x), Some(y)) = (a.1, b.1) {
+                assert!((x - y).abs() < 1e-4 * x, "step {}: val {x} vs {y}", i + 1);
+            }
+        }
+        let gap = weight_gap(&s.root.join("one"), &s.root.join("two"));
+        assert!(gap < 1e-4, "final weights differ by {gap}");
+
+        // Killed mid-run: both ranks get SIGKILL once the first checkpoint is down (a rank
+        // alone cannot run ahead: it would wait for the other's gradients), then resumed.
+        let mut child = mpirun(&s.root, &["sft", "--config", c, "--out", "killed"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let killed = s.root.join("killed");
+        let t0 = std::time::Instant::now();
+        while state_step(&killed).is_none() {
+            assert!(
+                t0.elapsed().as_secs() < 120,
+                "no checkpoint after 2 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let ranks = Command::new("pgrep")
+            .args(["-P", &child.id().to_string()])
+            .output()
+            .unwrap();
+        let pids: Vec<String> = String::from_utf8_lossy(&ranks.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        assert!(!pids.is_empty(), "mpirun's rank processes not found");
+        Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(!child.wait().unwrap().success());
+        let at = state_step(&killed).unwrap();
+        assert!(at < STEPS, "the run ended before the kill (step {at})");
+        run_ok(&mut mpirun(
+            &s.root,
+            &["sft", "--config", c, "--out", "killed"],
+        ));
+        let resumed = losses(&killed);
+        assert_eq!(resumed.len(), STEPS as usize);
+        for (i, (a, b)) in two.iter().zip(&resumed).enumerate() {
+            assert_eq!(
+                a.0,
+                b.0,
+                "step {}: loss after resuming from step {at}",
+                i + 1
+            );
+        }
+        assert_eq!(weight_gap(&s.root.join("two"), &killed), 0.0);
+    }
+
+    #[test]
+    fn settings_that_do_not_split_and_other_commands_are_clear_errors() {
+        let (s, cfg) = sft_setup(2, 2);
+        let c = cfg.to_str().unwrap();
+        let out = mpirun(
+            &s.root,
+            &[
+                "sft",
+                "--config",
+                c,
+                "--out",
+                "odd",
+                "--set",
+                "train.grad_accum=3",
+            ],
+        )
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("train.grad_accum = 3") && err.contains("multiple of 2"),
+            "{err}"
+        );
+        assert!(!s.root.join("odd/checkpoint").exists());
+
+        let out = mpirun(
+            &s.root,
+            &["generate", "--model", "base/checkpoint", "--prompt", "Ana"],
+        )
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("runs as one process"), "{err}");
+    }
+}
