@@ -308,11 +308,19 @@ fn accumulate(
         last = batch;
     }
     st.micro_cursor += cfg.grad_accum as u64;
+    // With ranks, rank 0 logs its seconds waiting for the slowest rank, then in the sums.
+    let t0 = Instant::now();
+    world.barrier();
+    let t1 = Instant::now();
     dp::reduce_figures(world, &mut loss_sum, &mut tokens, &mut metrics);
     if !loss_sum.is_finite() {
         return Err(diverged(st.step + 1, "loss", loss_sum, spec));
     }
     grads.all_reduce(world);
+    if world.size() > 1 {
+        metrics.insert("wait_s".into(), (t1 - t0).as_secs_f64());
+        metrics.insert("comm_s".into(), t1.elapsed().as_secs_f64());
+    }
     Ok(StepWork {
         loss: loss_sum,
         tokens,

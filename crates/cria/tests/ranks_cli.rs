@@ -1,8 +1,9 @@
 //! `cria` as ranks of a launcher's run. In every build: torchrun-style variables are refused
 //! (NCCL needs a GPU build), and a build without MPI refuses to be one of several MPI ranks.
 //! Built with `--features mpi` (`.ci/run` runs it so, with Open MPI from Debian): two ranks
-//! under `mpirun` train as one process does, only rank 0 writes, a killed run resumes
-//! exactly, a setting that cannot split is one clear error, and other commands are refused.
+//! under `mpirun` train as one process does (SFT, reward model, LoRA DPO), only rank 0
+//! writes, a killed run resumes exactly, a setting that cannot split is one clear error, and
+//! other commands are refused.
 
 mod common;
 
@@ -245,6 +246,81 @@ mod under_mpirun {
             );
         }
         assert_eq!(weight_gap(&s.root.join("two"), &killed), 0.0);
+    }
+
+    #[test]
+    fn reward_model_and_lora_dpo_on_two_ranks_match_one_process() {
+        let s = Setup::new();
+        let cfg = s.config(2, 2);
+        run_ok(&mut pretrain(&s, &cfg, "base"));
+        let names = ["Ana", "Bo", "Cy", "Di"];
+        let lines: String = (0..24)
+            .map(|i| {
+                let (n, q) = (names[i % 4], format!("Who likes tea {i}?"));
+                let rec = if i % 3 == 0 {
+                    serde_json::json!({"prompt": q, "responses":
+                        ["Ask someone else.", format!("{n} likes tea."), format!("{n} likes tea. Glad to help!")],
+                        "ranking": [2, 1, 0]})
+                } else {
+                    serde_json::json!({"prompt": q, "chosen": format!("{n} likes tea."),
+                        "rejected": "Ask someone else."})
+                };
+                format!("{rec}\n")
+            })
+            .collect();
+        std::fs::write(s.root.join("prefs.jsonl"), lines).unwrap();
+        for (stage, extra) in [
+            ("rm", ""),
+            ("dpo", "method = \"lora\"\n[lora]\nr = 4\nalpha = 8"),
+        ] {
+            let p = s.root.join(format!("{stage}.toml"));
+            std::fs::write(
+                &p,
+                format!(
+                    r#"init = "base/checkpoint"
+{extra}
+[data]
+train = ["prefs.jsonl"]
+seq_len = 48
+val_fraction = 0.2
+[train]
+steps = 8
+batch_size = 2
+grad_accum = 2
+lr = 1e-3
+warmup_steps = 0
+log_every = 1
+eval_every = 4
+eval_batches = 2
+save_every = 4
+"#
+                ),
+            )
+            .unwrap();
+            let c = p.to_str().unwrap();
+            let (one, two) = (format!("{stage}-one"), format!("{stage}-two"));
+            run_ok(cria().args([stage, "--config", c, "--out", &one]).current_dir(&s.root));
+            run_ok(&mut mpirun(&s.root, &[stage, "--config", c, "--out", &two]));
+            let (a, b) = (losses(&s.root.join(&one)), losses(&s.root.join(&two)));
+            assert_eq!((a.len(), b.len()), (8, 8), "{stage}");
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (x.0 - y.0).abs() < 1e-4 * x.0.abs().max(1e-3),
+                    "{stage} step {}: {x:?} vs {y:?}",
+                    i + 1
+                );
+            }
+        }
+        // The reward model is centred once, by rank 0, after training.
+        let config = |d: &str| {
+            cria_testkit::read_json(&s.root.join(d).join("checkpoint/config.json"))
+                ["cria_reward_offset"]
+                .as_f64()
+                .unwrap()
+        };
+        let (x, y) = (config("rm-one"), config("rm-two"));
+        assert!((x - y).abs() < 1e-3 * x.abs().max(1.0), "offsets {x} vs {y}");
+        assert!(s.root.join("dpo-two/checkpoint/adapter_model.safetensors").exists());
     }
 
     #[test]

@@ -132,8 +132,23 @@ fn pairs(groups: Vec<Group>, which: Pairs) -> Vec<Group> {
 }
 
 /// Fills in each row's reference log-probability with `reference`.
+///
+/// With several ranks the batches are dealt out round-robin and the results gathered (each
+/// row is filled by one rank and summed with zeros elsewhere), so every rank holds the values
+/// one process computes, batch for batch.
 fn fill_reference(reference: &Llama, groups: &mut [Group], pad: u32, batch: usize) {
-    let lp = group_logps(reference, groups, pad, batch);
+    let world = crate::collective::world();
+    let batch = batch.max(1);
+    let mut lp = vec![0.0f32; groups.iter().map(|g| g.len()).sum()];
+    let mut at = 0;
+    for (k, chunk) in groups.chunks(batch).enumerate() {
+        let rows: usize = chunk.iter().map(|g| g.len()).sum();
+        if k % world.size() == world.rank() {
+            lp[at..at + rows].copy_from_slice(&group_logps(reference, chunk, pad, batch));
+        }
+        at += rows;
+    }
+    world.all_reduce_f32(&mut lp);
     for (row, v) in groups.iter_mut().flatten().zip(lp) {
         row.ref_logp = v;
     }
