@@ -78,7 +78,8 @@ fn layout(model: &Llama) -> String {
     out
 }
 
-fn broadcast_params(world: &dyn Collective, model: &mut Llama) -> Result<()> {
+/// Rank 0's parameter values in `model` on every rank (the same parameters are checked first).
+pub fn broadcast_params(world: &dyn Collective, model: &mut Llama) -> Result<()> {
     let mine = layout(model);
     let root = world.broadcast_string(&mine);
     if world.any(root != mine) {
@@ -97,7 +98,8 @@ fn broadcast_params(world: &dyn Collective, model: &mut Llama) -> Result<()> {
     Ok(())
 }
 
-fn broadcast_optimizer(world: &dyn Collective, opt: &mut AdamW) {
+/// Rank 0's AdamW step count and moments on every rank.
+pub fn broadcast_optimizer(world: &dyn Collective, opt: &mut AdamW) {
     let names: Vec<(String, usize)> = opt
         .state
         .iter()
@@ -166,4 +168,46 @@ pub fn check_in_step(world: &dyn Collective, model: &Llama, step: u64) -> Result
         )));
     }
     Ok(())
+}
+
+/// This rank's rows of `n`: a contiguous share, the first ranks taking one more when `n` does
+/// not split evenly.
+pub fn my_rows(world: &dyn Collective, n: usize) -> std::ops::Range<usize> {
+    let (r, w) = (world.rank(), world.size());
+    n * r / w..n * (r + 1) / w
+}
+
+/// Every rank's rows of a row-major `[n, width]` array, gathered on every rank: `mine` holds
+/// this rank's rows [`my_rows`] and the others are filled in (zeros summed with each rank's
+/// own part, so each value arrives unchanged).
+pub fn gather_rows(world: &dyn Collective, n: usize, width: usize, mine: &[f32]) -> Vec<f32> {
+    let rows = my_rows(world, n);
+    assert_eq!(mine.len(), rows.len() * width, "this rank's rows");
+    let mut all = vec![0.0f32; n * width];
+    all[rows.start * width..rows.end * width].copy_from_slice(mine);
+    world.all_reduce_f32(&mut all);
+    all
+}
+
+/// Every rank's items gathered in rank order on every rank (each rank's list in turn
+/// broadcast as JSON).
+pub fn gather_json<T: serde::Serialize + serde::de::DeserializeOwned>(
+    world: &dyn Collective,
+    mine: Vec<T>,
+) -> Vec<T> {
+    if world.size() == 1 {
+        return mine;
+    }
+    let mut out = Vec::new();
+    let text = serde_json::to_vec(&mine).expect("JSON");
+    for r in 0..world.size() {
+        let mut b = if r == world.rank() {
+            text.clone()
+        } else {
+            vec![]
+        };
+        world.broadcast_bytes(&mut b, r);
+        out.extend(serde_json::from_slice::<Vec<T>>(&b).expect("a rank's items"));
+    }
+    out
 }

@@ -10,7 +10,7 @@ use cria_core::Llama;
 use cria_core::generate::{Finish, GenerateOptions, generate_batch};
 
 /// A prompt and one reply sampled after it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub prompt: Vec<u32>,
     pub reply: Vec<u32>,

@@ -1,7 +1,7 @@
 //! `cria` as ranks of a launcher's run. In every build: torchrun-style variables are refused
 //! (NCCL needs a GPU build), and a build without MPI refuses to be one of several MPI ranks.
 //! Built with `--features mpi` (`.ci/run` runs it so, with Open MPI from Debian): two ranks
-//! under `mpirun` train as one process does (SFT, reward model, LoRA DPO), only rank 0
+//! under `mpirun` train as one process does (SFT, reward model, LoRA DPO, PPO), only rank 0
 //! writes, a killed run resumes exactly, a setting that cannot split is one clear error, and
 //! other commands are refused.
 
@@ -249,7 +249,7 @@ mod under_mpirun {
     }
 
     #[test]
-    fn reward_model_and_lora_dpo_on_two_ranks_match_one_process() {
+    fn reward_model_lora_dpo_and_ppo_on_two_ranks_match_one_process() {
         let s = Setup::new();
         let cfg = s.config(2, 2);
         run_ok(&mut pretrain(&s, &cfg, "base"));
@@ -299,7 +299,11 @@ save_every = 4
             .unwrap();
             let c = p.to_str().unwrap();
             let (one, two) = (format!("{stage}-one"), format!("{stage}-two"));
-            run_ok(cria().args([stage, "--config", c, "--out", &one]).current_dir(&s.root));
+            run_ok(
+                cria()
+                    .args([stage, "--config", c, "--out", &one])
+                    .current_dir(&s.root),
+            );
             run_ok(&mut mpirun(&s.root, &[stage, "--config", c, "--out", &two]));
             let (a, b) = (losses(&s.root.join(&one)), losses(&s.root.join(&two)));
             assert_eq!((a.len(), b.len()), (8, 8), "{stage}");
@@ -319,8 +323,102 @@ save_every = 4
                 .unwrap()
         };
         let (x, y) = (config("rm-one"), config("rm-two"));
-        assert!((x - y).abs() < 1e-3 * x.abs().max(1.0), "offsets {x} vs {y}");
-        assert!(s.root.join("dpo-two/checkpoint/adapter_model.safetensors").exists());
+        assert!(
+            (x - y).abs() < 1e-3 * x.abs().max(1.0),
+            "offsets {x} vs {y}"
+        );
+        assert!(
+            s.root
+                .join("dpo-two/checkpoint/adapter_model.safetensors")
+                .exists()
+        );
+
+        // PPO against that reward model, with PPO-ptx: each rank samples, scores and trains on
+        // half of each rollout and minibatch; straight, and stopped at 2 then resumed.
+        let p = s.root.join("ppo.toml");
+        std::fs::write(
+            &p,
+            r#"init = "base/checkpoint"
+reward_model = "rm-one/checkpoint"
+[data]
+prompts = ["prefs.jsonl"]
+prompt_len = 40
+ptx = ["corpus"]
+ptx_seq_len = 16
+ptx_batch_size = 2
+[rollout]
+batch_size = 4
+max_new_tokens = 6
+[ppo]
+epochs = 2
+minibatch_size = 2
+ptx_coef = 0.5
+[train]
+steps = 4
+lr = 1e-3
+min_lr = 1e-3
+warmup_steps = 0
+log_every = 1
+save_every = 2
+"#,
+        )
+        .unwrap();
+        let c = p.to_str().unwrap();
+        run_ok(
+            cria()
+                .args(["ppo", "--config", c, "--out", "ppo-one"])
+                .current_dir(&s.root),
+        );
+        run_ok(&mut mpirun(
+            &s.root,
+            &["ppo", "--config", c, "--out", "ppo-two"],
+        ));
+        run_ok(&mut mpirun(
+            &s.root,
+            &["ppo", "--config", c, "--out", "ppo-split", "--steps", "2"],
+        ));
+        run_ok(&mut mpirun(
+            &s.root,
+            &["ppo", "--config", c, "--out", "ppo-split"],
+        ));
+        let logs = |d: &str| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(s.root.join(d).join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let (one, two, split) = (logs("ppo-one"), logs("ppo-two"), logs("ppo-split"));
+        assert_eq!((one.len(), two.len(), split.len()), (4, 4, 4));
+        for (i, (a, b)) in one.iter().zip(&two).enumerate() {
+            for k in [
+                "reward",
+                "kl",
+                "policy_loss",
+                "value_loss",
+                "ptx_loss",
+                "reply_len",
+            ] {
+                let num =
+                    |v: &serde_json::Value| v[k].as_f64().unwrap_or_else(|| panic!("{k}: {v}"));
+                let (x, y) = (num(a), num(b));
+                assert!(
+                    (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                    "iteration {}: {k} {x} in one process, {y} on two ranks",
+                    i + 1
+                );
+            }
+        }
+        for (a, b) in two.iter().zip(&split) {
+            assert_eq!(
+                a["policy_loss"], b["policy_loss"],
+                "a resume changed the run"
+            );
+        }
+        assert_eq!(
+            weight_gap(&s.root.join("ppo-two"), &s.root.join("ppo-split")),
+            0.0
+        );
     }
 
     #[test]

@@ -93,7 +93,9 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     let ranks = cria_train::collective::world().size();
     if ranks > 1 && !cmd.runs_on_ranks() {
         anyhow::bail!(
-            "this command runs as one process, not as {ranks} ranks: under mpirun or srun, run              `cria pretrain`, `cria sft`, `cria rm` or `cria dpo` (data-parallel), and the              rest without the launcher"
+            "this command runs as one process, not as {ranks} ranks: under mpirun or srun, run \
+             `cria pretrain`, `sft`, `rm`, `dpo` or `ppo` (data-parallel), and the rest \
+             without the launcher"
         );
     }
     match cmd {
@@ -122,7 +124,11 @@ impl Command {
     fn runs_on_ranks(&self) -> bool {
         matches!(
             self,
-            Command::Pretrain(_) | Command::Sft(_) | Command::Rm(_) | Command::Dpo(_)
+            Command::Pretrain(_)
+                | Command::Sft(_)
+                | Command::Rm(_)
+                | Command::Dpo(_)
+                | Command::Ppo(_)
         )
     }
 }

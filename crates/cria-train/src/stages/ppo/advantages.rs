@@ -43,9 +43,15 @@ pub(super) fn advantages(
     let batch = make_batch(groups.iter(), ctx.setup.pad, Layout::Tokens);
     let mask: Vec<f32> = batch.weights.clone().expect("token layout");
     let (inf, temp) = (&ctx.inf, ctx.cfg.rollout.temperature);
-    let old_logp = to_vec(token_logps(policy, &batch, inf, temp).0);
-    let ref_logp = to_vec(token_logps(reference, &batch, inf, temp).0);
-    let old_values = to_vec(value.clone().to_device(inf).scores(batch.input_ids(inf)));
+    // Each rank runs the three models on its share of the rows; every rank gets all rows.
+    let world = crate::collective::world();
+    let part = rows_of(&batch, crate::dp::my_rows(world, batch.b));
+    let gather = |v: Vec<f32>| crate::dp::gather_rows(world, batch.b, batch.t, &v);
+    let old_logp = gather(to_vec(token_logps(policy, &part, inf, temp).0));
+    let ref_logp = gather(to_vec(token_logps(reference, &part, inf, temp).0));
+    let old_values = gather(to_vec(
+        value.clone().to_device(inf).scores(part.input_ids(inf)),
+    ));
     let p = &ctx.cfg.ppo;
     let t = batch.t;
     let (mut adv, mut returns) = (vec![0f32; mask.len()], vec![0f32; mask.len()]);
@@ -82,5 +88,22 @@ pub(super) fn advantages(
         returns,
         kl,
         reply_tokens,
+    }
+}
+
+/// Rows `range` of a token-layout batch, at the batch's full width.
+fn rows_of(batch: &Batch, range: std::ops::Range<usize>) -> Batch {
+    let t = batch.t;
+    let cells = range.start * t..range.end * t;
+    Batch {
+        inputs: batch.inputs[cells.clone()].to_vec(),
+        targets: batch.targets[cells.clone()].to_vec(),
+        weights: batch.weights.as_ref().map(|w| w[cells].to_vec()),
+        b: range.len(),
+        t,
+        aux: crate::batch::Aux {
+            lengths: batch.aux.lengths[range].to_vec(),
+            ..Default::default()
+        },
     }
 }

@@ -4,6 +4,7 @@
 
 use super::Ctx;
 use super::setup::Models;
+use crate::collective::CollectiveExt;
 use crate::error::Result;
 use crate::optim::AdamW;
 use crate::state::{
@@ -56,7 +57,10 @@ pub(super) fn resume_or_start(
         policy: Optimizer::new(&cfg.train, p),
         value: Optimizer::new(&cfg.train, v),
     };
-    if !ckpt.join(STATE_FILE).exists() {
+    // With ranks, rank 0 reads the checkpoint and [`share`] hands it to the others.
+    let world = crate::collective::world();
+    let resuming = world.agree(ckpt.join(STATE_FILE).exists());
+    if !resuming || !world.is_root() {
         let st = PpoState {
             iteration: 0,
             beta: cfg.ppo.kl_coef,
@@ -96,6 +100,19 @@ pub(super) fn resume_or_start(
     );
     tracing::info!(iteration = st.iteration, "resuming PPO");
     Ok((models, opts, st))
+}
+
+/// Rank 0's policy, value model, optimizers and state on every rank (a run of several).
+pub(super) fn share(m: &mut Models, opts: &mut Optimizers, st: &mut PpoState) -> Result<()> {
+    let world = crate::collective::world();
+    let mut bytes = serde_json::to_vec(st).expect("JSON");
+    world.broadcast_bytes(&mut bytes, 0);
+    *st = serde_json::from_slice(&bytes).expect("rank 0's state is JSON");
+    crate::dp::broadcast_params(world, &mut m.policy)?;
+    crate::dp::broadcast_params(world, &mut m.value)?;
+    crate::dp::broadcast_optimizer(world, &mut opts.policy.adamw);
+    crate::dp::broadcast_optimizer(world, &mut opts.value.adamw);
+    Ok(())
 }
 
 fn load_value(dir: &Path, device: &Device) -> Result<Llama> {

@@ -22,6 +22,7 @@ mod rollout;
 mod setup;
 mod update;
 
+use crate::collective::CollectiveExt;
 use crate::data::TokenShards;
 use crate::error::Result;
 use crate::metrics::{Reporter, RunDir, StepLog, append_metrics, peak_rss_mib, truncate_metrics};
@@ -91,11 +92,27 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         inf: device::inference_device(),
         train_dev: device::training_device(),
     };
-    ctx.run.prepare()?;
-    let (mut models, opts, mut st) =
+    let world = crate::collective::world();
+    check_split(cfg, world.size())?;
+    crate::dp::check_same_setup(world, &ctx.setup.fingerprint)?;
+    if world.is_root() {
+        ctx.run.prepare()?;
+    }
+    let (mut models, mut opts, mut st) =
         checkpoint::resume_or_start(&ctx, loaded.policy, loaded.reference, loaded.reward)?;
+    if world.size() > 1 {
+        checkpoint::share(&mut models, &mut opts, &mut st)?;
+        tracing::info!(
+            ranks = world.size(),
+            transport = %world.transport(),
+            "data-parallel PPO: each rank samples, scores and trains on a share of the rows; \
+             rank 0 writes checkpoints and metrics"
+        );
+    }
     st.train = Some(cfg.train.clone());
-    truncate_metrics(&ctx.run.metrics(), st.iteration)?;
+    if world.is_root() {
+        truncate_metrics(&ctx.run.metrics(), st.iteration)?;
+    }
     let trainable = ctx
         .setup
         .adapted
@@ -119,6 +136,22 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         iteration(&ctx, &mut live, rep, started)?;
     }
     Ok(ctx.run.checkpoint())
+}
+
+/// With `ranks` ranks, every one needs whole rows of each rollout and each minibatch.
+fn check_split(cfg: &PpoConfig, ranks: usize) -> Result<()> {
+    for (key, n) in [
+        ("rollout.batch_size", cfg.rollout.batch_size),
+        ("ppo.minibatch_size", cfg.ppo.minibatch_size),
+    ] {
+        if !n.is_multiple_of(ranks) {
+            return Err(crate::TrainError::Invalid(format!(
+                "{key} = {n} does not split over {ranks} ranks: each rank samples and trains on \
+                 whole rows, so set it to a multiple of {ranks}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Seconds spent in each step of an iteration.
@@ -251,13 +284,20 @@ fn log_and_save(ctx: &Ctx<'_>, live: &Live, rep: &mut dyn Reporter, o: Outcome<'
         val_loss: None,
         metrics,
     };
-    append_metrics(&ctx.run.metrics(), &log)?;
+    let world = crate::collective::world();
+    if world.is_root() {
+        append_metrics(&ctx.run.metrics(), &log)?;
+    }
     rep.step(&log);
     let save_every = ctx.cfg.train.save_every;
     if st.iteration == ctx.cfg.train.steps
         || (save_every > 0 && st.iteration.is_multiple_of(save_every))
     {
-        checkpoint::save(ctx, &live.models, &live.opts, st)?;
+        crate::dp::check_in_step(world, &live.models.policy, st.iteration)?;
+        crate::dp::check_in_step(world, &live.models.value, st.iteration)?;
+        if world.is_root() {
+            checkpoint::save(ctx, &live.models, &live.opts, st)?;
+        }
         rep.saved(st.iteration, &ctx.run.checkpoint());
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! PPO's first two steps of an iteration: sample one reply to each of a batch of prompts with
-//! the current policy, and score each reply as the reward model reads a conversation.
+//! the current policy, and score each reply as the reward model reads a conversation. With
+//! several ranks each samples and scores a share of the rows and every rank gets them all.
 
 use super::Ctx;
 use super::config::PpoParams;
@@ -33,7 +34,12 @@ pub(super) fn rollout(ctx: &Ctx<'_>, policy: &Llama, order: &mut Order, k: u64) 
         .map(|&i| ctx.setup.prompts[i].1.clone())
         .collect();
     let s = &ctx.setup;
-    let samples = sample_seeded(policy, &prompts, &seeds, &s.gen_opts, s.pad, prompts.len())?;
+    // With ranks, each samples its share of the rows (same seeds) and all get every reply.
+    let world = crate::collective::world();
+    let mine = crate::dp::my_rows(world, prompts.len());
+    let (p, sd) = (&prompts[mine.clone()], &seeds[mine]);
+    let samples = sample_seeded(policy, p, sd, &s.gen_opts, s.pad, p.len())?;
+    let samples = crate::dp::gather_json(world, samples);
     Ok(Rollout {
         chosen,
         samples,
@@ -58,7 +64,10 @@ pub(super) fn score(ctx: &Ctx<'_>, reward: &Llama, r: &Rollout) -> Result<Scores
         c.push(Message::new(Role::Assistant, text.trim()));
         convs.push(c);
     }
-    let raw = score_conversations(reward, &s.rm_fmt, &s.tok, &convs, 16)?;
+    let world = crate::collective::world();
+    let mine = crate::dp::my_rows(world, convs.len());
+    let part = score_conversations(reward, &s.rm_fmt, &s.tok, &convs[mine], 16)?;
+    let raw = crate::dp::gather_rows(world, convs.len(), 1, &part);
     let shaped = shape(&raw, &r.samples, &ctx.cfg.ppo);
     Ok(Scores { raw, shaped })
 }

@@ -2,6 +2,11 @@
 //! each one step of the policy on the clipped surrogate (plus the pretraining loss with
 //! PPO-ptx) and one step of the value model on the clipped value loss, both through the
 //! shared parameter update.
+//!
+//! With several ranks each takes every n-th row of a minibatch, weighs its token-mean losses
+//! and figures by its share of the minibatch's reply tokens, and the gradients and figures are
+//! summed over the ranks: the step one process takes on the whole minibatch (PPO-ptx's batch
+//! runs on rank 0).
 
 use super::advantages::Buffer;
 use super::checkpoint::PpoState;
@@ -50,19 +55,41 @@ pub(super) fn epochs(
         entropy_sum: 0.0,
     };
     let mut updates = 0usize;
+    let world = crate::collective::world();
     for epoch in 0..p.epochs {
         let mut rows = Order::new(key ^ cria_core::hash::mix(epoch as u64 + 1), buf.batch.b);
         let perm: Vec<usize> = (0..buf.batch.b as u64).map(|x| rows.index(x)).collect();
-        for mb in perm.chunks(p.minibatch_size) {
-            let (b, cols) = slice(buf, mb);
+        for whole in perm.chunks(p.minibatch_size) {
+            let mb: Vec<usize> = whole
+                .iter()
+                .copied()
+                .skip(world.rank())
+                .step_by(world.size())
+                .collect();
+            let (b, cols) = slice(buf, &mb);
+            let share = token_share(world, &cols[0]);
             let (logp, logits) =
                 token_logps(&m.policy, &b, &ctx.train_dev, ctx.cfg.rollout.temperature);
+            let mut figures = Metrics::new();
             if epoch == 0 {
-                stats.entropy_sum += entropy(logits, &cols[0]) * mb.len() as f64;
+                // The minibatch's token-mean entropy (shares summed over ranks) per reply.
+                let h = entropy(logits, &cols[0]) * share * whole.len() as f64;
+                figures.insert("entropy_sum".into(), h);
             }
             let (loss, pm) = ppo_policy_loss(logp, &cols[1], &cols[3], &cols[0], p.clip_range);
-            let pg = scalar(&loss);
-            let loss = with_ptx(ctx, &m.policy, loss, ptx.as_mut(), st, &mut stats.metrics)?;
+            let loss = loss * share;
+            figures.insert("policy_loss".into(), scalar(&loss));
+            let loss = with_ptx(ctx, &m.policy, loss, ptx.as_mut(), st, &mut figures)?;
+            let values = m.value.scores(b.input_ids(&ctx.train_dev));
+            let (vloss, vm) =
+                ppo_value_loss(values, &cols[2], &cols[4], &cols[0], p.value_clip_range);
+            let vloss = vloss * share;
+            figures.insert("value_loss".into(), scalar(&vloss));
+            for (k, v) in pm.into_iter().chain(vm) {
+                figures.insert(k, v * share);
+            }
+            let mut pg = figures["policy_loss"];
+            crate::dp::reduce_figures(world, &mut pg, &mut 0, &mut figures);
             if !pg.is_finite() {
                 return Err(ctx.diverged(st.iteration + 1, "policy loss", pg));
             }
@@ -70,17 +97,14 @@ pub(super) fn epochs(
             let g = step(&mut m.policy, &mut opts.policy, loss, trainable, lr)?;
             stats.grad_norm =
                 g.map_err(|NonFiniteNorm(n)| ctx.diverged(it, "policy gradient norm", n))?;
-            let values = m.value.scores(b.input_ids(&ctx.train_dev));
-            let (vloss, vm) =
-                ppo_value_loss(values, &cols[2], &cols[4], &cols[0], p.value_clip_range);
-            let vl = scalar(&vloss);
             step(&mut m.value, &mut opts.value, vloss, &every_param, vlr)?
                 .map_err(|NonFiniteNorm(n)| ctx.diverged(it, "value gradient norm", n))?;
-            for (k, v) in pm.into_iter().chain(vm) {
-                *stats.metrics.entry(k).or_default() += v;
+            for (k, v) in figures {
+                match k.as_str() {
+                    "entropy_sum" => stats.entropy_sum += v,
+                    _ => *stats.metrics.entry(k).or_default() += v,
+                }
             }
-            *stats.metrics.entry("policy_loss".into()).or_default() += pg;
-            *stats.metrics.entry("value_loss".into()).or_default() += vl;
             updates += 1;
         }
     }
@@ -90,7 +114,21 @@ pub(super) fn epochs(
     Ok(stats)
 }
 
-/// PPO-ptx: the policy loss plus `ptx_coef` times the pretraining loss on the next batch.
+/// This rank's share of a minibatch's reply tokens (`mask` its rows' mask): its token-mean
+/// losses times the share sum over the ranks to the whole minibatch's token mean.
+fn token_share(world: &dyn crate::collective::Collective, mask: &[f32]) -> f64 {
+    let mine = mask.iter().map(|x| *x as f64).sum::<f64>();
+    if world.size() == 1 {
+        return 1.0;
+    }
+    let mut all = [mine];
+    world.all_reduce_f64(&mut all);
+    // The losses divide by at least one token, as here.
+    mine.max(1.0) / all[0].max(1.0)
+}
+
+/// PPO-ptx: the policy loss plus `ptx_coef` times the pretraining loss on the next batch
+/// (on rank 0 alone when there are several; every rank moves the cursor).
 fn with_ptx(
     ctx: &Ctx<'_>,
     policy: &Llama,
@@ -102,10 +140,15 @@ fn with_ptx(
     let Some(data) = ptx else {
         return Ok(loss);
     };
-    let pb = data.train_batch(st.ptx_cursor)?;
+    let cursor = st.ptx_cursor;
     st.ptx_cursor += 1;
+    if crate::collective::world().rank() != 0 {
+        metrics.insert("ptx_loss".into(), 0.0);
+        return Ok(loss);
+    }
+    let pb = data.train_batch(cursor)?;
     let l = lm_loss(policy, &pb, &ctx.train_dev);
-    *metrics.entry("ptx_loss".into()).or_default() += scalar(&l);
+    metrics.insert("ptx_loss".into(), scalar(&l));
     Ok(loss + l * ctx.cfg.ppo.ptx_coef)
 }
 
@@ -120,6 +163,7 @@ fn step(
 ) -> Result<std::result::Result<f64, NonFiniteNorm>> {
     let mut grads = Grads::default();
     grads.add(model, &loss.backward(), trainable)?;
+    grads.all_reduce(crate::collective::world());
     Ok(opt.step(model, grads, lr))
 }
 
