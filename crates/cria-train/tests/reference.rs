@@ -132,9 +132,22 @@ fn ten_step_trajectory_matches_pytorch() {
     let run = RunDir {
         root: tmp.path().to_path_buf(),
     };
-    let spec = TrainSpec {
-        cfg: &cfg,
-        run: &run,
+    let spec = spec(&cfg, &run, cria_train::collective::world());
+    let model =
+        checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
+    let trained = trainer::train(model, &mut Fixed::load(), &spec, &mut Silent).unwrap();
+    check_against_torch(&exp, &read_logs(&run), &trained);
+}
+
+/// A run of the language-model loss on the fixture's data: no tokenizer or extra files.
+fn spec<'a>(
+    cfg: &'a TrainConfig,
+    run: &'a RunDir,
+    world: &'a dyn cria_train::collective::Collective,
+) -> TrainSpec<'a> {
+    TrainSpec {
+        cfg,
+        run,
         tokenizer_dir: None,
         resolved_config: String::new(),
         config_file: "train.toml",
@@ -142,12 +155,8 @@ fn ten_step_trajectory_matches_pytorch() {
         trainable: None,
         extra_files: vec![],
         objective: &cria_train::trainer::LmLoss,
-        world: cria_train::collective::world(),
-    };
-    let model =
-        checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
-    let trained = trainer::train(model, &mut Fixed::load(), &spec, &mut Silent).unwrap();
-    check_against_torch(&exp, &read_logs(&run), &trained);
+        world,
+    }
 }
 
 /// The fixture's settings: 10 steps of 2 micro-batches of 2 rows, AdamW, clipping, warmup.
@@ -250,18 +259,7 @@ fn two_ranks(cfg: &TrainConfig, dirs: [&std::path::Path; 2]) -> Vec<cria_core::L
                     let run = RunDir {
                         root: dir.to_path_buf(),
                     };
-                    let spec = TrainSpec {
-                        cfg,
-                        run: &run,
-                        tokenizer_dir: None,
-                        resolved_config: String::new(),
-                        config_file: "train.toml",
-                        adapter: None,
-                        trainable: None,
-                        extra_files: vec![],
-                        objective: &cria_train::trainer::LmLoss,
-                        world: w.as_ref(),
-                    };
+                    let spec = spec(cfg, &run, w.as_ref());
                     let model = checkpoint::load_model(
                         &fixture().join("init"),
                         &device::inference_device(),
@@ -331,18 +329,7 @@ fn a_step_that_does_not_split_over_the_ranks_is_refused() {
     let run = RunDir {
         root: dir.path().to_path_buf(),
     };
-    let spec = TrainSpec {
-        cfg: &cfg,
-        run: &run,
-        tokenizer_dir: None,
-        resolved_config: String::new(),
-        config_file: "train.toml",
-        adapter: None,
-        trainable: None,
-        extra_files: vec![],
-        objective: &cria_train::trainer::LmLoss,
-        world: worlds[0].as_ref(),
-    };
+    let spec = spec(&cfg, &run, worlds[0].as_ref());
     let model =
         checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
     let e = trainer::train(model, &mut Fixed::load(), &spec, &mut Silent).unwrap_err();
@@ -371,16 +358,8 @@ fn frozen_parameters_stay_put_and_carry_no_optimizer_state() {
     };
     let only = |name: &str| name.contains("layers.1.mlp") || name == "model.norm.weight";
     let spec = TrainSpec {
-        cfg: &cfg,
-        run: &run,
-        tokenizer_dir: None,
-        resolved_config: String::new(),
-        config_file: "train.toml",
-        adapter: None,
         trainable: Some(&only),
-        extra_files: vec![],
-        objective: &cria_train::trainer::LmLoss,
-        world: cria_train::collective::world(),
+        ..spec(&cfg, &run, cria_train::collective::world())
     };
     let model =
         checkpoint::load_model(&fixture().join("init"), &device::inference_device()).unwrap();
