@@ -345,10 +345,13 @@ mod tests {
         assert!(e.contains("RANK=4") && e.contains("WORLD_SIZE=4"), "{e}");
     }
 
+    /// What one rank saw: a sum in f32 and in f64, a broadcast, `any`, and its turn.
+    type Seen = (Vec<f32>, Vec<f64>, Vec<u8>, bool, usize);
+
     #[test]
     fn thread_ranks_sum_and_broadcast_alike() {
         let worlds = threads(3);
-        let out: Vec<(Vec<f32>, Vec<f64>, Vec<u8>, bool, usize)> = std::thread::scope(|s| {
+        let out: Vec<Seen> = std::thread::scope(|s| {
             let hs: Vec<_> = worlds
                 .iter()
                 .map(|w| {

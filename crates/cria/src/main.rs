@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         .init();
     match cmd::run(cli.command) {
         Ok(()) => {
-            drop(joined);
+            joined.leave();
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -15,6 +15,11 @@ pub struct Joined {
     pub size: usize,
 }
 
+impl Joined {
+    /// Leaves the run (MPI_Finalize when MPI was joined): the last thing a rank does.
+    pub fn leave(self) {}
+}
+
 /// Joins the run the launcher started, if any, and installs its world.
 pub fn join() -> anyhow::Result<Joined> {
     let launch = collective::launch(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
