@@ -34,6 +34,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = cria_core::device::requested() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     // Rank 0 speaks for the run; the others report only their errors.
     let level = if joined.rank == 0 {
         cli.log.as_str()

@@ -549,3 +549,32 @@ fn print_config_shows_every_setting_with_a_comment_and_reads_back() {
         assert!(help.contains(word), "sft --help names {word}: {help}");
     }
 }
+
+#[test]
+fn devices_cria_cannot_use_are_named_before_any_work() {
+    let s = Setup::new();
+    let err = run_err(
+        cria()
+            .args(["tokenizer", "train", "--vocab-size", "300", "--input"])
+            .arg(s.root.join("corpus"))
+            .arg("--out")
+            .arg(s.root.join("tok2"))
+            .env("CRIA_DEVICE", "tpu"),
+    );
+    assert!(
+        err.contains("CRIA_DEVICE=\"tpu\"") && err.contains("cpu"),
+        "{err}"
+    );
+    if !cfg!(feature = "vulkan") {
+        let err = run_err(
+            cria()
+                .args(["tokenizer", "train", "--vocab-size", "300", "--input"])
+                .arg(s.root.join("corpus"))
+                .arg("--out")
+                .arg(s.root.join("tok2"))
+                .env("CRIA_DEVICE", "vulkan"),
+        );
+        assert!(err.contains("--features vulkan"), "{err}");
+    }
+    assert!(!s.root.join("tok2").exists(), "nothing written");
+}

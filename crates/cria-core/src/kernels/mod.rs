@@ -4,7 +4,8 @@
 //! or two parallel passes over plain slices.
 //!
 //! Each kernel has a plain reference made of ordinary tensor ops beside it (`*_reference`), and
-//! the tests hold the two equal in value and gradient.
+//! the tests hold the two equal in value and gradient. On any other backend (a GPU build's
+//! device) the wrappers run those references: the kernels are CPU code.
 
 mod attention;
 mod ce;
@@ -39,8 +40,16 @@ pub trait Kernels: Backend {
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
 }
 
+/// Whether `device` is burn-flex's (with or without autodiff), where the fused kernels run.
+fn on_flex(device: burn::tensor::Device) -> bool {
+    device.inner() == burn::tensor::Device::flex()
+}
+
 /// The SwiGLU gate `silu(g) * u`.
 pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
+    if !on_flex(g.device()) {
+        return swiglu_reference(g, u);
+    }
     Tensor::from_dispatch(<Dispatch as Kernels>::swiglu(
         g.into_dispatch(),
         u.into_dispatch(),
@@ -54,6 +63,9 @@ pub fn swiglu_reference<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D>
 
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * w`.
 pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64) -> Tensor<D> {
+    if !on_flex(x.device()) {
+        return rms_norm_reference(x, w, eps);
+    }
     Tensor::from_dispatch(<Dispatch as Kernels>::rms_norm(
         x.into_dispatch(),
         w.into_dispatch(),
@@ -80,6 +92,9 @@ pub fn attention(
     offset: usize,
     window: Option<usize>,
 ) -> Tensor<4> {
+    if !on_flex(q.device()) {
+        return attention_reference(q, k, v, offset, window);
+    }
     Tensor::from_dispatch(<Dispatch as Kernels>::attention(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -186,6 +201,9 @@ pub fn attention_reference(
 /// # Shapes
 /// `logits`: `(N, V)`, `targets`: `(N,)` -> `(N,)`
 pub fn cross_entropy_rows(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    if !on_flex(logits.device()) {
+        return cross_entropy_rows_reference(logits, targets);
+    }
     Tensor::from_dispatch(<Dispatch as Kernels>::cross_entropy_rows(
         logits.into_dispatch(),
         targets.into_dispatch(),
@@ -237,5 +255,18 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     }
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         norm::run_autodiff::<C>(x, w, eps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_flex;
+
+    #[test]
+    fn the_cpu_devices_take_the_fused_kernels() {
+        // Inference and training devices alike: a miss would fall back to the compositions,
+        // equal in value and silently slower.
+        assert!(on_flex(crate::device::inference_device()));
+        assert!(on_flex(crate::device::training_device()));
     }
 }
