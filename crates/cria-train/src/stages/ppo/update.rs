@@ -10,6 +10,7 @@
 
 use super::advantages::Buffer;
 use super::checkpoint::PpoState;
+use super::setup::Models;
 use super::{Ctx, Live};
 use crate::batch::Batch;
 use crate::data::{DataSource, TokenShards};
@@ -68,26 +69,9 @@ pub(super) fn epochs(
                 .collect();
             let (b, cols) = slice(buf, &mb);
             let share = token_share(world, &cols[0]);
-            let (logp, logits) =
-                token_logps(&m.policy, &b, &ctx.train_dev, ctx.cfg.rollout.temperature);
-            let mut figures = Metrics::new();
-            if epoch == 0 {
-                // The minibatch's token-mean entropy (shares summed over ranks) per reply.
-                let h = entropy(logits, &cols[0]) * share * whole.len() as f64;
-                figures.insert("entropy_sum".into(), h);
-            }
-            let (loss, pm) = ppo_policy_loss(logp, &cols[1], &cols[3], &cols[0], p.clip_range);
-            let loss = loss * share;
-            figures.insert("policy_loss".into(), scalar(&loss));
-            let loss = with_ptx(ctx, &m.policy, loss, ptx.as_mut(), st, &mut figures)?;
-            let values = m.value.scores(b.input_ids(&ctx.train_dev));
-            let (vloss, vm) =
-                ppo_value_loss(values, &cols[2], &cols[4], &cols[0], p.value_clip_range);
-            let vloss = vloss * share;
-            figures.insert("value_loss".into(), scalar(&vloss));
-            for (k, v) in pm.into_iter().chain(vm) {
-                figures.insert(k, v * share);
-            }
+            let entropy_rows = (epoch == 0).then_some(whole.len());
+            let (loss, vloss, mut figures) =
+                minibatch_losses(ctx, m, &b, &cols, share, entropy_rows, ptx.as_mut(), st)?;
             let mut pg = figures["policy_loss"];
             crate::dp::reduce_figures(world, &mut pg, &mut 0, &mut figures);
             if !pg.is_finite() {
@@ -112,6 +96,43 @@ pub(super) fn epochs(
         *v /= updates.max(1) as f64;
     }
     Ok(stats)
+}
+
+/// This rank's part of one minibatch's objectives: the policy loss (PPO-ptx's term added) and
+/// the value loss, each weighted by the rank's token `share`, and their figures likewise; with
+/// `entropy_rows` (the first epoch) also the entropy summed over the minibatch's replies.
+#[allow(clippy::too_many_arguments)]
+fn minibatch_losses(
+    ctx: &Ctx<'_>,
+    m: &Models,
+    b: &Batch,
+    cols: &[Vec<f32>; 5],
+    share: f64,
+    entropy_rows: Option<usize>,
+    ptx: Option<&mut TokenShards>,
+    st: &mut PpoState,
+) -> Result<(Tensor<1>, Tensor<1>, Metrics)> {
+    let p = &ctx.cfg.ppo;
+    let temperature = ctx.cfg.rollout.temperature;
+    let (logp, logits) = token_logps(&m.policy, b, &ctx.train_dev, temperature);
+    let mut figures = Metrics::new();
+    if let Some(rows) = entropy_rows {
+        // The minibatch's token-mean entropy (shares summed over ranks) per reply.
+        let h = entropy(logits, &cols[0]) * share * rows as f64;
+        figures.insert("entropy_sum".into(), h);
+    }
+    let (loss, pm) = ppo_policy_loss(logp, &cols[1], &cols[3], &cols[0], p.clip_range);
+    let loss = loss * share;
+    figures.insert("policy_loss".into(), scalar(&loss));
+    let loss = with_ptx(ctx, &m.policy, loss, ptx, st, &mut figures)?;
+    let values = m.value.scores(b.input_ids(&ctx.train_dev));
+    let (vloss, vm) = ppo_value_loss(values, &cols[2], &cols[4], &cols[0], p.value_clip_range);
+    let vloss = vloss * share;
+    figures.insert("value_loss".into(), scalar(&vloss));
+    for (k, v) in pm.into_iter().chain(vm) {
+        figures.insert(k, v * share);
+    }
+    Ok((loss, vloss, figures))
 }
 
 /// This rank's share of a minibatch's reply tokens (`mask` its rows' mask): its token-mean
