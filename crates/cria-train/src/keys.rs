@@ -244,9 +244,10 @@ const PPO: &[Doc] = &[
     ("data.ptx_batch_size", "PPO-ptx rows per update"),
     ("data.skip_invalid", SKIP),
     ("data.format", FORMAT),
+    ("rollout.batch_size", "prompts per iteration"),
     (
-        "rollout.batch_size",
-        "prompts per iteration, one reply each",
+        "rollout.samples_per_prompt",
+        "replies to each prompt (1 for ppo, 4 for rloo/grpo when unset)",
     ),
     ("rollout.max_new_tokens", "longest reply"),
     (
@@ -255,6 +256,14 @@ const PPO: &[Doc] = &[
     ),
     ("rollout.top_k", "sample from the k likeliest tokens only"),
     ("rollout.top_p", "nucleus sampling, in (0, 1]"),
+    (
+        "ppo.algorithm",
+        "ppo (value model, GAE), rloo or grpo (critic-free, groups of replies)",
+    ),
+    (
+        "ppo.scale_advantages",
+        "grpo: divide centred group rewards by their std (Dr. GRPO: false)",
+    ),
     (
         "ppo.kl_coef",
         "β of the per-token KL penalty (the start when target_kl is set)",
@@ -274,7 +283,7 @@ const PPO: &[Doc] = &[
     ("ppo.epochs", "passes over each iteration's replies"),
     (
         "ppo.minibatch_size",
-        "replies per optimizer step (divides rollout.batch_size)",
+        "replies per optimizer step (divides the iteration's replies)",
     ),
     (
         "ppo.reward_clip",

@@ -266,3 +266,120 @@ pub fn ppo_value_loss(
         / n;
     (loss, Metrics::from([("value_clip_frac".to_string(), frac)]))
 }
+
+/// Each reply's sampled KL to the reference, `Σ_t (log π - log π_ref)` over its masked
+/// tokens, in nats; the arrays are row-major `[B, t]`.
+pub fn reply_kl(logp: &[f32], ref_logp: &[f32], mask: &[f32], t: usize) -> Vec<f64> {
+    logp.chunks(t)
+        .zip(ref_logp.chunks(t))
+        .zip(mask.chunks(t))
+        .map(|((a, b), m)| {
+            a.iter()
+                .zip(b)
+                .zip(m)
+                .filter(|(_, m)| **m > 0.0)
+                .map(|((a, b), _)| (*a - *b) as f64)
+                .sum()
+        })
+        .collect()
+}
+
+/// RLOO's reward (Ahmadian et al. 2024): the reply's score minus `β` times its KL to the
+/// reference ([`reply_kl`]), the penalty counted once per reply rather than per token.
+pub fn kl_penalised_scores(scores: &[f32], kl: &[f64], beta: f64) -> Vec<f32> {
+    scores
+        .iter()
+        .zip(kl)
+        .map(|(s, kl)| (*s as f64 - beta * kl) as f32)
+        .collect()
+}
+
+/// RLOO's advantages (Ahmadian et al. 2024): each reply's reward minus the mean reward of the
+/// other replies to its prompt. `rewards` holds groups of `k` consecutive replies to one prompt.
+pub fn rloo_advantages(rewards: &[f32], k: usize) -> Vec<f32> {
+    assert!(
+        k >= 2 && rewards.len().is_multiple_of(k),
+        "groups of k >= 2"
+    );
+    rewards
+        .chunks(k)
+        .flat_map(|g| {
+            let sum: f64 = g.iter().map(|r| *r as f64).sum();
+            g.iter()
+                .map(move |r| (*r as f64 - (sum - *r as f64) / (k - 1) as f64) as f32)
+        })
+        .collect()
+}
+
+/// GRPO's advantages (Shao et al. 2024): each reply's reward minus its group's mean, divided
+/// by the group's (unbiased) standard deviation plus 1e-4 when `scale` is set (Dr. GRPO leaves
+/// it out). `rewards` holds groups of `k` consecutive replies to one prompt.
+pub fn grpo_advantages(rewards: &[f32], k: usize, scale: bool) -> Vec<f32> {
+    assert!(
+        k >= 2 && rewards.len().is_multiple_of(k),
+        "groups of k >= 2"
+    );
+    rewards
+        .chunks(k)
+        .flat_map(|g| {
+            let mean = g.iter().map(|r| *r as f64).sum::<f64>() / k as f64;
+            let var = g.iter().map(|r| (*r as f64 - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
+            let div = if scale { var.sqrt() + 1e-4 } else { 1.0 };
+            g.iter().map(move |r| ((*r as f64 - mean) / div) as f32)
+        })
+        .collect()
+}
+
+/// RLOO's clipped surrogate at the level of whole replies: with the reply's ratio
+/// `ρ = exp(Σ_t (log π - log π_old))` over its masked tokens, the mean over rows of
+/// `max(-A ρ, -A clip(ρ, 1-ε, 1+ε))`. Also returns the fraction of rows where the clipped term
+/// was taken and the approximate KL to the old policy, `mean((ρ - 1) - log ρ)` over rows.
+///
+/// # Shapes
+/// `logp`: `(B, T)`; `old_logp`, `mask`: `B*T` values; `adv`: `B` values -> `(1,)`
+pub fn sequence_policy_loss(
+    logp: Tensor<2>,
+    old_logp: &[f32],
+    adv: &[f32],
+    mask: &[f32],
+    clip: f64,
+) -> (Tensor<1>, Metrics) {
+    let [b, _] = logp.dims();
+    assert_eq!(adv.len(), b, "one advantage per row");
+    let (old, m) = (tensor2(old_logp, &logp), tensor2(mask, &logp));
+    let log_ratio = ((logp - old) * m).sum_dim(1).reshape([b]);
+    let a = Tensor::<1>::from_data(TensorData::new(adv.to_vec(), [b]), &log_ratio.device());
+    let ratio = log_ratio.exp();
+    let unclipped = ratio.clone().neg() * a.clone();
+    let clipped = ratio.clone().clamp(1.0 - clip, 1.0 + clip).neg() * a;
+    let taken = values(&clipped.clone().greater(unclipped.clone()).float());
+    let loss = unclipped.max_pair(clipped).mean();
+    let r = values(&ratio);
+    let n = b.max(1) as f64;
+    let metrics = Metrics::from([
+        (
+            "clip_frac".to_string(),
+            taken.iter().map(|t| *t as f64).sum::<f64>() / n,
+        ),
+        (
+            "approx_kl".to_string(),
+            r.iter()
+                .map(|r| (*r as f64 - 1.0) - (*r as f64).ln())
+                .sum::<f64>()
+                / n,
+        ),
+    ]);
+    (loss, metrics)
+}
+
+/// GRPO's KL term: the masked token mean of Schulman's unbiased, never-negative estimator of
+/// KL(π ‖ π_ref), `exp(log π_ref - log π) - (log π_ref - log π) - 1`.
+///
+/// # Shapes
+/// `logp`: `(B, T)`; `ref_logp`, `mask`: `B*T` values -> `(1,)`
+pub fn k3_kl(logp: Tensor<2>, ref_logp: &[f32], mask: &[f32]) -> Tensor<1> {
+    let n = mask.iter().sum::<f32>().max(1.0) as f64;
+    let (rf, m) = (tensor2(ref_logp, &logp), tensor2(mask, &logp));
+    let d = rf - logp;
+    ((d.clone().exp() - d - 1.0) * m).sum() / n
+}

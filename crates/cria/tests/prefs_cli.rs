@@ -402,6 +402,68 @@ fn ppo_trains_logs_and_resumes_exactly() {
 }
 
 #[test]
+fn rloo_and_grpo_train_without_a_value_model_and_resume_exactly() {
+    let s = with_reward_model(2);
+    for (algorithm, k) in [("rloo", 2u64), ("grpo", 3)] {
+        let c = write_ppo_config(&s, "");
+        let text = std::fs::read_to_string(&c).unwrap();
+        let text = text
+            .replacen(
+                "[rollout]\n",
+                &format!("[rollout]\nsamples_per_prompt = {k}\n"),
+                1,
+            )
+            .replacen(
+                "[ppo]\n",
+                &format!("[ppo]\nalgorithm = \"{algorithm}\"\nkl_coef = 0.1\n"),
+                1,
+            )
+            // The iteration's replies (4 prompts x k) in minibatches of k.
+            .replacen("minibatch_size = 2", &format!("minibatch_size = {k}"), 1);
+        std::fs::write(&c, text).unwrap();
+        let _ = std::fs::remove_dir_all(s.root.join("straight"));
+        let _ = std::fs::remove_dir_all(s.root.join("split"));
+        straight_and_resumed(&s, "ppo", &c, &[]);
+        same_file(
+            &s.root.join("straight/checkpoint/model.safetensors"),
+            &s.root.join("split/checkpoint/model.safetensors"),
+        );
+        let ckpt = s.root.join("straight/checkpoint");
+        assert!(
+            !ckpt.join("value.safetensors").exists(),
+            "{algorithm} trains no value model"
+        );
+        let metrics = std::fs::read_to_string(s.root.join("straight/metrics.jsonl")).unwrap();
+        let rows: Vec<serde_json::Value> = metrics
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 6);
+        for k in [
+            "reward",
+            "kl",
+            "entropy",
+            "clip_frac",
+            "flat_groups",
+            "reply_len",
+        ] {
+            assert!(rows[0][k].as_f64().is_some(), "{k} logged: {}", rows[0]);
+        }
+        assert!(rows[0].get("value_loss").is_none(), "{}", rows[0]);
+        assert_eq!(rows[0]["kl_k3"].is_null(), algorithm == "rloo");
+        // The policy equals its reference before the first update, and moves after it.
+        assert!(rows[0]["kl"].as_f64().unwrap().abs() < 1e-4, "{}", rows[0]);
+        assert!(rows[5]["kl"].as_f64().unwrap().abs() > 1e-3, "{}", rows[5]);
+        let replies = rows[5]["tokens_seen"].as_u64().unwrap();
+        assert_eq!(
+            replies,
+            6 * 4 * k,
+            "{k} replies to each of 4 prompts, 6 iterations"
+        );
+    }
+}
+
+#[test]
 fn ppo_refuses_bad_setups() {
     let s = with_reward_model(1);
     let c = write_ppo_config(&s, "");

@@ -205,7 +205,23 @@ fn every_out_of_range_setting_is_refused_naming_its_key() {
         (
             "ppo",
             "ppo.minibatch_size=3",
-            "ppo.minibatch_size: 3 does not divide rollout.batch_size = 4",
+            "ppo.minibatch_size: 3 does not divide the iteration's 4 replies",
+        ),
+        (
+            "ppo",
+            "ppo.algorithm=\"grpo\"\nppo.minibatch_size=3",
+            // 4 prompts x 4 replies (GRPO's default group) do not split into minibatches of 3.
+            "ppo.minibatch_size: 3 does not divide the iteration's 16 replies",
+        ),
+        (
+            "ppo",
+            "ppo.algorithm=\"rloo\"\nrollout.samples_per_prompt=1",
+            "rollout.samples_per_prompt: rloo needs at least 2 replies per prompt",
+        ),
+        (
+            "ppo",
+            "ppo.algorithm=\"reinforce\"",
+            "unknown variant `reinforce`, expected one of `ppo`, `rloo`, `grpo`",
         ),
         (
             "ppo",

@@ -1,37 +1,57 @@
 //! PPO's third step: per-token quantities of the sampled replies under the old policy, the
-//! frozen reference and the value model; InstructGPT's KL-penalised reward
-//! `-β (log π - log π_sft)` at every reply token plus the score at the last; and advantages by
-//! GAE (Schulman et al. 2016), whitened over the batch.
+//! frozen reference and (PPO) the value model, and the advantages:
+//!
+//! - PPO: InstructGPT's KL-penalised reward `-β (log π - log π_sft)` at every reply token plus
+//!   the score at the last, and advantages by GAE (Schulman et al. 2016), whitened over the
+//!   batch;
+//! - RLOO: each reply's reward is its score minus `β Σ_t (log π - log π_sft)`, its advantage
+//!   that reward minus the mean of the other replies to its prompt;
+//! - GRPO: each reply's advantage is its score centred (and scaled) within its prompt's group;
+//!   the KL to the reference is a term of the loss, so the reference's log-probs are kept.
 
 use super::Ctx;
+use super::config::Algorithm;
 use crate::batch::{Batch, Layout, Row, make_batch};
-use crate::losses::{gae, kl_penalised_rewards, whiten};
+use crate::losses::{
+    gae, grpo_advantages, kl_penalised_rewards, kl_penalised_scores, reply_kl, rloo_advantages,
+    whiten,
+};
 use crate::sampler::Sample;
 use crate::scoring::token_logps;
 use cria_core::Llama;
 use cria_core::params::to_vec;
 
-/// One iteration's replies and the per-token quantities PPO needs, `B*T` each (row-major over
-/// the right-padded batch of prompt + reply).
+/// One iteration's replies and the per-token quantities the update needs, `B*T` each
+/// (row-major over the right-padded batch of prompt + reply); those an algorithm does not use
+/// are empty.
 pub(super) struct Buffer {
     pub batch: Batch,
     pub mask: Vec<f32>,
     pub old_logp: Vec<f32>,
+    /// The reference's log-probs (GRPO's loss).
+    pub ref_logp: Vec<f32>,
+    /// The value model's values and GAE's returns (PPO).
     pub old_values: Vec<f32>,
-    pub adv: Vec<f32>,
     pub returns: Vec<f32>,
+    /// Each token's advantage (a critic-free reply's at each of its tokens).
+    pub adv: Vec<f32>,
+    /// Each reply's advantage (the critic-free algorithms; `B` values).
+    pub row_adv: Vec<f32>,
     /// Sampled KL to the reference, nats per reply.
     pub kl: f64,
     pub reply_tokens: usize,
+    /// The share of prompts whose replies all scored the same (no signal for RLOO and GRPO).
+    pub flat_groups: Option<f64>,
 }
 
-/// The buffer of `samples` (sampled by `policy`, on the inference device), with `scores` the
-/// shaped reward of each reply and `beta` the KL coefficient.
+/// The buffer of `samples` (sampled by `policy`, on the inference device; the replies to one
+/// prompt consecutive), with `scores` the shaped reward of each reply and `beta` the KL
+/// coefficient.
 pub(super) fn advantages(
     ctx: &Ctx<'_>,
     policy: &Llama,
     reference: &Llama,
-    value: &Llama,
+    value: Option<&Llama>,
     samples: &[Sample],
     scores: &[f32],
     beta: f64,
@@ -46,29 +66,72 @@ pub(super) fn advantages(
     // Each rank runs the three models on its share of the rows; every rank gets all rows.
     let world = crate::collective::world();
     let part = rows_of(&batch, crate::dp::my_rows(world, batch.b));
-    let gather = |v: Vec<f32>| crate::dp::gather_rows(world, batch.b, batch.t, &v);
+    let (b, t) = (batch.b, batch.t);
+    let gather = |v: Vec<f32>| crate::dp::gather_rows(world, b, t, &v);
     let old_logp = gather(to_vec(token_logps(policy, &part, inf, temp).0));
     let ref_logp = gather(to_vec(token_logps(reference, &part, inf, temp).0));
-    let old_values = gather(to_vec(
-        value.clone().to_device(inf).scores(part.input_ids(inf)),
-    ));
+    let algorithm = ctx.cfg.ppo.algorithm;
+    let mut buf = Buffer {
+        old_logp,
+        ref_logp,
+        reply_tokens: mask.iter().filter(|m| **m > 0.0).count(),
+        mask,
+        batch,
+        old_values: vec![],
+        returns: vec![],
+        adv: vec![],
+        row_adv: vec![],
+        kl: 0.0,
+        flat_groups: None,
+    };
+    let row_kl = reply_kl(&buf.old_logp, &buf.ref_logp, &buf.mask, buf.batch.t);
+    buf.kl = row_kl.iter().sum::<f64>() / buf.batch.b as f64;
+    match algorithm {
+        Algorithm::Ppo => {
+            let part_values = value.expect("PPO has a value model").clone().to_device(inf);
+            buf.old_values = gather(to_vec(part_values.scores(part.input_ids(inf))));
+            gae_advantages(ctx, &mut buf, scores, beta);
+        }
+        Algorithm::Rloo | Algorithm::Grpo => {
+            let k = ctx.cfg.samples_per_prompt();
+            buf.row_adv = if algorithm == Algorithm::Rloo {
+                rloo_advantages(&kl_penalised_scores(scores, &row_kl, beta), k)
+            } else {
+                grpo_advantages(scores, k, ctx.cfg.ppo.scale_advantages)
+            };
+            let flat = scores
+                .chunks(k)
+                .filter(|g| g.iter().all(|x| *x == g[0]))
+                .count();
+            buf.flat_groups = Some(flat as f64 / (scores.len() / k) as f64);
+            buf.adv = (0..buf.mask.len())
+                .map(|i| buf.row_adv[i / t] * buf.mask[i])
+                .collect();
+            if algorithm == Algorithm::Rloo {
+                buf.ref_logp = vec![];
+            }
+        }
+    }
+    buf
+}
+
+/// PPO's advantages and returns: GAE over each reply's KL-penalised per-token rewards against
+/// the value model's values, the advantages whitened over the batch.
+fn gae_advantages(ctx: &Ctx<'_>, buf: &mut Buffer, scores: &[f32], beta: f64) {
     let p = &ctx.cfg.ppo;
-    let t = batch.t;
+    let (t, mask) = (buf.batch.t, &buf.mask);
     let (mut adv, mut returns) = (vec![0f32; mask.len()], vec![0f32; mask.len()]);
-    let (mut kl_sum, mut reply_tokens) = (0.0f64, 0usize);
     for (r, &score) in scores.iter().enumerate() {
         let pos: Vec<usize> = (r * t..(r + 1) * t).filter(|&i| mask[i] > 0.0).collect();
         if pos.is_empty() {
             continue;
         }
         let pick = |v: &[f32]| pos.iter().map(|&i| v[i]).collect::<Vec<f32>>();
-        let (lp, rl, vals) = (pick(&old_logp), pick(&ref_logp), pick(&old_values));
-        kl_sum += lp
-            .iter()
-            .zip(&rl)
-            .map(|(a, b)| (*a - *b) as f64)
-            .sum::<f64>();
-        reply_tokens += pos.len();
+        let (lp, rl, vals) = (
+            pick(&buf.old_logp),
+            pick(&buf.ref_logp),
+            pick(&buf.old_values),
+        );
         let rewards = kl_penalised_rewards(&lp, &rl, score, beta);
         let (a, ret) = gae(&rewards, &vals, p.gamma, p.lam);
         for ((&i, a), ret) in pos.iter().zip(a).zip(ret) {
@@ -78,17 +141,9 @@ pub(super) fn advantages(
     }
     let maskb: Vec<bool> = mask.iter().map(|x| *x > 0.0).collect();
     whiten(&mut adv, &maskb, true);
-    let kl = kl_sum / batch.b as f64;
-    Buffer {
-        batch,
-        mask,
-        old_logp,
-        old_values,
-        adv,
-        returns,
-        kl,
-        reply_tokens,
-    }
+    buf.adv = adv;
+    buf.returns = returns;
+    buf.ref_logp = vec![];
 }
 
 /// Rows `range` of a token-layout batch, at the batch's full width.

@@ -1,5 +1,5 @@
-//! PPO's checkpoint: the policy (full weights or its adapter) with the value model, both
-//! optimizers and the iteration state beside it, written between iterations; resuming reads
+//! PPO's checkpoint: the policy (full weights or its adapter) with the value model (PPO's
+//! algorithm only), the optimizers and the iteration state beside it, written between iterations; resuming reads
 //! them back through the shared resume path.
 
 use super::Ctx;
@@ -40,7 +40,7 @@ pub struct PpoState {
 /// The policy's and the value model's optimizers (the same settings, `[train]`'s).
 pub(super) struct Optimizers {
     pub policy: Optimizer,
-    pub value: Optimizer,
+    pub value: Option<Optimizer>,
 }
 
 /// The models, optimizers and state to continue from: the run's checkpoint when there is one,
@@ -53,9 +53,10 @@ pub(super) fn resume_or_start(
 ) -> Result<(Models, Optimizers, PpoState)> {
     let (cfg, setup) = (ctx.cfg, &ctx.setup);
     let ckpt = ctx.run.checkpoint();
-    let optimizers = |p: AdamW, v: AdamW| Optimizers {
+    let critic = cfg.ppo.algorithm.has_critic();
+    let optimizers = |p: AdamW, v: Option<AdamW>| Optimizers {
         policy: Optimizer::new(&cfg.train, p),
-        value: Optimizer::new(&cfg.train, v),
+        value: v.map(|v| Optimizer::new(&cfg.train, v)),
     };
     // With ranks, rank 0 reads the checkpoint and [`share`] hands it to the others.
     let world = crate::collective::world();
@@ -69,14 +70,15 @@ pub(super) fn resume_or_start(
             fingerprint: setup.fingerprint.clone(),
             train: None,
         };
-        let value = reward.clone();
+        let value = critic.then(|| reward.clone());
         let models = Models {
             policy,
             reference,
             reward,
             value,
         };
-        return Ok((models, optimizers(AdamW::default(), AdamW::default()), st));
+        let opts = optimizers(AdamW::default(), critic.then(AdamW::default));
+        return Ok((models, opts, st));
     }
     let st: PpoState = read_state(&ckpt.join(STATE_FILE), "PPO state")?;
     check_fingerprint(&st.fingerprint, &setup.fingerprint, &ckpt.join(STATE_FILE))?;
@@ -91,12 +93,13 @@ pub(super) fn resume_or_start(
     let models = Models {
         policy: load_trained(&ckpt, base, &ctx.inf)?,
         reference,
-        value: load_value(&ckpt, &ctx.inf)?,
+        value: critic.then(|| load_value(&ckpt, &ctx.inf)).transpose()?,
         reward,
     };
+    let value_opt = critic.then(|| read_optimizer_file(&ckpt.join(VALUE_OPTIMIZER)));
     let opts = optimizers(
         read_optimizer_file(&ckpt.join(OPTIMIZER_FILE))?,
-        read_optimizer_file(&ckpt.join(VALUE_OPTIMIZER))?,
+        value_opt.transpose()?,
     );
     tracing::info!(iteration = st.iteration, "resuming PPO");
     Ok((models, opts, st))
@@ -109,9 +112,11 @@ pub(super) fn share(m: &mut Models, opts: &mut Optimizers, st: &mut PpoState) ->
     world.broadcast_bytes(&mut bytes, 0);
     *st = serde_json::from_slice(&bytes).expect("rank 0's state is JSON");
     crate::dp::broadcast_params(world, &mut m.policy)?;
-    crate::dp::broadcast_params(world, &mut m.value)?;
     crate::dp::broadcast_optimizer(world, &mut opts.policy.adamw);
-    crate::dp::broadcast_optimizer(world, &mut opts.value.adamw);
+    if let (Some(value), Some(opt)) = (&mut m.value, &mut opts.value) {
+        crate::dp::broadcast_params(world, value)?;
+        crate::dp::broadcast_optimizer(world, &mut opt.adamw);
+    }
     Ok(())
 }
 
@@ -129,36 +134,35 @@ fn load_value(dir: &Path, device: &Device) -> Result<Llama> {
 pub(super) fn save(ctx: &Ctx<'_>, m: &Models, opts: &Optimizers, st: &PpoState) -> Result<()> {
     let cfg = ctx.cfg;
     let policy = m.policy.clone().to_device(&ctx.inf);
-    let value = m.value.clone().to_device(&ctx.inf);
+    let value = m.value.as_ref().map(|v| v.clone().to_device(&ctx.inf));
     // Nothing non-finite is ever saved: the checkpoint on disk stays the last good one.
-    for (which, model) in [("policy", &policy), ("value model", &value)] {
-        if let Some(name) = crate::divergence::first_non_finite(model) {
+    for (which, model) in [("policy", Some(&policy)), ("value model", value.as_ref())] {
+        if let Some(name) = model.and_then(crate::divergence::first_non_finite) {
             let what = format!("{which} weight {name}");
             return Err(ctx.diverged(st.iteration, &what, f64::NAN));
         }
     }
-    let value_cfg = serde_json::to_vec_pretty(&value.cfg.to_json()).expect("JSON");
+    let mut files = vec![
+        (
+            STATE_FILE.to_string(),
+            serde_json::to_vec_pretty(st).expect("JSON"),
+        ),
+        ("ppo.toml".to_string(), ctx.resolved.as_bytes().to_vec()),
+    ];
+    let mut tensors = vec![(
+        OPTIMIZER_FILE.to_string(),
+        optimizer_tensors(&opts.policy.adamw),
+    )];
+    if let (Some(value), Some(opt)) = (&value, &opts.value) {
+        let value_cfg = serde_json::to_vec_pretty(&value.cfg.to_json()).expect("JSON");
+        files.push((VALUE_CONFIG.to_string(), value_cfg));
+        tensors.push((VALUE_OPTIMIZER.to_string(), optimizer_tensors(&opt.adamw)));
+        tensors.push((VALUE_WEIGHTS.to_string(), checkpoint::named_tensors(value)));
+    }
     let extras = SaveExtras {
         tokenizer_from: Some(&cfg.init),
-        files: vec![
-            (
-                STATE_FILE.to_string(),
-                serde_json::to_vec_pretty(st).expect("JSON"),
-            ),
-            ("ppo.toml".to_string(), ctx.resolved.as_bytes().to_vec()),
-            (VALUE_CONFIG.to_string(), value_cfg),
-        ],
-        tensors: vec![
-            (
-                OPTIMIZER_FILE.to_string(),
-                optimizer_tensors(&opts.policy.adamw),
-            ),
-            (
-                VALUE_OPTIMIZER.to_string(),
-                optimizer_tensors(&opts.value.adamw),
-            ),
-            (VALUE_WEIGHTS.to_string(), checkpoint::named_tensors(&value)),
-        ],
+        files,
+        tensors,
         adapter: ctx
             .setup
             .adapted

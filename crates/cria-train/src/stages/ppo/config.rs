@@ -44,8 +44,11 @@ impl Default for PpoDataConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RolloutConfig {
-    /// Prompts per iteration (one reply each).
+    /// Prompts per iteration.
     pub batch_size: usize,
+    /// Replies sampled to each prompt: 1 for PPO and 4 for RLOO and GRPO when unset (their
+    /// baselines compare a prompt's replies with each other, so they need at least 2).
+    pub samples_per_prompt: Option<usize>,
     pub max_new_tokens: usize,
     pub temperature: f64,
     pub top_k: Option<usize>,
@@ -56,6 +59,7 @@ impl Default for RolloutConfig {
     fn default() -> Self {
         RolloutConfig {
             batch_size: 16,
+            samples_per_prompt: None,
             max_new_tokens: 64,
             temperature: 1.0,
             top_k: None,
@@ -64,9 +68,43 @@ impl Default for RolloutConfig {
     }
 }
 
+/// How the policy learns from scored replies.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// PPO with a value model and GAE, the KL penalty in the per-token reward (InstructGPT).
+    #[default]
+    Ppo,
+    /// REINFORCE leave-one-out (Ahmadian et al. 2024): no value model; each reply's advantage is
+    /// its KL-penalised reward minus the mean of its siblings', with a clipped reply-level ratio.
+    Rloo,
+    /// Group relative policy optimisation (Shao et al. 2024): no value model; each reply's
+    /// advantage is its reward normalised within its prompt's group, the KL to the reference a
+    /// per-token term of the loss.
+    Grpo,
+}
+
+impl Algorithm {
+    /// Whether the algorithm trains a value model.
+    pub fn has_critic(self) -> bool {
+        self == Algorithm::Ppo
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Ppo => "ppo",
+            Algorithm::Rloo => "rloo",
+            Algorithm::Grpo => "grpo",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PpoParams {
+    /// `ppo` (value model and GAE), `rloo` or `grpo` (critic-free, several replies per prompt).
+    pub algorithm: Algorithm,
+    /// GRPO: divide each group's centred rewards by their standard deviation (Dr. GRPO: off).
+    pub scale_advantages: bool,
     /// β of the per-token KL penalty (the starting value when `target_kl` is set).
     pub kl_coef: f64,
     /// When set, β adapts so the KL per reply approaches this many nats (Ziegler et al. 2019).
@@ -81,7 +119,7 @@ pub struct PpoParams {
     pub value_clip_range: f64,
     /// Passes over each iteration's replies.
     pub epochs: usize,
-    /// Replies per optimizer step.
+    /// Replies per optimizer step (divides the iteration's replies).
     pub minibatch_size: usize,
     /// Reward-model scores are clipped to ±this.
     pub reward_clip: f64,
@@ -98,6 +136,8 @@ pub struct PpoParams {
 impl Default for PpoParams {
     fn default() -> Self {
         PpoParams {
+            algorithm: Algorithm::Ppo,
+            scale_advantages: true,
             kl_coef: 0.05,
             target_kl: None,
             kl_horizon: 10_000.0,
@@ -133,6 +173,22 @@ pub struct PpoConfig {
     pub ppo: PpoParams,
     /// `steps` counts PPO iterations; `batch_size` and `grad_accum` are unused.
     pub train: TrainConfig,
+}
+
+impl PpoConfig {
+    /// Replies sampled to each prompt.
+    pub fn samples_per_prompt(&self) -> usize {
+        let default = if self.ppo.algorithm.has_critic() {
+            1
+        } else {
+            4
+        };
+        self.rollout.samples_per_prompt.unwrap_or(default)
+    }
+    /// Replies per iteration.
+    pub fn replies(&self) -> usize {
+        self.rollout.batch_size * self.samples_per_prompt()
+    }
 }
 
 /// Every setting that would make PPO divide by zero, loop without learning or clamp backwards.
@@ -196,12 +252,26 @@ fn more_checks(cfg: &PpoConfig) -> Result<()> {
             format!("must be within (0, 1], got {x}"),
         ));
     }
-    if !r.batch_size.is_multiple_of(p.minibatch_size) {
+    let k = cfg.samples_per_prompt();
+    if k == 0 || (!p.algorithm.has_critic() && k < 2) {
+        return Err(check::bad(
+            "rollout.samples_per_prompt",
+            format!(
+                "{} needs at least 2 replies per prompt (its baseline compares a prompt's \
+                 replies with each other), got {k}",
+                p.algorithm.name()
+            ),
+        ));
+    }
+    if !cfg.replies().is_multiple_of(p.minibatch_size) {
         return Err(check::bad(
             "ppo.minibatch_size",
             format!(
-                "{} does not divide rollout.batch_size = {}: every minibatch must be full",
-                p.minibatch_size, r.batch_size
+                "{} does not divide the iteration's {} replies (rollout.batch_size = {} x \
+                 samples_per_prompt = {k}): every minibatch must be full",
+                p.minibatch_size,
+                cfg.replies(),
+                r.batch_size
             ),
         ));
     }

@@ -5,6 +5,10 @@
 //! (initialised from the reward model), and runs epochs of minibatch updates of the clipped
 //! policy and value losses; optionally mixed with the pretraining loss (PPO-ptx).
 //!
+//! `ppo.algorithm` also offers the critic-free RLOO and GRPO: several replies to each prompt,
+//! each reply's advantage taken against its siblings (leave-one-out mean, or the group's mean
+//! and standard deviation), no value model.
+//!
 //! Memory: the policy trains; the reference is the policy's starting weights (with LoRA, the
 //! same weights with the adapter off, so nothing is copied); the reward model is frozen; the
 //! value model trains. Checkpoints are written between iterations and hold everything a resume
@@ -122,7 +126,9 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
         .policy
         .to_device(&ctx.train_dev)
         .require_grad_where(trainable);
-    models.value = models.value.to_device(&ctx.train_dev).require_grad();
+    models.value = models
+        .value
+        .map(|v| v.to_device(&ctx.train_dev).require_grad());
     let mut live = Live {
         order: Order::new(cfg.train.seed, ctx.setup.prompts.len()),
         models,
@@ -141,13 +147,13 @@ pub fn run(cfg: &PpoConfig, resolved: String, rep: &mut dyn Reporter) -> Result<
 /// With `ranks` ranks, every one needs whole rows of each rollout and each minibatch.
 fn check_split(cfg: &PpoConfig, ranks: usize) -> Result<()> {
     for (key, n) in [
-        ("rollout.batch_size", cfg.rollout.batch_size),
+        ("rollout.batch_size x samples_per_prompt", cfg.replies()),
         ("ppo.minibatch_size", cfg.ppo.minibatch_size),
     ] {
         if !n.is_multiple_of(ranks) {
             return Err(crate::TrainError::Invalid(format!(
                 "{key} = {n} does not split over {ranks} ranks: each rank samples and trains on \
-                 whole rows, so set it to a multiple of {ranks}"
+                 whole replies, so set it to a multiple of {ranks}"
             )));
         }
     }
@@ -194,7 +200,7 @@ fn iteration(
         ctx,
         &policy,
         &m.reference,
-        &m.value,
+        m.value.as_ref(),
         &r.samples,
         &scores.shaped,
         live.st.beta,
@@ -270,6 +276,9 @@ fn log_and_save(ctx: &Ctx<'_>, live: &Live, rep: &mut dyn Reporter, o: Outcome<'
     metrics.insert("reply_len".into(), reply_len);
     let finished = o.r.samples.iter().filter(|s| s.finished).count();
     metrics.insert("finished".into(), finished as f64 / n);
+    if let Some(flat) = o.buf.flat_groups {
+        metrics.insert("flat_groups".into(), flat);
+    }
     if let Some(rss) = peak_rss_mib() {
         metrics.insert("peak_rss_mib".into(), rss);
     }
@@ -294,7 +303,9 @@ fn log_and_save(ctx: &Ctx<'_>, live: &Live, rep: &mut dyn Reporter, o: Outcome<'
         || (save_every > 0 && st.iteration.is_multiple_of(save_every))
     {
         crate::dp::check_in_step(world, &live.models.policy, st.iteration)?;
-        crate::dp::check_in_step(world, &live.models.value, st.iteration)?;
+        if let Some(value) = &live.models.value {
+            crate::dp::check_in_step(world, value, st.iteration)?;
+        }
         if world.is_root() {
             checkpoint::save(ctx, &live.models, &live.opts, st)?;
         }

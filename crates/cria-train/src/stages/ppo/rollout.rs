@@ -12,7 +12,8 @@ use cria_core::Llama;
 use cria_data::chat::{Message, Role};
 use cria_data::shards::Order;
 
-/// One iteration's prompts (indices into the prompt set) and the replies sampled to them.
+/// One iteration's replies and the prompt (an index into the prompt set) each answers; the
+/// replies to one prompt are consecutive.
 pub(super) struct Rollout {
     pub chosen: Vec<usize>,
     pub samples: Vec<Sample>,
@@ -21,10 +22,14 @@ pub(super) struct Rollout {
 }
 
 /// Samples replies to iteration `k`'s prompts: `rollout.batch_size` of them in the seeded
-/// prompt order, row `j` with seed `key + j`, all in one left-padded batch.
+/// prompt order, `samples_per_prompt` replies to each, reply `j` with seed `key + j`, all in one
+/// left-padded batch.
 pub(super) fn rollout(ctx: &Ctx<'_>, policy: &Llama, order: &mut Order, k: u64) -> Result<Rollout> {
     let bs = ctx.cfg.rollout.batch_size as u64;
-    let chosen: Vec<usize> = (0..bs).map(|j| order.index(k * bs + j)).collect();
+    let group = ctx.cfg.samples_per_prompt();
+    let chosen: Vec<usize> = (0..bs)
+        .flat_map(|j| std::iter::repeat_n(order.index(k * bs + j), group))
+        .collect();
     let key = cria_core::hash::key(ctx.cfg.train.seed, k);
     let seeds: Vec<u64> = (0..chosen.len() as u64)
         .map(|j| key.wrapping_add(j))

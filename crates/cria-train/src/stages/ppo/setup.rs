@@ -14,12 +14,13 @@ use cria_core::{Llama, checkpoint, device, fsutil};
 use cria_data::chat::{ChatFormat, Message};
 use std::path::Path;
 
-/// The four models of InstructGPT's step 3 (the value model starts as the reward model).
+/// The four models of InstructGPT's step 3 (the value model starts as the reward model; the
+/// critic-free algorithms have none).
 pub(super) struct Models {
     pub policy: Llama,
     pub reference: Llama,
     pub reward: Llama,
-    pub value: Llama,
+    pub value: Option<Llama>,
 }
 
 /// Everything fixed for the run.

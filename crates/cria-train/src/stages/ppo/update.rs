@@ -1,21 +1,23 @@
 //! PPO's fourth step: `epochs` passes over the iteration's replies in shuffled minibatches,
-//! each one step of the policy on the clipped surrogate (plus the pretraining loss with
-//! PPO-ptx) and one step of the value model on the clipped value loss, both through the
-//! shared parameter update.
+//! each one step of the policy on its algorithm's clipped surrogate (plus the pretraining loss
+//! with PPO-ptx) and, for PPO, one step of the value model on the clipped value loss, both
+//! through the shared parameter update. PPO's and GRPO's losses are means over reply tokens
+//! (GRPO's with its KL term); RLOO's a mean over replies of a reply-level ratio.
 //!
-//! With several ranks each takes every n-th row of a minibatch, weighs its token-mean losses
-//! and figures by its share of the minibatch's reply tokens, and the gradients and figures are
-//! summed over the ranks: the step one process takes on the whole minibatch (PPO-ptx's batch
-//! runs on rank 0).
+//! With several ranks each takes every n-th row of a minibatch, weighs its losses and figures
+//! by its share of the minibatch's reply tokens (replies for RLOO), and the gradients and
+//! figures are summed over the ranks: the step one process takes on the whole minibatch
+//! (PPO-ptx's batch runs on rank 0).
 
 use super::advantages::Buffer;
 use super::checkpoint::PpoState;
+use super::config::Algorithm;
 use super::setup::Models;
 use super::{Ctx, Live};
 use crate::batch::Batch;
 use crate::data::{DataSource, TokenShards};
 use crate::error::Result;
-use crate::losses::{ppo_policy_loss, ppo_value_loss};
+use crate::losses::{k3_kl, ppo_policy_loss, ppo_value_loss, sequence_policy_loss};
 use crate::method::{Trainable, every_param};
 use crate::metrics::Metrics;
 use crate::scoring::{lm_loss, token_logps};
@@ -68,7 +70,10 @@ pub(super) fn epochs(
                 .step_by(world.size())
                 .collect();
             let (b, cols) = slice(buf, &mb);
-            let share = token_share(world, &cols[0]);
+            let share = Share {
+                tokens: token_share(world, &cols.mask),
+                rows: mb.len() as f64 / whole.len() as f64,
+            };
             let entropy_rows = (epoch == 0).then_some(whole.len());
             let (loss, vloss, mut figures) =
                 minibatch_losses(ctx, m, &b, &cols, share, entropy_rows, ptx.as_mut(), st)?;
@@ -81,8 +86,10 @@ pub(super) fn epochs(
             let g = step(&mut m.policy, &mut opts.policy, loss, trainable, lr)?;
             stats.grad_norm =
                 g.map_err(|NonFiniteNorm(n)| ctx.diverged(it, "policy gradient norm", n))?;
-            step(&mut m.value, &mut opts.value, vloss, &every_param, vlr)?
-                .map_err(|NonFiniteNorm(n)| ctx.diverged(it, "value gradient norm", n))?;
+            if let (Some(value), Some(opt), Some(vloss)) = (&mut m.value, &mut opts.value, vloss) {
+                step(value, opt, vloss, &every_param, vlr)?
+                    .map_err(|NonFiniteNorm(n)| ctx.diverged(it, "value gradient norm", n))?;
+            }
             for (k, v) in figures {
                 match k.as_str() {
                     "entropy_sum" => stats.entropy_sum += v,
@@ -98,41 +105,88 @@ pub(super) fn epochs(
     Ok(stats)
 }
 
+/// This rank's share of a minibatch: of its reply tokens and of its replies.
+#[derive(Clone, Copy)]
+struct Share {
+    tokens: f64,
+    rows: f64,
+}
+
 /// This rank's part of one minibatch's objectives: the policy loss (PPO-ptx's term added) and
-/// the value loss, each weighted by the rank's token `share`, and their figures likewise; with
+/// PPO's value loss, each weighted by the rank's share, and their figures likewise; with
 /// `entropy_rows` (the first epoch) also the entropy summed over the minibatch's replies.
 #[allow(clippy::too_many_arguments)]
 fn minibatch_losses(
     ctx: &Ctx<'_>,
     m: &Models,
     b: &Batch,
-    cols: &[Vec<f32>; 5],
-    share: f64,
+    cols: &Cols,
+    share: Share,
     entropy_rows: Option<usize>,
     ptx: Option<&mut TokenShards>,
     st: &mut PpoState,
-) -> Result<(Tensor<1>, Tensor<1>, Metrics)> {
+) -> Result<(Tensor<1>, Option<Tensor<1>>, Metrics)> {
     let p = &ctx.cfg.ppo;
     let temperature = ctx.cfg.rollout.temperature;
     let (logp, logits) = token_logps(&m.policy, b, &ctx.train_dev, temperature);
     let mut figures = Metrics::new();
     if let Some(rows) = entropy_rows {
         // The minibatch's token-mean entropy (shares summed over ranks) per reply.
-        let h = entropy(logits, &cols[0]) * share * rows as f64;
+        let h = entropy(logits, &cols.mask) * share.tokens * rows as f64;
         figures.insert("entropy_sum".into(), h);
     }
-    let (loss, pm) = ppo_policy_loss(logp, &cols[1], &cols[3], &cols[0], p.clip_range);
-    let loss = loss * share;
+    let (loss, pm, w) = match p.algorithm {
+        Algorithm::Ppo => {
+            let (l, pm) =
+                ppo_policy_loss(logp, &cols.old_logp, &cols.adv, &cols.mask, p.clip_range);
+            (l, pm, share.tokens)
+        }
+        Algorithm::Rloo => {
+            let (l, pm) = sequence_policy_loss(
+                logp,
+                &cols.old_logp,
+                &cols.row_adv,
+                &cols.mask,
+                p.clip_range,
+            );
+            (l, pm, share.rows)
+        }
+        Algorithm::Grpo => {
+            let (l, mut pm) = ppo_policy_loss(
+                logp.clone(),
+                &cols.old_logp,
+                &cols.adv,
+                &cols.mask,
+                p.clip_range,
+            );
+            let kl = k3_kl(logp, &cols.ref_logp, &cols.mask);
+            pm.insert("kl_k3".into(), scalar(&kl));
+            (l + kl * st.beta, pm, share.tokens)
+        }
+    };
+    let loss = loss * w;
     figures.insert("policy_loss".into(), scalar(&loss));
-    let loss = with_ptx(ctx, &m.policy, loss, ptx, st, &mut figures)?;
-    let values = m.value.scores(b.input_ids(&ctx.train_dev));
-    let (vloss, vm) = ppo_value_loss(values, &cols[2], &cols[4], &cols[0], p.value_clip_range);
-    let vloss = vloss * share;
-    figures.insert("value_loss".into(), scalar(&vloss));
-    for (k, v) in pm.into_iter().chain(vm) {
-        figures.insert(k, v * share);
+    for (k, v) in pm {
+        figures.insert(k, v * w);
     }
-    Ok((loss, vloss, figures))
+    let loss = with_ptx(ctx, &m.policy, loss, ptx, st, &mut figures)?;
+    let Some(value) = &m.value else {
+        return Ok((loss, None, figures));
+    };
+    let values = value.scores(b.input_ids(&ctx.train_dev));
+    let (vloss, vm) = ppo_value_loss(
+        values,
+        &cols.old_values,
+        &cols.returns,
+        &cols.mask,
+        p.value_clip_range,
+    );
+    let vloss = vloss * share.tokens;
+    figures.insert("value_loss".into(), scalar(&vloss));
+    for (k, v) in vm {
+        figures.insert(k, v * share.tokens);
+    }
+    Ok((loss, Some(vloss), figures))
 }
 
 /// This rank's share of a minibatch's reply tokens (`mask` its rows' mask): its token-mean
@@ -205,9 +259,21 @@ fn entropy(logits: Tensor<3>, mask: &[f32]) -> f64 {
         / n
 }
 
-/// Rows `idx` of a buffer as a batch (trimmed to their longest row) and their token
-/// quantities: mask, old log-probs, old values, advantages, returns.
-fn slice(buf: &Buffer, idx: &[usize]) -> (Batch, [Vec<f32>; 5]) {
+/// A minibatch's per-token quantities (`B*T` each, empty where the algorithm has none) and
+/// its replies' advantages.
+#[derive(Default)]
+struct Cols {
+    mask: Vec<f32>,
+    old_logp: Vec<f32>,
+    ref_logp: Vec<f32>,
+    old_values: Vec<f32>,
+    adv: Vec<f32>,
+    returns: Vec<f32>,
+    row_adv: Vec<f32>,
+}
+
+/// Rows `idx` of a buffer as a batch (trimmed to their longest row) and their quantities.
+fn slice(buf: &Buffer, idx: &[usize]) -> (Batch, Cols) {
     let t = buf.batch.t;
     let len = |r: usize| buf.batch.aux.lengths[r];
     let w = idx.iter().map(|&r| len(r)).max().unwrap_or(1).max(1);
@@ -216,22 +282,28 @@ fn slice(buf: &Buffer, idx: &[usize]) -> (Batch, [Vec<f32>; 5]) {
         t: w,
         ..Default::default()
     };
-    let mut cols: [Vec<f32>; 5] = Default::default();
+    let mut c = Cols::default();
     for &r in idx {
         let range = r * t..r * t + w;
         b.inputs.extend_from_slice(&buf.batch.inputs[range.clone()]);
         b.targets
             .extend_from_slice(&buf.batch.targets[range.clone()]);
         b.aux.lengths.push(len(r));
-        for (c, src) in cols.iter_mut().zip([
-            &buf.mask,
-            &buf.old_logp,
-            &buf.old_values,
-            &buf.adv,
-            &buf.returns,
-        ]) {
-            c.extend_from_slice(&src[range.clone()]);
+        for (dst, src) in [
+            (&mut c.mask, &buf.mask),
+            (&mut c.old_logp, &buf.old_logp),
+            (&mut c.ref_logp, &buf.ref_logp),
+            (&mut c.old_values, &buf.old_values),
+            (&mut c.adv, &buf.adv),
+            (&mut c.returns, &buf.returns),
+        ] {
+            if !src.is_empty() {
+                dst.extend_from_slice(&src[range.clone()]);
+            }
+        }
+        if !buf.row_adv.is_empty() {
+            c.row_adv.push(buf.row_adv[r]);
         }
     }
-    (b, cols)
+    (b, c)
 }
