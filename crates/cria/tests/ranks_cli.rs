@@ -419,6 +419,55 @@ save_every = 2
             weight_gap(&s.root.join("ppo-two"), &s.root.join("ppo-split")),
             0.0
         );
+
+        // The critic-free algorithms, two replies to each prompt: a prompt's group may be
+        // sampled on two ranks, and its advantages are taken once all replies are gathered.
+        for algorithm in ["rloo", "grpo"] {
+            let algo = format!("ppo.algorithm=\"{algorithm}\"");
+            let (one, two) = (format!("{algorithm}-one"), format!("{algorithm}-two"));
+            let args = |out: &str| {
+                // At PPO's 1e-3, summation order alone flips a sampled token by iteration 4
+                // (RLOO's reply-level ratio amplifies weight differences); 3e-4 does not.
+                let sets = [
+                    "--set",
+                    &algo,
+                    "--set",
+                    "rollout.samples_per_prompt=2",
+                    "--set",
+                    "train.lr=3e-4",
+                    "--set",
+                    "train.min_lr=3e-4",
+                ];
+                let mut a = vec!["ppo", "--config", c, "--out", out];
+                a.extend(sets);
+                a.into_iter().map(String::from).collect::<Vec<String>>()
+            };
+            run_ok(cria().args(args(&one)).current_dir(&s.root));
+            let two_args = args(&two);
+            let two_args: Vec<&str> = two_args.iter().map(String::as_str).collect();
+            run_ok(&mut mpirun(&s.root, &two_args));
+            let (a, b) = (logs(&one), logs(&two));
+            assert_eq!((a.len(), b.len()), (4, 4), "{algorithm}");
+            for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                for k in [
+                    "reward",
+                    "kl",
+                    "policy_loss",
+                    "ptx_loss",
+                    "reply_len",
+                    "entropy",
+                ] {
+                    let num =
+                        |v: &serde_json::Value| v[k].as_f64().unwrap_or_else(|| panic!("{k}: {v}"));
+                    let (x, y) = (num(a), num(b));
+                    assert!(
+                        (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                        "{algorithm} iteration {}: {k} {x} in one process, {y} on two ranks\n{a}\n{b}",
+                        i + 1
+                    );
+                }
+            }
+        }
     }
 
     #[test]
