@@ -6,14 +6,17 @@ benchmark LLaMA of bench/compare.py, written once by transformers), the same dat
   on both sides (cria always does; TRL with `precompute_ref_log_probs`);
 * an RL iteration (rollouts + reward-model scoring + one update): `cria ppo` (16 prompts, one
   reply each, 1 epoch, one minibatch; it also trains a value model) vs TRL's RLOOTrainer (8
-  prompts x 2 generations = 16 replies, one update). TRL has no stable PPO trainer.
+  prompts x 2 generations = 16 replies, one update). TRL has no stable PPO trainer;
+* the same iteration with the same algorithm on both sides: cria's RLOO vs TRL's RLOOTrainer and
+  cria's GRPO vs TRL's GRPOTrainer, 8 prompts x 2 replies, beta 0.05 (KL in the reward for
+  RLOO, k3 term in the loss for GRPO), one update per iteration.
 
 Replies are up to 24 tokens at temperature 1 (random weights rarely stop early, so both sides
 generate the full length). Each side's mean step time over the timed steps (two warm-up steps
 excluded) and its peak RSS.
 
     cargo build --release
-    python3 bench/pref_compare.py [--steps 10] [--threads 2] [--only rm,dpo,rl]
+    python3 bench/pref_compare.py [--steps 10] [--threads 2] [--only rm,dpo,rl,rloo,grpo]
 
 Needs scripts/ref/requirements.txt (torch, transformers, trl, datasets).
 """
@@ -89,21 +92,26 @@ seq_len = 256
 {common}batch_size = {PAIRS}
 """
     else:
+        # PPO: one reply to each of 16 prompts; RLOO and GRPO: 2 to each of 8, as TRL's side.
+        algorithm, group = ("ppo", 1) if task == "rl" else (task, 2)
         cfg = f"""init = "{d / 'model'}"
 reward_model = "{d / 'rm'}"
 out = "{out}"
 [data]
 prompts = ["{d / 'prompts.jsonl'}"]
 [rollout]
-batch_size = {RL_REPLIES}
+batch_size = {RL_REPLIES // group}
+samples_per_prompt = {group}
 max_new_tokens = {NEW_TOKENS}
 temperature = 1.0
 [ppo]
+algorithm = "{algorithm}"
+kl_coef = 0.05
 epochs = 1
 minibatch_size = {RL_REPLIES}
 {common}"""
     (d / f"{task}.toml").write_text(cfg)
-    cmd = {"rm": "rm", "dpo": "dpo", "rl": "ppo"}[task]
+    cmd = {"rm": "rm", "dpo": "dpo"}.get(task, "ppo")
     _, rss = peak_rss_run([str(CRIA), cmd, "--config", str(d / f"{task}.toml")], env)
     t = [json.loads(x)["elapsed_s"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     return (t[-1] - t[WARMUP - 1]) / (len(t) - WARMUP), rss
@@ -142,6 +150,15 @@ def trl_side(d, task, steps, threads):
         trainer = DPOTrainer(model=model, processing_class=tok, train_dataset=data, callbacks=[Clock()],
                              args=DPOConfig(per_device_train_batch_size=PAIRS, max_length=256, beta=0.1,
                                             precompute_ref_log_probs=True, **common))
+    elif task == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+        model = AutoModelForCausalLM.from_pretrained(d / "model")
+        data = load_dataset("json", data_files=str(d / "prompts.jsonl"), split="train")
+        trainer = GRPOTrainer(model=model, processing_class=tok, train_dataset=data,
+                              reward_funcs=[str(d / "rm")], callbacks=[Clock()],
+                              args=GRPOConfig(per_device_train_batch_size=RL_REPLIES, num_generations=2,
+                                              max_completion_length=NEW_TOKENS, temperature=1.0,
+                                              beta=0.05, **common))
     else:
         from trl import RLOOConfig, RLOOTrainer
         model = AutoModelForCausalLM.from_pretrained(d / "model")
@@ -159,7 +176,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", default="rm,dpo,rl")
+    ap.add_argument("--only", default="rm,dpo,rl,rloo,grpo")
     ap.add_argument("--trl-side", nargs=2, metavar=("DIR", "TASK"), help=argparse.SUPPRESS)
     ap.add_argument("--write", metavar="DIR", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -176,7 +193,9 @@ def main():
                RUST_LOG="warn", TOKENIZERS_PARALLELISM="false")
     names = {"rm": "reward-model step (8 pairs, ~150 tokens each)",
              "dpo": "DPO step (8 pairs, ~150 tokens each)",
-             "rl": f"RL iteration ({RL_REPLIES} replies of {NEW_TOKENS} tokens; cria PPO vs TRL RLOO)"}
+             "rl": f"RL iteration ({RL_REPLIES} replies of {NEW_TOKENS} tokens; cria PPO vs TRL RLOO)",
+             "rloo": f"RLOO iteration ({RL_REPLIES // 2} prompts x 2 replies of {NEW_TOKENS} tokens)",
+             "grpo": f"GRPO iteration ({RL_REPLIES // 2} prompts x 2 replies of {NEW_TOKENS} tokens)"}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

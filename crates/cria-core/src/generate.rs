@@ -114,6 +114,54 @@ pub fn generate_batch(
     seeds: &[u64],
     pad: u32,
 ) -> Result<Vec<(Vec<u32>, Finish)>> {
+    let rows = batch(model, prompts, opts, seeds, pad, false)?;
+    Ok(rows.into_iter().map(|r| (r.ids, r.finish)).collect())
+}
+
+/// One row of [`generate_batch_scored`].
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub ids: Vec<u32>,
+    pub finish: Finish,
+    /// The log-probability of each new id under the model's full distribution at the sampling
+    /// temperature (before `top_k`, `top_p` and the other filters), as the step that sampled it
+    /// computed it: what RL's old-policy log-probabilities are, without another forward pass.
+    pub logps: Vec<f32>,
+}
+
+/// [`generate_batch`], also giving each sampled id's log-probability (the temperature must be
+/// positive).
+pub fn generate_batch_scored(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    seeds: &[u64],
+    pad: u32,
+) -> Result<Vec<Scored>> {
+    if opts.sampling.temperature <= 0.0 {
+        return Err(CoreError::Invalid(
+            "log-probabilities of sampled ids need a positive temperature".into(),
+        ));
+    }
+    batch(model, prompts, opts, seeds, pad, true)
+}
+
+/// `log softmax(logits / temperature)[id]`, summed in f64.
+fn tempered_logp(logits: &[f32], id: u32, temperature: f64) -> f32 {
+    let inv = 1.0 / temperature;
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x)) as f64;
+    let sum: f64 = logits.iter().map(|x| ((*x as f64 - max) * inv).exp()).sum();
+    ((logits[id as usize] as f64 - max) * inv - sum.ln()) as f32
+}
+
+fn batch(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    seeds: &[u64],
+    pad: u32,
+    score: bool,
+) -> Result<Vec<Scored>> {
     assert_eq!(prompts.len(), seeds.len(), "one seed per prompt");
     if prompts.iter().any(Vec::is_empty) {
         return Err(CoreError::Invalid("a prompt encodes to no tokens".into()));
@@ -147,7 +195,14 @@ pub fn generate_batch(
         input.extend_from_slice(x);
     }
     let mut width = p;
-    let mut out: Vec<(Vec<u32>, Finish)> = vec![(vec![], Finish::Length); b];
+    let mut out: Vec<Scored> = vec![
+        Scored {
+            ids: vec![],
+            finish: Finish::Length,
+            logps: vec![],
+        };
+        b
+    ];
     let mut done = vec![false; b];
     let budget = opts.max_new_tokens.min(limit - p);
     for _ in 0..budget {
@@ -168,10 +223,15 @@ pub fn generate_batch(
                 input.push(pad);
                 continue;
             }
-            let next = samplers[r].sample(&logits[r * v..(r + 1) * v]);
-            out[r].0.push(next);
+            let row = &logits[r * v..(r + 1) * v];
+            let next = samplers[r].sample(row);
+            out[r].ids.push(next);
+            if score {
+                let lp = tempered_logp(row, next, opts.sampling.temperature);
+                out[r].logps.push(lp);
+            }
             if opts.stop_ids.contains(&next) {
-                out[r].1 = Finish::Stop;
+                out[r].finish = Finish::Stop;
                 done[r] = true;
             }
             input.push(next);

@@ -277,6 +277,59 @@ fn batched_generation_with_left_padding_equals_one_prompt_at_a_time() {
 }
 
 #[test]
+fn scored_batched_generation_gives_a_forward_pass_log_probabilities() {
+    // What RL uses as its old-policy log-probabilities: each sampled id's log-probability at the
+    // sampling temperature, from the decode step that drew it (left-padded, KV cache), equals
+    // the log-softmax of one full forward pass over prompt + reply at that id.
+    use cria_core::generate::{Finish, GenerateOptions, generate_batch, generate_batch_scored};
+    use cria_core::sampling::SamplingParams;
+    use cria_core::{Int, Tensor, TensorData};
+    let dev = device::inference_device();
+    let model = checkpoint::load_model(&fixture("llama"), &dev).unwrap();
+    let prompts: Vec<Vec<u32>> = vec![vec![5, 9, 2, 7, 11, 3, 8], vec![4, 6], vec![12, 1, 9]];
+    let temperature = 0.7;
+    let opts = GenerateOptions {
+        max_new_tokens: 8,
+        // top_k truncates what is sampled from, not the distribution the log-probs are of.
+        sampling: SamplingParams {
+            temperature,
+            top_k: Some(30),
+            seed: 0,
+            ..Default::default()
+        },
+        stop_ids: vec![3],
+    };
+    let seeds = [21, 22, 23];
+    let scored = generate_batch_scored(&model, &prompts, &opts, &seeds, 0).unwrap();
+    let plain = generate_batch(&model, &prompts, &opts, &seeds, 0).unwrap();
+    for ((p, s), (ids, finish)) in prompts.iter().zip(&scored).zip(&plain) {
+        assert_eq!(
+            (&s.ids, s.finish),
+            (ids, *finish),
+            "scoring changes no sample"
+        );
+        assert_eq!(s.logps.len(), s.ids.len());
+        assert_eq!(s.finish == Finish::Stop, s.ids.last() == Some(&3));
+        let seq: Vec<i64> = p.iter().chain(&s.ids).map(|x| *x as i64).collect();
+        let n = seq.len();
+        let input = Tensor::<2, Int>::from_data(TensorData::new(seq.clone(), [1, n]), &dev);
+        let logits = to_vec(model.forward(input, None));
+        let v = logits.len() / n;
+        for (j, (&id, &got)) in s.ids.iter().zip(&s.logps).enumerate() {
+            let row = &logits[(p.len() + j - 1) * v..(p.len() + j) * v];
+            let scaled: Vec<f64> = row.iter().map(|x| *x as f64 / temperature).collect();
+            let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + scaled.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            let want = scaled[id as usize] - lse;
+            assert!(
+                (got as f64 - want).abs() < TOL,
+                "prompt {p:?} token {j}: {got} sampled, {want} from a forward pass"
+            );
+        }
+    }
+}
+
+#[test]
 fn reward_models_score_the_token_transformers_scores() {
     // pad id = EOS id (scripts/ref/checkpoint_fixtures.py): rows ending in EOS, padded with
     // it, holding it inside, and left-padded; transformers reads the rightmost non-pad token.

@@ -266,7 +266,7 @@ const PPO: &[Doc] = &[
     ),
     (
         "ppo.kl_coef",
-        "β of the per-token KL penalty (the start when target_kl is set)",
+        "β of the KL penalty to the SFT model (the start when target_kl is set)",
     ),
     (
         "ppo.target_kl",

@@ -7,7 +7,7 @@
 use crate::error::Result;
 use crate::scoring::reply_logps;
 use cria_core::Llama;
-use cria_core::generate::{Finish, GenerateOptions, generate_batch};
+use cria_core::generate::{Finish, GenerateOptions, generate_batch, generate_batch_scored};
 
 /// A prompt and one reply sampled after it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -16,6 +16,10 @@ pub struct Sample {
     pub reply: Vec<u32>,
     /// The reply ended with a stop id (not at the token limit).
     pub finished: bool,
+    /// Each reply token's log-probability under the sampling model at the sampling
+    /// temperature ([`sample_scored`]; empty otherwise).
+    #[serde(default)]
+    pub logps: Vec<f32>,
 }
 
 /// Rows per generation batch when the caller does not choose.
@@ -39,10 +43,33 @@ pub fn sample_seeded(
                 prompt: p.clone(),
                 reply,
                 finished: finish == Finish::Stop,
+                logps: vec![],
             });
         }
     }
     Ok(out)
+}
+
+/// [`sample_seeded`] in one batch, each sample with its tokens' log-probabilities as sampling
+/// computed them (RL's old-policy log-probabilities; the temperature must be positive).
+pub fn sample_scored(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    seeds: &[u64],
+    opts: &GenerateOptions,
+    pad: u32,
+) -> Result<Vec<Sample>> {
+    let rows = generate_batch_scored(model, prompts, opts, seeds, pad)?;
+    Ok(prompts
+        .iter()
+        .zip(rows)
+        .map(|(p, r)| Sample {
+            prompt: p.clone(),
+            reply: r.ids,
+            finished: r.finish == Finish::Stop,
+            logps: r.logps,
+        })
+        .collect())
 }
 
 /// Samples `per_prompt` replies to each prompt; reply `j` of prompt `i` uses seed

@@ -49,10 +49,12 @@ pub enum Command {
     /// `method` = "full" or "lora" (`[lora]`); `beta`, `pairs`, `sft_weight`. `--print-config`
     /// shows every key with what it does.
     Dpo(dpo::Args),
-    /// RLHF with PPO: rollouts scored by a reward model, per-token KL penalty to the SFT model.
+    /// RLHF: rollouts scored by a reward model, a KL penalty to the SFT model; PPO, RLOO or GRPO.
     ///
-    /// `method` = "full" or "lora" (`[lora]`); `[rollout]` sampling, `[ppo]` KL, GAE, clipping,
-    /// PPO-ptx. `--print-config` shows every key with what it does.
+    /// `method` = "full" or "lora" (`[lora]`); `[rollout]` sampling and replies per prompt,
+    /// `[ppo]` algorithm ("ppo" with a value model and GAE; "rloo" or "grpo", critic-free over
+    /// groups of replies), KL, clipping, PPO-ptx. `--print-config` shows every key with what it
+    /// does.
     Ppo(ppo::Args),
     /// Chat with a fine-tuned checkpoint in the terminal (or over piped lines).
     Chat(chat::Args),

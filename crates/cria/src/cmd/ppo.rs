@@ -1,4 +1,5 @@
-//! `cria ppo`: RLHF with PPO against a reward model and a per-token KL penalty (InstructGPT).
+//! `cria ppo`: RLHF against a reward model with a KL penalty to the SFT model: PPO
+//! (InstructGPT), RLOO or GRPO.
 
 use super::run_args::{RunArgs, run_stage};
 use clap::Args as ClapArgs;

@@ -44,12 +44,11 @@ pub(super) struct Buffer {
     pub flat_groups: Option<f64>,
 }
 
-/// The buffer of `samples` (sampled by `policy`, on the inference device; the replies to one
-/// prompt consecutive), with `scores` the shaped reward of each reply and `beta` the KL
+/// The buffer of `samples` (sampled with their log-probabilities by the policy; the replies to
+/// one prompt consecutive), with `scores` the shaped reward of each reply and `beta` the KL
 /// coefficient.
 pub(super) fn advantages(
     ctx: &Ctx<'_>,
-    policy: &Llama,
     reference: &Llama,
     value: Option<&Llama>,
     samples: &[Sample],
@@ -68,7 +67,7 @@ pub(super) fn advantages(
     let part = rows_of(&batch, crate::dp::my_rows(world, batch.b));
     let (b, t) = (batch.b, batch.t);
     let gather = |v: Vec<f32>| crate::dp::gather_rows(world, b, t, &v);
-    let old_logp = gather(to_vec(token_logps(policy, &part, inf, temp).0));
+    let old_logp = sampled_logps(samples, &mask, t);
     let ref_logp = gather(to_vec(token_logps(reference, &part, inf, temp).0));
     let algorithm = ctx.cfg.ppo.algorithm;
     let mut buf = Buffer {
@@ -144,6 +143,25 @@ fn gae_advantages(ctx: &Ctx<'_>, buf: &mut Buffer, scores: &[f32], beta: f64) {
     buf.adv = adv;
     buf.returns = returns;
     buf.ref_logp = vec![];
+}
+
+/// The old policy's log-probabilities at the reply positions of the right-padded batch, as
+/// sampling computed them (the step that drew each token had its distribution at hand): the
+/// old-policy forward pass PPO would otherwise run. They equal a forward pass's up to the
+/// order f32 sums are added in.
+fn sampled_logps(samples: &[Sample], mask: &[f32], t: usize) -> Vec<f32> {
+    let mut out = vec![0f32; mask.len()];
+    for (r, s) in samples.iter().enumerate() {
+        let pos: Vec<usize> = (r * t..(r + 1) * t).filter(|&i| mask[i] > 0.0).collect();
+        assert!(
+            pos.len() == s.reply.len() && s.logps.len() == s.reply.len(),
+            "one sampled log-probability per reply token"
+        );
+        for (i, lp) in pos.into_iter().zip(&s.logps) {
+            out[i] = *lp;
+        }
+    }
+    out
 }
 
 /// Rows `range` of a token-layout batch, at the batch's full width.

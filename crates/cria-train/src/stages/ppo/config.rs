@@ -105,7 +105,8 @@ pub struct PpoParams {
     pub algorithm: Algorithm,
     /// GRPO: divide each group's centred rewards by their standard deviation (Dr. GRPO: off).
     pub scale_advantages: bool,
-    /// β of the per-token KL penalty (the starting value when `target_kl` is set).
+    /// β of the KL penalty (the starting value when `target_kl` is set): PPO's per token in the
+    /// reward, RLOO's per reply in the reward, GRPO's a term of the loss.
     pub kl_coef: f64,
     /// When set, β adapts so the KL per reply approaches this many nats (Ziegler et al. 2019).
     pub target_kl: Option<f64>,

@@ -198,7 +198,6 @@ fn iteration(
     let m = &live.models;
     let buf = advantages(
         ctx,
-        &policy,
         &m.reference,
         m.value.as_ref(),
         &r.samples,

@@ -6,7 +6,7 @@ use super::Ctx;
 use super::config::PpoParams;
 use crate::error::Result;
 use crate::losses::whiten;
-use crate::sampler::{Sample, sample_seeded};
+use crate::sampler::{Sample, sample_scored};
 use crate::scoring::score_conversations;
 use cria_core::Llama;
 use cria_data::chat::{Message, Role};
@@ -43,7 +43,8 @@ pub(super) fn rollout(ctx: &Ctx<'_>, policy: &Llama, order: &mut Order, k: u64) 
     let world = crate::collective::world();
     let mine = crate::dp::my_rows(world, prompts.len());
     let (p, sd) = (&prompts[mine.clone()], &seeds[mine]);
-    let samples = sample_seeded(policy, p, sd, &s.gen_opts, s.pad, p.len())?;
+    // Each reply comes with its old-policy log-probabilities, as sampling computed them.
+    let samples = sample_scored(policy, p, sd, &s.gen_opts, s.pad)?;
     let samples = crate::dp::gather_json(world, samples);
     Ok(Rollout {
         chosen,
