@@ -194,7 +194,6 @@ fn batch(
         input.extend(std::iter::repeat_n(pad, st));
         input.extend_from_slice(x);
     }
-    let mut width = p;
     let mut out: Vec<Scored> = vec![
         Scored {
             ids: vec![],
@@ -203,27 +202,29 @@ fn batch(
         };
         b
     ];
-    let mut done = vec![false; b];
     let budget = opts.max_new_tokens.min(limit - p);
-    for _ in 0..budget {
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(
-                input.iter().map(|&x| x as i64).collect::<Vec<_>>(),
-                [b, width],
-            ),
-            &device,
-        );
-        let h = model.hidden(ids, Some(&mut cache));
-        let [_, t, c] = h.dims();
-        let logits = to_vec(model.logits(h.narrow(1, t - 1, 1).reshape([b, 1, c])));
-        let v = logits.len() / b;
-        input.clear();
-        for r in 0..b {
-            if done[r] {
-                input.push(pad);
-                continue;
-            }
-            let row = &logits[r * v..(r + 1) * v];
+    if budget == 0 {
+        return Ok(out);
+    }
+    // The prompts in one left-padded forward pass; then each row decodes from a cache of its
+    // own (`Llama::decode_rows`: one matmul per projection for the rows still going, attention
+    // at each row's length), so finished rows cost nothing and no padding is attended.
+    let ids = Tensor::<2, Int>::from_data(
+        TensorData::new(input.iter().map(|&x| x as i64).collect::<Vec<_>>(), [b, p]),
+        &device,
+    );
+    let h = model.hidden(ids, Some(&mut cache));
+    let c = h.dims()[2];
+    let mut logits = to_vec(model.logits(h.narrow(1, p - 1, 1).reshape([b, 1, c])));
+    let mut rows = crate::model::ragged::RowCache::split_padded(&cache, &starts);
+    drop(cache);
+    let v = logits.len() / b;
+    let mut live: Vec<usize> = (0..b).collect();
+    for step in 0..budget {
+        let mut tokens = Vec::with_capacity(live.len());
+        let mut going = Vec::with_capacity(live.len());
+        for (i, &r) in live.iter().enumerate() {
+            let row = &logits[i * v..(i + 1) * v];
             let next = samplers[r].sample(row);
             out[r].ids.push(next);
             if score {
@@ -232,14 +233,22 @@ fn batch(
             }
             if opts.stop_ids.contains(&next) {
                 out[r].finish = Finish::Stop;
-                done[r] = true;
+            } else {
+                tokens.push(next);
+                going.push(r);
             }
-            input.push(next);
         }
-        width = 1;
-        if done.iter().all(|d| *d) {
+        live = going;
+        if live.is_empty() || step + 1 == budget {
             break;
         }
+        let mut caches: Vec<&mut crate::model::ragged::RowCache> = rows
+            .iter_mut()
+            .enumerate()
+            .filter(|(r, _)| live.binary_search(r).is_ok())
+            .map(|(_, c)| c)
+            .collect();
+        logits = to_vec(model.decode_rows(&tokens, &mut caches));
     }
     Ok(out)
 }

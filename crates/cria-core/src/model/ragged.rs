@@ -36,6 +36,10 @@ impl RowLayer {
 #[derive(Clone, Debug, Default)]
 pub struct RowCache {
     pub layers: Vec<RowLayer>,
+    /// The RoPE position of the first cached entry: a row cut from a left-padded batch keeps
+    /// the positions its keys were rotated at (the padding before it counted), and the next
+    /// token goes at `offset + len()`. Attention depends on position differences only.
+    pub offset: usize,
 }
 
 impl RowCache {
@@ -58,12 +62,46 @@ impl RowCache {
                 None => RowLayer::default(),
             })
             .collect();
-        RowCache { layers }
+        RowCache { layers, offset: 0 }
+    }
+
+    /// Each row of a left-padded batch's cache (after [`KvCache::padded`] prefilled it), its
+    /// real positions only: row `r`'s start at `starts[r]`.
+    pub fn split_padded(cache: &KvCache, starts: &[usize]) -> Vec<RowCache> {
+        let mut rows: Vec<RowCache> = starts
+            .iter()
+            .map(|&offset| RowCache {
+                layers: Vec::with_capacity(cache.layers.len()),
+                offset,
+            })
+            .collect();
+        for l in &cache.layers {
+            let Some((k, v)) = &l.kv else {
+                rows.iter_mut()
+                    .for_each(|r| r.layers.push(RowLayer::default()));
+                continue;
+            };
+            let [b, t, kv, d] = k.dims();
+            assert_eq!(b, starts.len(), "one start per row");
+            let (k, v) = (to_vec(k.clone()), to_vec(v.clone()));
+            let w = kv * d;
+            for (r, row) in rows.iter_mut().enumerate() {
+                let cells = (r * t + starts[r]) * w..(r + 1) * t * w;
+                row.layers.push(RowLayer {
+                    k: k[cells.clone()].to_vec(),
+                    v: v[cells].to_vec(),
+                    kv_heads: kv,
+                    head_dim: d,
+                });
+            }
+        }
+        rows
     }
 
     /// Back to a one-row [`KvCache`], holding its first `len` positions (to continue a
-    /// prefill from a shared prefix).
+    /// prefill from a shared prefix; a row starting at position 0).
     pub fn to_cache(&self, len: usize, device: &Device) -> KvCache {
+        assert_eq!(self.offset, 0, "a row cut from a padded batch stays a row");
         let layers = self
             .layers
             .iter()
@@ -168,7 +206,7 @@ impl Llama {
         for c in caches.iter_mut() {
             c.layers.resize_with(self.layers.len(), RowLayer::default);
         }
-        let positions: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+        let positions: Vec<usize> = caches.iter().map(|c| c.offset + c.len()).collect();
         let angles = self.rope.rows(&positions);
         let ids = Tensor::<2, Int>::from_data(
             TensorData::new(

@@ -263,8 +263,9 @@ fn log_and_save(ctx: &Ctx<'_>, live: &Live, rep: &mut dyn Reporter, o: Outcome<'
             .sum::<f64>()
             / n;
     let mut metrics = o.stats.metrics;
-    // Where the iteration's time went: sampling, reward-model scoring, the old/reference
-    // log-probs and values with GAE, and the updates.
+    // Where the iteration's time went: sampling (which also gives the old log-probs),
+    // reward-model scoring, the reference log-probs (and PPO's values) with the advantages,
+    // and the updates.
     for (name, secs) in &o.clock.laps {
         metrics.insert(format!("time_{name}_s"), *secs);
     }
