@@ -4,9 +4,10 @@
 
 use crate::batch::{Batch, Group, Layout, Row, make_batch};
 use crate::error::Result;
+use burn::tensor::IndexingUpdateOp;
 use cria_core::model::{cross_entropy, token_logprobs};
 use cria_core::tokenizer::Tokenizer;
-use cria_core::{Device, Llama, Tensor};
+use cria_core::{Device, Int, Llama, Tensor, TensorData};
 use cria_data::chat::{ChatFormat, Message};
 
 /// Next-token cross-entropy over the batch's weighted positions: the one loss path of every
@@ -20,25 +21,45 @@ pub fn lm_loss(model: &Llama, batch: &Batch, device: &Device) -> Tensor<1> {
     )
 }
 
-/// Log-probability of every target token, and the logits they come from, with the logits
-/// divided by `temperature` (PPO scores replies under the distribution it sampled from).
+/// Log-probability of each weighted target token (a [`Layout::Tokens`] batch: the reply
+/// tokens), with the logits divided by `temperature` (RL scores replies under the
+/// distribution it sampled from), at its place in a `(B, T)` tensor that is zero elsewhere;
+/// and the logits of those positions. The language-model head and the softmax run at the
+/// weighted positions only: the prompt's positions feed attention but need no logits.
 ///
 /// # Shapes
-/// -> `(B, T)`, `(B, T, V)`
+/// -> `(B, T)`, `(1, N, V)` for the batch's `N` weighted positions
 pub fn token_logps(
     model: &Llama,
     batch: &Batch,
     device: &Device,
     temperature: f64,
 ) -> (Tensor<2>, Tensor<3>) {
-    let mut logits = model.forward(batch.input_ids(device), None);
+    let (b, t) = (batch.b, batch.t);
+    let weights = batch.weights.as_ref().expect("a token-layout batch");
+    let at: Vec<i64> = (0..b * t)
+        .filter(|&i| weights[i] > 0.0)
+        .map(|i| i as i64)
+        .collect();
+    let n = at.len();
+    let at = Tensor::<1, Int>::from_data(TensorData::new(at, [n]), device);
+    let h = model.hidden(batch.input_ids(device), None);
+    let c = h.dims()[2];
+    let h = h
+        .reshape([b * t, c])
+        .select(0, at.clone())
+        .reshape([1, n, c]);
+    let mut logits = model.logits(h);
     if temperature != 1.0 {
         logits = logits / temperature;
     }
-    (
-        token_logprobs(logits.clone(), batch.target_ids(device)),
-        logits,
-    )
+    let targets = batch
+        .target_ids(device)
+        .reshape([b * t])
+        .select(0, at.clone());
+    let lp = token_logprobs(logits.clone(), targets.reshape([1, n])).reshape([n]);
+    let out = Tensor::<1>::zeros([b * t], device).select_assign(0, at, lp, IndexingUpdateOp::Add);
+    (out.reshape([b, t]), logits)
 }
 
 /// Sum of log-probabilities of each row's response tokens (a [`Layout::Tokens`] batch).

@@ -2,7 +2,8 @@
 //! InstructGPT's ranking loss for K = 4 and K = 2 groups and DPO's loss on fixed values (loss and
 //! gradients within 1e-6), a `LlamaForSequenceClassification` reward model's rewards (1e-5) and
 //! every gradient norm of its ranking loss (1e-4 relative), and DPO through a model: masked
-//! sequence log-probs (1e-4), loss and every gradient norm (1e-4 relative).
+//! sequence log-probs (1e-4), loss and every gradient norm (1e-4 relative); and RL's per-token
+//! log-probs at reply positions against the same sequence log-probs and the full forward pass.
 
 use cria_core::params::{ParamMut, Params, to_vec};
 use cria_core::{Int, Llama, Tensor, TensorData, checkpoint, device};
@@ -179,12 +180,11 @@ fn reward_model_matches_sequence_classification() {
     assert!(!st.tensors.contains_key("lm_head.weight"));
 }
 
-#[test]
-fn dpo_through_a_model_matches_pytorch() {
-    let exp = json("dpo.json");
+/// The fixture's two chosen/rejected pairs as rows (prompt tokens unweighted).
+fn dpo_rows(exp: &Value) -> Vec<Row> {
     let lengths = usizes(&exp["lengths"]);
     let prompt = usizes(&exp["prompt"]);
-    let rows: Vec<Row> = exp["ids"]
+    exp["ids"]
         .as_array()
         .unwrap()
         .iter()
@@ -203,7 +203,69 @@ fn dpo_through_a_model_matches_pytorch() {
                 tier: k % 2,
             }
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn rl_token_log_probs_at_reply_positions_equal_the_full_forward_pass() {
+    // RL's per-token log-probabilities run the language-model head and the softmax at the reply
+    // positions only: per row they sum to PyTorch's sequence log-probs (1e-4), every value and
+    // every gradient equals the full-vocabulary pass over all positions (1e-5, 1e-4 relative),
+    // and the prompt's positions hold zeros.
+    use cria_core::model::token_logprobs;
+    use cria_train::scoring::token_logps;
+    let exp = json("dpo.json");
+    let rows = dpo_rows(&exp);
+    let groups = [rows[..2].to_vec(), rows[2..].to_vec()];
+    let b = make_batch(groups.iter(), 0, Layout::Tokens);
+    let dev = device::training_device();
+    let policy = checkpoint::load_model(&dir().join("lm"), &dev)
+        .unwrap()
+        .require_grad();
+    let w = b.weights.clone().unwrap();
+    let (lp, _) = token_logps(&policy, &b, &dev, 1.0);
+    let lp = to_vec(lp);
+    for (r, want) in floats(&exp["policy_logps"]).iter().enumerate() {
+        let got: f32 = lp[r * b.t..(r + 1) * b.t].iter().sum();
+        assert!(
+            (got - want).abs() < 1e-4,
+            "row {r}: {got} vs PyTorch {want}"
+        );
+    }
+    let temperature = 0.7;
+    let (lp, logits) = token_logps(&policy, &b, &dev, temperature);
+    let n = w.iter().filter(|x| **x > 0.0).count();
+    assert_eq!(logits.dims(), [1, n, policy.cfg.vocab_size]);
+    let full_logits = policy.forward(b.input_ids(&dev), None) / temperature;
+    let full = token_logprobs(full_logits, b.target_ids(&dev)) * b.weight_tensor(&dev).unwrap();
+    let (a, f) = (to_vec(lp.clone()), to_vec(full.clone()));
+    for (i, ((x, y), m)) in a.iter().zip(&f).zip(&w).enumerate() {
+        assert!((x - y).abs() < 1e-5, "position {i}: {x} vs {y}");
+        if *m == 0.0 {
+            assert_eq!(*x, 0.0, "position {i} is the prompt's");
+        }
+    }
+    let (ga, gf) = (lp.sum().backward(), full.sum().backward());
+    let mut seen = 0;
+    policy.clone().visit("", &mut |name, p| {
+        let (x, y) = match &p {
+            ParamMut::Vector(t) => (t.grad(&ga).map(to_vec), t.grad(&gf).map(to_vec)),
+            ParamMut::Matrix { t, .. } => (t.grad(&ga).map(to_vec), t.grad(&gf).map(to_vec)),
+        };
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let scale = y.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1e-6);
+        for (u, v) in x.iter().zip(&y) {
+            assert!((u - v).abs() <= 1e-4 * scale, "{name}: gradient {u} vs {v}");
+        }
+        seen += 1;
+    });
+    assert!(seen > 0);
+}
+
+#[test]
+fn dpo_through_a_model_matches_pytorch() {
+    let exp = json("dpo.json");
+    let rows = dpo_rows(&exp);
     let mut groups = [rows[..2].to_vec(), rows[2..].to_vec()];
     let inf = device::inference_device();
     let reference = checkpoint::load_model(&dir().join("ref"), &inf).unwrap();

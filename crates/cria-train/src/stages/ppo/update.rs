@@ -132,7 +132,7 @@ fn minibatch_losses(
     let mut figures = Metrics::new();
     if let Some(rows) = entropy_rows {
         // The minibatch's token-mean entropy (shares summed over ranks) per reply.
-        let h = entropy(logits, &cols.mask) * share.tokens * rows as f64;
+        let h = entropy(logits) * share.tokens * rows as f64;
         figures.insert("entropy_sum".into(), h);
     }
     let (loss, pm, w) = match p.algorithm {
@@ -246,17 +246,12 @@ fn scalar(t: &Tensor<1>) -> f64 {
     t.clone().into_scalar::<f32>() as f64
 }
 
-/// Mean entropy (nats) of the next-token distributions at masked positions (no gradient).
-fn entropy(logits: Tensor<3>, mask: &[f32]) -> f64 {
+/// Mean entropy (nats) of the next-token distributions of `logits`' rows (the reply tokens';
+/// no gradient).
+fn entropy(logits: Tensor<3>) -> f64 {
     let lp = burn::tensor::activation::log_softmax(logits.detach(), 2);
-    let h = (lp.clone().exp() * lp).sum_dim(2).neg();
-    let h = to_vec(h);
-    let n = mask.iter().sum::<f32>().max(1.0) as f64;
-    h.iter()
-        .zip(mask)
-        .map(|(a, m)| (*a * *m) as f64)
-        .sum::<f64>()
-        / n
+    let h = to_vec((lp.clone().exp() * lp).sum_dim(2).neg());
+    h.iter().map(|x| *x as f64).sum::<f64>() / h.len().max(1) as f64
 }
 
 /// A minibatch's per-token quantities (`B*T` each, empty where the algorithm has none) and
@@ -305,5 +300,6 @@ fn slice(buf: &Buffer, idx: &[usize]) -> (Batch, Cols) {
             c.row_adv.push(buf.row_adv[r]);
         }
     }
+    b.weights = Some(c.mask.clone());
     (b, c)
 }
