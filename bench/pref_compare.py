@@ -13,10 +13,11 @@ benchmark LLaMA of bench/compare.py, written once by transformers), the same dat
 
 Replies are up to 24 tokens at temperature 1 (random weights rarely stop early, so both sides
 generate the full length). Each side's mean step time over the timed steps (two warm-up steps
-excluded) and its peak RSS.
+excluded) and its peak RSS; with `--rounds N` the two sides alternate N times per task and the
+table gives the median times and the median speed-up with its range.
 
     cargo build --release
-    python3 bench/pref_compare.py [--steps 10] [--threads 2] [--only rm,dpo,rl,rloo,grpo]
+    python3 bench/pref_compare.py [--steps 10] [--threads 2] [--only rm,dpo,rl,rloo,grpo] [--rounds 3]
 
 Needs scripts/ref/requirements.txt (torch, transformers, trl, datasets).
 """
@@ -24,6 +25,8 @@ Needs scripts/ref/requirements.txt (torch, transformers, trl, datasets).
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,6 +75,7 @@ def write_data(d, n=128):
 
 def cria_run(d, task, steps, env):
     out = d / f"cria-{task}"
+    shutil.rmtree(out, ignore_errors=True)  # a run left from the previous round would resume
     common = f"""[train]
 steps = {steps}
 lr = 1e-5
@@ -177,6 +181,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="rm,dpo,rl,rloo,grpo")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="cria and TRL alternate this many times per task; the median ratio is reported")
     ap.add_argument("--trl-side", nargs=2, metavar=("DIR", "TASK"), help=argparse.SUPPRESS)
     ap.add_argument("--write", metavar="DIR", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -196,25 +202,34 @@ def main():
              "rl": f"RL iteration ({RL_REPLIES} replies of {NEW_TOKENS} tokens; cria PPO vs TRL RLOO)",
              "rloo": f"RLOO iteration ({RL_REPLIES // 2} prompts x 2 replies of {NEW_TOKENS} tokens)",
              "grpo": f"GRPO iteration ({RL_REPLIES // 2} prompts x 2 replies of {NEW_TOKENS} tokens)"}
-    rows = []
+    tasks = a.only.split(",")
+    runs = {task: [] for task in tasks}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         # In a child: a forked parent's pre-exec size would count in each child's peak RSS.
         subprocess.run([sys.executable, __file__, "--write", str(d)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         write_data(d)
-        for task in a.only.split(","):
-            c, c_rss = cria_run(d, task, a.steps, env)
-            out, t_rss = peak_rss_run([sys.executable, __file__, "--steps", str(a.steps), "--threads",
-                                       str(a.threads), "--trl-side", str(d), task], env)
-            t = json.loads(out.strip().splitlines()[-1])["s_per_step"]
-            rows.append((task, c, t, c_rss, t_rss))
-            print(f"# {task}: cria {c:.3f} s/step, TRL {t:.3f} s/step", file=sys.stderr)
-    print(f"| {a.threads} threads | cria s/step | TRL s/step | cria speed-up | cria peak RSS | TRL peak RSS |")
+        # Rounds interleave the two sides, so a slow spell of a shared machine hits both.
+        for r in range(a.rounds):
+            for task in tasks:
+                c, c_rss = cria_run(d, task, a.steps, env)
+                out, t_rss = peak_rss_run([sys.executable, __file__, "--steps", str(a.steps), "--threads",
+                                           str(a.threads), "--trl-side", str(d), task], env)
+                t = json.loads(out.strip().splitlines()[-1])["s_per_step"]
+                runs[task].append((c, t, c_rss, t_rss))
+                print(f"# round {r + 1} {task}: cria {c:.3f} s/step, TRL {t:.3f} s/step ({t / c:.2f}x)",
+                      file=sys.stderr)
+    med = statistics.median
+    print(f"| {a.threads} threads, {a.rounds} round(s) | cria s/step | TRL s/step | cria speed-up "
+          "(median, min-max) | cria peak RSS | TRL peak RSS |")
     print("|---|---:|---:|---:|---:|---:|")
-    for task, c, t, cr, tr in rows:
-        print(f"| {names[task]} | {c:.3f} | {t:.3f} | {t / c:.2f}x | {cr:,.0f} MiB | {tr:,.0f} MiB |")
-
+    for task in tasks:
+        rs = runs[task]
+        ratios = [t / c for c, t, _, _ in rs]
+        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(rs) > 1 else ""
+        print(f"| {names[task]} | {med(x[0] for x in rs):.3f} | {med(x[1] for x in rs):.3f} | "
+              f"{med(ratios):.2f}x{spread} | {max(x[2] for x in rs):,.0f} MiB | {max(x[3] for x in rs):,.0f} MiB |")
 
 if __name__ == "__main__":
     main()
