@@ -39,7 +39,6 @@ PAIRS, RL_REPLIES, NEW_TOKENS = 8, 16, 24
 
 
 def write_reward_model(d):
-    import shutil
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
     torch.manual_seed(1)
