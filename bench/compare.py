@@ -1,6 +1,7 @@
 """Runs cria and PyTorch on the same benchmark, interleaved for several rounds, and prints each
 one's median speed, the median of the rounds' ratios with their range, each one's peak RSS, and
-for the training step the share of the machine's fp32 FMA peak each reaches.
+for the training step the share of the machine's fp32 FMA peak each reaches; for decoding, batch 1
+and 16 left-padded rows, and how far 16 rows scale over one.
 
     cargo build --release --example bench
     python3 bench/compare.py [--train-steps 10] [--decode-tokens 128] [--threads 2] [--rounds 3]
@@ -67,7 +68,7 @@ def main():
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
     torch = [sys.executable, str(ROOT / "bench" / "torch_side.py")]
     rows = []
-    for task, n in [("train", a.train_steps), ("decode", a.decode_tokens)]:
+    for task, n in [("train", a.train_steps), ("decode", a.decode_tokens), ("decode16", a.decode_tokens)]:
         cs, ts, c_rss, t_rss = [], [], 0.0, 0.0
         for r in range(a.rounds):
             sides = [("cria", [str(CRIA), task, str(n)]), ("torch", torch + [task, str(n), str(a.threads)])]
@@ -85,9 +86,13 @@ def main():
     print(f"| benchmark | cria tok/s | PyTorch tok/s | ratio (median of {a.rounds}, range) | cria peak RSS | PyTorch peak RSS |")
     print("|---|---:|---:|---:|---:|---:|")
     for task, c, t, ratios, cr, tr in rows:
-        name = {"train": "training step (B=8, T=256)", "decode": "greedy decode, batch 1, KV cache"}[task]
+        name = {"train": "training step (B=8, T=256)", "decode": "greedy decode, batch 1, KV cache",
+                "decode16": "greedy decode, 16 left-padded rows (tokens/s of all rows)"}[task]
         spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
         print(f"| {name} | {c:,.0f} | {t:,.0f} | {spread} | {cr:,.0f} MiB | {tr:,.0f} MiB |")
+    one, sixteen = rows[1], rows[2]
+    print(f"\nBatched decode: 16 rows give {sixteen[1] / one[1]:.1f}x batch 1's tokens/s in cria, "
+          f"{sixteen[2] / one[2]:.1f}x in PyTorch.")
     peak, lanes, mhz = fp32_peak(a.threads)
     f = flops_per_token()
     c, t = rows[0][1], rows[0][2]

@@ -63,6 +63,28 @@ def decode(tokens):
     print(json.dumps({"impl": "pytorch", "new_tokens": made, "tokens_per_s": made / (time.perf_counter() - t0)}))
 
 
+@torch.no_grad()
+def decode16(tokens):
+    """16 left-padded rows (prompts of 9 to 16 tokens, as bench.rs), greedy, every row running
+    the full length, through transformers' generate (which keeps the padded positions right)."""
+    m = model().eval()
+    prompts = [[1 + (r * 31 + i * 7) % 4000 for i in range(9 + r % 8)] for r in range(16)]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+
+    def run(n):
+        out = m.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                         do_sample=False, pad_token_id=0, eos_token_id=None)
+        return (out.shape[1] - width) * len(prompts)
+
+    run(8)
+    t0 = time.perf_counter()
+    made = run(tokens)
+    print(json.dumps({"impl": "pytorch", "rows": len(prompts), "new_tokens": made,
+                      "tokens_per_s": made / (time.perf_counter() - t0)}))
+
+
 if __name__ == "__main__":
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
-    {"train": train, "decode": decode}[sys.argv[1]](int(sys.argv[2]))
+    {"train": train, "decode": decode, "decode16": decode16}[sys.argv[1]](int(sys.argv[2]))

@@ -2,7 +2,8 @@
 //!
 //! `bench train STEPS` trains the benchmark LLaMA (vocab 4096, d 384, 6 layers, 6 heads,
 //! SwiGLU 1024, seq 256, batch 8, AdamW) on random tokens through the real training loop;
-//! `bench decode TOKENS` greedily decodes at batch 1 with the KV cache; `bench serve STREAMS`
+//! `bench decode TOKENS` greedily decodes at batch 1 with the KV cache; `bench decode16 TOKENS`
+//! decodes 16 left-padded rows (prompts of 9 to 16 tokens) in one batch; `bench serve STREAMS`
 //! runs STREAMS concurrent requests (16-token prompts, 64 new tokens) through the serving
 //! engine with as many slots; `bench rouge FILE POOL CANDIDATES` runs self-instruct's ROUGE-L
 //! filter (each candidate's 10 most similar pool instructions, and whether any is above 0.7)
@@ -10,7 +11,7 @@
 //! Prints one JSON line.
 
 use cria_core::config::{Arch, ModelConfig};
-use cria_core::generate::{GenerateOptions, generate};
+use cria_core::generate::{GenerateOptions, generate, generate_batch};
 use cria_core::weights::VarBuilder;
 use cria_core::{Llama, device};
 use cria_train::TrainConfig;
@@ -162,6 +163,39 @@ fn decode(tokens: usize) {
     );
 }
 
+/// The batched decode of RL rollouts and serving: 16 rows of different prompt lengths (9 to 16
+/// tokens, so the batch is left-padded), greedy, every row running the full length. Tokens/s
+/// counts all rows' new tokens.
+fn decode16(tokens: usize) {
+    let m = model();
+    let prompts: Vec<Vec<u32>> = (0..16u32)
+        .map(|r| {
+            (0..9 + r % 8)
+                .map(|i| 1 + (r * 31 + i * 7) % 4000)
+                .collect()
+        })
+        .collect();
+    let seeds = vec![0; prompts.len()];
+    let opts = GenerateOptions {
+        max_new_tokens: tokens,
+        sampling: Default::default(),
+        stop_ids: vec![],
+    };
+    let warm = GenerateOptions {
+        max_new_tokens: 8,
+        ..opts.clone_opts()
+    };
+    generate_batch(&m, &prompts, &warm, &seeds, 0).expect("warm-up");
+    let t0 = Instant::now();
+    let out = generate_batch(&m, &prompts, &opts, &seeds, 0).expect("decode");
+    let secs = t0.elapsed().as_secs_f64();
+    let made: usize = out.iter().map(|(ids, _)| ids.len()).sum();
+    println!(
+        "{}",
+        serde_json::json!({"impl": "cria", "rows": prompts.len(), "new_tokens": made, "tokens_per_s": made as f64 / secs})
+    );
+}
+
 /// Concurrent streams on the serving engine: the bench model in burn, or a GGUF file's own
 /// weights.
 fn serve(streams: usize, gguf: Option<&String>) {
@@ -280,10 +314,11 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("train") => train(n),
         Some("decode") => decode(n as usize),
+        Some("decode16") => decode16(n as usize),
         Some("serve") => serve(n as usize, args.get(3)),
         Some("rouge") => rouge(&args[2..]),
         _ => eprintln!(
-            "usage: bench train STEPS | bench decode TOKENS | bench serve STREAMS [FILE.gguf] | bench rouge FILE POOL CANDIDATES"
+            "usage: bench train STEPS | bench decode TOKENS | bench decode16 TOKENS | bench serve STREAMS [FILE.gguf] | bench rouge FILE POOL CANDIDATES"
         ),
     }
 }
