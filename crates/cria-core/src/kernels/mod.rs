@@ -9,7 +9,7 @@
 
 mod attention;
 mod ce;
-mod gemm;
+pub(crate) mod gemm;
 mod norm;
 mod swiglu;
 mod util;

@@ -5,6 +5,7 @@
 //! matmul per layer ([`Llama::decode_rows`]).
 
 use super::{KvCache, Llama};
+use crate::kernels::gemm::{Mat, matmul};
 use crate::nn::attention::LayerCache;
 use crate::params::to_vec;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -173,25 +174,22 @@ pub fn attend(
         let len = c.len();
         let first = window.map_or(0, |w| (len - 1).saturating_sub(w - 1));
         let qh = &q[r * qw + head * h.dim..r * qw + (head + 1) * h.dim];
-        let g = head / group;
-        // Head g's slice of position j.
-        let at = |j: usize| j * kw + g * h.dim..j * kw + (g + 1) * h.dim;
-        let scores: Vec<f32> = (first..len).map(|j| dot(qh, &c.k[at(j)]) * scale).collect();
-        let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
-        let z: f32 = e.iter().sum();
-        for (p, j) in e.iter().zip(first..len) {
-            let w = p / z;
-            for (x, y) in o.iter_mut().zip(&c.v[at(j)]) {
-                *x += w * y;
-            }
+        let (g, n) = (head / group, len - first);
+        // Head g's keys and values from position `first`: n rows of `dim`, `kw` apart.
+        let from = first * kw + g * h.dim;
+        let keys = Mat::new(&c.k[from..], h.dim, n, 1, kw);
+        let mut p = vec![0f32; n];
+        matmul(&mut p, n, false, Mat::dense(qh, 1, h.dim), keys, scale);
+        let m = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut z = 0f32;
+        for x in p.iter_mut() {
+            *x = (*x - m).exp();
+            z += *x;
         }
+        let values = Mat::new(&c.v[from..], n, h.dim, kw, 1);
+        matmul(o, h.dim, false, Mat::dense(&p, 1, n), values, 1.0 / z);
     });
     out
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 impl Llama {
