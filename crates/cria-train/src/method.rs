@@ -26,7 +26,7 @@ pub enum Method {
 }
 
 /// A predicate over parameter names: which ones train.
-pub type Trainable = dyn Fn(&str) -> bool;
+pub type Trainable = dyn Fn(&str) -> bool + Sync;
 
 /// Every parameter trains.
 pub fn every_param(_: &str) -> bool {

@@ -68,8 +68,19 @@ pub(super) fn advantages(
     let (b, t) = (batch.b, batch.t);
     let gather = |v: Vec<f32>| crate::dp::gather_rows(world, b, t, &v);
     let old_logp = sampled_logps(samples, &mask, t);
-    let ref_logp = gather(to_vec(token_logps(reference, &part, inf, temp).0));
     let algorithm = ctx.cfg.ppo.algorithm;
+    // The reference's and the value model's passes are independent: side by side they keep
+    // both cores busy through each other's single-threaded stretches.
+    let (ref_part, value_part) = rayon::join(
+        || to_vec(token_logps(reference, &part, inf, temp).0),
+        || {
+            (algorithm == Algorithm::Ppo).then(|| {
+                let v = value.expect("PPO has a value model").clone().to_device(inf);
+                to_vec(v.scores(part.input_ids(inf)))
+            })
+        },
+    );
+    let ref_logp = gather(ref_part);
     let mut buf = Buffer {
         old_logp,
         ref_logp,
@@ -87,8 +98,7 @@ pub(super) fn advantages(
     buf.kl = row_kl.iter().sum::<f64>() / buf.batch.b as f64;
     match algorithm {
         Algorithm::Ppo => {
-            let part_values = value.expect("PPO has a value model").clone().to_device(inf);
-            buf.old_values = gather(to_vec(part_values.scores(part.input_ids(inf))));
+            buf.old_values = gather(value_part.expect("PPO's values"));
             gae_advantages(ctx, &mut buf, scores, beta);
         }
         Algorithm::Rloo | Algorithm::Grpo => {

@@ -12,7 +12,6 @@
 use super::advantages::Buffer;
 use super::checkpoint::PpoState;
 use super::config::Algorithm;
-use super::setup::Models;
 use super::{Ctx, Live};
 use crate::batch::Batch;
 use crate::data::{DataSource, TokenShards};
@@ -75,19 +74,46 @@ pub(super) fn epochs(
                 rows: mb.len() as f64 / whole.len() as f64,
             };
             let entropy_rows = (epoch == 0).then_some(whole.len());
-            let (loss, vloss, mut figures) =
-                minibatch_losses(ctx, m, &b, &cols, share, entropy_rows, ptx.as_mut(), st)?;
+            // The policy's and the value model's losses and backward passes share nothing:
+            // side by side, one's single-threaded stretches leave the other the second core.
+            let (policy, value) = (&m.policy, m.value.as_ref());
+            let ptx = ptx.as_mut();
+            let (pol, val) = rayon::join(
+                || {
+                    let (loss, figures) =
+                        policy_loss(ctx, policy, &b, &cols, share, entropy_rows, ptx, st)?;
+                    Ok::<_, crate::error::TrainError>((grads_of(policy, loss, trainable)?, figures))
+                },
+                || {
+                    value.map(|v| {
+                        let (loss, figures) = value_loss(ctx, v, &b, &cols, share);
+                        Ok::<_, crate::error::TrainError>((
+                            grads_of(v, loss, &every_param)?,
+                            figures,
+                        ))
+                    })
+                },
+            );
+            let (pgrads, mut figures) = pol?;
+            let vgrads = match val {
+                Some(v) => {
+                    let (g, vf) = v?;
+                    figures.extend(vf);
+                    Some(g)
+                }
+                None => None,
+            };
             let mut pg = figures["policy_loss"];
             crate::dp::reduce_figures(world, &mut pg, &mut 0, &mut figures);
             if !pg.is_finite() {
                 return Err(ctx.diverged(st.iteration + 1, "policy loss", pg));
             }
             let it = st.iteration + 1;
-            let g = step(&mut m.policy, &mut opts.policy, loss, trainable, lr)?;
+            let g = apply(&mut m.policy, &mut opts.policy, pgrads, lr);
             stats.grad_norm =
                 g.map_err(|NonFiniteNorm(n)| ctx.diverged(it, "policy gradient norm", n))?;
-            if let (Some(value), Some(opt), Some(vloss)) = (&mut m.value, &mut opts.value, vloss) {
-                step(value, opt, vloss, &every_param, vlr)?
+            if let (Some(value), Some(opt), Some(g)) = (&mut m.value, &mut opts.value, vgrads) {
+                apply(value, opt, g, vlr)
                     .map_err(|NonFiniteNorm(n)| ctx.diverged(it, "value gradient norm", n))?;
             }
             for (k, v) in figures {
@@ -112,23 +138,23 @@ struct Share {
     rows: f64,
 }
 
-/// This rank's part of one minibatch's objectives: the policy loss (PPO-ptx's term added) and
-/// PPO's value loss, each weighted by the rank's share, and their figures likewise; with
-/// `entropy_rows` (the first epoch) also the entropy summed over the minibatch's replies.
+/// This rank's part of one minibatch's policy objective (PPO-ptx's term added), weighted by
+/// the rank's share, and its figures likewise; with `entropy_rows` (the first epoch) also the
+/// entropy summed over the minibatch's replies.
 #[allow(clippy::too_many_arguments)]
-fn minibatch_losses(
+fn policy_loss(
     ctx: &Ctx<'_>,
-    m: &Models,
+    policy: &Llama,
     b: &Batch,
     cols: &Cols,
     share: Share,
     entropy_rows: Option<usize>,
     ptx: Option<&mut TokenShards>,
     st: &mut PpoState,
-) -> Result<(Tensor<1>, Option<Tensor<1>>, Metrics)> {
+) -> Result<(Tensor<1>, Metrics)> {
     let p = &ctx.cfg.ppo;
     let temperature = ctx.cfg.rollout.temperature;
-    let (logp, logits) = token_logps(&m.policy, b, &ctx.train_dev, temperature);
+    let (logp, logits) = token_logps(policy, b, &ctx.train_dev, temperature);
     let mut figures = Metrics::new();
     if let Some(rows) = entropy_rows {
         // The minibatch's token-mean entropy (shares summed over ranks) per reply.
@@ -169,24 +195,34 @@ fn minibatch_losses(
     for (k, v) in pm {
         figures.insert(k, v * w);
     }
-    let loss = with_ptx(ctx, &m.policy, loss, ptx, st, &mut figures)?;
-    let Some(value) = &m.value else {
-        return Ok((loss, None, figures));
-    };
+    let loss = with_ptx(ctx, policy, loss, ptx, st, &mut figures)?;
+    Ok((loss, figures))
+}
+
+/// This rank's part of one minibatch's clipped value loss (PPO), weighted by its token share,
+/// and its figures likewise.
+fn value_loss(
+    ctx: &Ctx<'_>,
+    value: &Llama,
+    b: &Batch,
+    cols: &Cols,
+    share: Share,
+) -> (Tensor<1>, Metrics) {
     let values = value.scores(b.input_ids(&ctx.train_dev));
     let (vloss, vm) = ppo_value_loss(
         values,
         &cols.old_values,
         &cols.returns,
         &cols.mask,
-        p.value_clip_range,
+        ctx.cfg.ppo.value_clip_range,
     );
     let vloss = vloss * share.tokens;
+    let mut figures = Metrics::new();
     figures.insert("value_loss".into(), scalar(&vloss));
     for (k, v) in vm {
         figures.insert(k, v * share.tokens);
     }
-    Ok((loss, Some(vloss), figures))
+    (vloss, figures)
 }
 
 /// This rank's share of a minibatch's reply tokens (`mask` its rows' mask): its token-mean
@@ -227,19 +263,24 @@ fn with_ptx(
     Ok(loss + l * ctx.cfg.ppo.ptx_coef)
 }
 
-/// One backward pass of `loss` and a step of the parameters `trainable` accepts; returns the
-/// gradient norm before clipping, or the non-finite norm (nothing changed then).
-fn step(
-    model: &mut Llama,
-    opt: &mut Optimizer,
-    loss: Tensor<1>,
-    trainable: &Trainable,
-    lr: f64,
-) -> Result<std::result::Result<f64, NonFiniteNorm>> {
+/// The gradients of `loss` for the parameters of `model` that `trainable` accepts (one
+/// backward pass).
+fn grads_of(model: &Llama, loss: Tensor<1>, trainable: &Trainable) -> Result<Grads> {
     let mut grads = Grads::default();
     grads.add(model, &loss.backward(), trainable)?;
+    Ok(grads)
+}
+
+/// `grads` summed over the ranks and one optimizer step with them; returns the gradient norm
+/// before clipping, or the non-finite norm (nothing changed then).
+fn apply(
+    model: &mut Llama,
+    opt: &mut Optimizer,
+    mut grads: Grads,
+    lr: f64,
+) -> std::result::Result<f64, NonFiniteNorm> {
     grads.all_reduce(crate::collective::world());
-    Ok(opt.step(model, grads, lr))
+    opt.step(model, grads, lr)
 }
 
 fn scalar(t: &Tensor<1>) -> f64 {
