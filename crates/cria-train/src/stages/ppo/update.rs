@@ -50,7 +50,6 @@ pub(super) fn epochs(
     } = live;
     let (p, train) = (&ctx.cfg.ppo, &ctx.cfg.train);
     let vlr = p.value_lr.unwrap_or(train.lr) * lr / train.lr.max(f64::MIN_POSITIVE);
-    let trainable: &Trainable = ctx.setup.adapted.trainable.unwrap_or(&every_param);
     let mut stats = UpdateStats {
         metrics: Metrics::new(),
         grad_norm: 0.0,
@@ -74,35 +73,15 @@ pub(super) fn epochs(
                 rows: mb.len() as f64 / whole.len() as f64,
             };
             let entropy_rows = (epoch == 0).then_some(whole.len());
-            // The policy's and the value model's losses and backward passes share nothing:
-            // side by side, one's single-threaded stretches leave the other the second core.
-            let (policy, value) = (&m.policy, m.value.as_ref());
-            let ptx = ptx.as_mut();
-            let (pol, val) = rayon::join(
-                || {
-                    let (loss, figures) =
-                        policy_loss(ctx, policy, &b, &cols, share, entropy_rows, ptx, st)?;
-                    Ok::<_, crate::error::TrainError>((grads_of(policy, loss, trainable)?, figures))
-                },
-                || {
-                    value.map(|v| {
-                        let (loss, figures) = value_loss(ctx, v, &b, &cols, share);
-                        Ok::<_, crate::error::TrainError>((
-                            grads_of(v, loss, &every_param)?,
-                            figures,
-                        ))
-                    })
-                },
-            );
-            let (pgrads, mut figures) = pol?;
-            let vgrads = match val {
-                Some(v) => {
-                    let (g, vf) = v?;
-                    figures.extend(vf);
-                    Some(g)
-                }
-                None => None,
-            };
+            let (pgrads, vgrads, mut figures) = minibatch_grads(
+                ctx,
+                (&m.policy, m.value.as_ref()),
+                (&b, &cols),
+                share,
+                entropy_rows,
+                ptx.as_mut(),
+                st,
+            )?;
             let mut pg = figures["policy_loss"];
             crate::dp::reduce_figures(world, &mut pg, &mut 0, &mut figures);
             if !pg.is_finite() {
@@ -129,6 +108,43 @@ pub(super) fn epochs(
         *v /= updates.max(1) as f64;
     }
     Ok(stats)
+}
+
+/// The gradients of a minibatch's policy loss and (PPO) value loss, and their figures. The two
+/// models' losses and backward passes share nothing: side by side, one's single-threaded
+/// stretches leave the other the second core.
+fn minibatch_grads(
+    ctx: &Ctx<'_>,
+    (policy, value): (&Llama, Option<&Llama>),
+    (b, cols): (&Batch, &Cols),
+    share: Share,
+    entropy_rows: Option<usize>,
+    ptx: Option<&mut TokenShards>,
+    st: &mut PpoState,
+) -> Result<(Grads, Option<Grads>, Metrics)> {
+    let trainable: &Trainable = ctx.setup.adapted.trainable.unwrap_or(&every_param);
+    let (pol, val) = rayon::join(
+        || {
+            let (loss, figures) = policy_loss(ctx, policy, b, cols, share, entropy_rows, ptx, st)?;
+            Ok::<_, crate::error::TrainError>((grads_of(policy, loss, trainable)?, figures))
+        },
+        || {
+            value.map(|v| {
+                let (loss, figures) = value_loss(ctx, v, b, cols, share);
+                Ok::<_, crate::error::TrainError>((grads_of(v, loss, &every_param)?, figures))
+            })
+        },
+    );
+    let (pgrads, mut figures) = pol?;
+    let vgrads = match val {
+        Some(v) => {
+            let (g, vf) = v?;
+            figures.extend(vf);
+            Some(g)
+        }
+        None => None,
+    };
+    Ok((pgrads, vgrads, figures))
 }
 
 /// This rank's share of a minibatch: of its reply tokens and of its replies.
