@@ -154,6 +154,30 @@ fn tempered_logp(logits: &[f32], id: u32, temperature: f64) -> f32 {
     ((logits[id as usize] as f64 - max) * inv - sum.ln()) as f32
 }
 
+/// The prompts, left-padded to `p` tokens, in one forward pass: the next-token logits of each
+/// (row-major) and each row's cache, cut from the padded one.
+fn prefill(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    p: usize,
+    pad: u32,
+) -> (Vec<f32>, Vec<crate::model::ragged::RowCache>) {
+    let b = prompts.len();
+    let starts: Vec<usize> = prompts.iter().map(|x| p - x.len()).collect();
+    let mut cache = crate::model::KvCache::padded(model.layers.len(), starts.clone());
+    let mut input: Vec<i64> = Vec::with_capacity(b * p);
+    for (x, &st) in prompts.iter().zip(&starts) {
+        input.extend(std::iter::repeat_n(pad as i64, st));
+        input.extend(x.iter().map(|&t| t as i64));
+    }
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(input, [b, p]), &model.device());
+    let h = model.hidden(ids, Some(&mut cache));
+    let c = h.dims()[2];
+    let logits = to_vec(model.logits(h.narrow(1, p - 1, 1).reshape([b, 1, c])));
+    let rows = crate::model::ragged::RowCache::split_padded(&cache, &starts);
+    (logits, rows)
+}
+
 fn batch(
     model: &Llama,
     prompts: &[Vec<u32>],
@@ -177,9 +201,6 @@ fn batch(
     if b == 0 {
         return Ok(vec![]);
     }
-    let device = model.device();
-    let starts: Vec<usize> = prompts.iter().map(|x| p - x.len()).collect();
-    let mut cache = crate::model::KvCache::padded(model.layers.len(), starts.clone());
     let mut samplers: Vec<Sampler> = seeds
         .iter()
         .map(|&seed| {
@@ -189,11 +210,6 @@ fn batch(
             })
         })
         .collect();
-    let mut input: Vec<u32> = Vec::with_capacity(b * p);
-    for (x, &st) in prompts.iter().zip(&starts) {
-        input.extend(std::iter::repeat_n(pad, st));
-        input.extend_from_slice(x);
-    }
     let mut out: Vec<Scored> = vec![
         Scored {
             ids: vec![],
@@ -206,18 +222,10 @@ fn batch(
     if budget == 0 {
         return Ok(out);
     }
-    // The prompts in one left-padded forward pass; then each row decodes from a cache of its
-    // own (`Llama::decode_rows`: one matmul per projection for the rows still going, attention
-    // at each row's length), so finished rows cost nothing and no padding is attended.
-    let ids = Tensor::<2, Int>::from_data(
-        TensorData::new(input.iter().map(|&x| x as i64).collect::<Vec<_>>(), [b, p]),
-        &device,
-    );
-    let h = model.hidden(ids, Some(&mut cache));
-    let c = h.dims()[2];
-    let mut logits = to_vec(model.logits(h.narrow(1, p - 1, 1).reshape([b, 1, c])));
-    let mut rows = crate::model::ragged::RowCache::split_padded(&cache, &starts);
-    drop(cache);
+    // Each row decodes from a cache of its own (`Llama::decode_rows`: one matmul per
+    // projection for the rows still going, attention at each row's length), so finished rows
+    // cost nothing and no padding is attended.
+    let (mut logits, mut rows) = prefill(model, prompts, p, pad);
     let v = logits.len() / b;
     let mut live: Vec<usize> = (0..b).collect();
     for step in 0..budget {
