@@ -154,6 +154,22 @@ fn tempered_logp(logits: &[f32], id: u32, temperature: f64) -> f32 {
     ((logits[id as usize] as f64 - max) * inv - sum.ln()) as f32
 }
 
+/// The longest prompt's length; an empty prompt, or one that fills the model's context, is
+/// refused.
+fn longest_prompt(model: &Llama, prompts: &[Vec<u32>]) -> Result<usize> {
+    if prompts.iter().any(Vec::is_empty) {
+        return Err(CoreError::Invalid("a prompt encodes to no tokens".into()));
+    }
+    let limit = model.max_len();
+    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if p >= limit {
+        return Err(CoreError::Invalid(format!(
+            "a prompt has {p} tokens; this model's context holds {limit}"
+        )));
+    }
+    Ok(p)
+}
+
 /// The prompts, left-padded to `p` tokens, in one forward pass: the next-token logits of each
 /// (row-major) and each row's cache, cut from the padded one.
 fn prefill(
@@ -187,16 +203,7 @@ fn batch(
     score: bool,
 ) -> Result<Vec<Scored>> {
     assert_eq!(prompts.len(), seeds.len(), "one seed per prompt");
-    if prompts.iter().any(Vec::is_empty) {
-        return Err(CoreError::Invalid("a prompt encodes to no tokens".into()));
-    }
-    let limit = model.max_len();
-    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if p >= limit {
-        return Err(CoreError::Invalid(format!(
-            "a prompt has {p} tokens; this model's context holds {limit}"
-        )));
-    }
+    let (p, limit) = (longest_prompt(model, prompts)?, model.max_len());
     let b = prompts.len();
     if b == 0 {
         return Ok(vec![]);
