@@ -153,24 +153,18 @@ def trl_side(d, task, steps, threads):
         trainer = DPOTrainer(model=model, processing_class=tok, train_dataset=data, callbacks=[Clock()],
                              args=DPOConfig(per_device_train_batch_size=PAIRS, max_length=256, beta=0.1,
                                             precompute_ref_log_probs=True, **common))
-    elif task == "grpo":
-        from trl import GRPOConfig, GRPOTrainer
-        model = AutoModelForCausalLM.from_pretrained(d / "model")
-        data = load_dataset("json", data_files=str(d / "prompts.jsonl"), split="train")
-        trainer = GRPOTrainer(model=model, processing_class=tok, train_dataset=data,
-                              reward_funcs=[str(d / "rm")], callbacks=[Clock()],
-                              args=GRPOConfig(per_device_train_batch_size=RL_REPLIES, num_generations=2,
-                                              max_completion_length=NEW_TOKENS, temperature=1.0,
-                                              beta=0.05, **common))
     else:
-        from trl import RLOOConfig, RLOOTrainer
+        # RLOO and GRPO take the same arguments in TRL: k = 2 replies per prompt, β 0.05.
+        import trl
+        name = {"grpo": "GRPO"}.get(task, "RLOO")
+        Config, Trainer = getattr(trl, f"{name}Config"), getattr(trl, f"{name}Trainer")
         model = AutoModelForCausalLM.from_pretrained(d / "model")
         data = load_dataset("json", data_files=str(d / "prompts.jsonl"), split="train")
-        trainer = RLOOTrainer(model=model, processing_class=tok, train_dataset=data,
-                              reward_funcs=[str(d / "rm")], callbacks=[Clock()],
-                              args=RLOOConfig(per_device_train_batch_size=RL_REPLIES, num_generations=2,
-                                              max_completion_length=NEW_TOKENS, temperature=1.0,
-                                              beta=0.05, **common))
+        trainer = Trainer(model=model, processing_class=tok, train_dataset=data,
+                          reward_funcs=[str(d / "rm")], callbacks=[Clock()],
+                          args=Config(per_device_train_batch_size=RL_REPLIES, num_generations=2,
+                                      max_completion_length=NEW_TOKENS, temperature=1.0,
+                                      beta=0.05, **common))
     trainer.train()
     print(json.dumps({"s_per_step": (times[-1] - times[WARMUP - 1]) / (len(times) - WARMUP)}))
 

@@ -294,15 +294,19 @@ pub fn kl_penalised_scores(scores: &[f32], kl: &[f64], beta: f64) -> Vec<f32> {
         .collect()
 }
 
-/// RLOO's advantages (Ahmadian et al. 2024): each reply's reward minus the mean reward of the
-/// other replies to its prompt. `rewards` holds groups of `k` consecutive replies to one prompt.
-pub fn rloo_advantages(rewards: &[f32], k: usize) -> Vec<f32> {
+/// `rewards` as its groups of `k` consecutive replies to one prompt (at least two each).
+fn groups(rewards: &[f32], k: usize) -> std::slice::Chunks<'_, f32> {
     assert!(
         k >= 2 && rewards.len().is_multiple_of(k),
         "groups of k >= 2"
     );
-    rewards
-        .chunks(k)
+    rewards.chunks(k)
+}
+
+/// RLOO's advantages (Ahmadian et al. 2024): each reply's reward minus the mean reward of the
+/// other replies to its prompt. `rewards` holds groups of `k` consecutive replies to one prompt.
+pub fn rloo_advantages(rewards: &[f32], k: usize) -> Vec<f32> {
+    groups(rewards, k)
         .flat_map(|g| {
             let sum: f64 = g.iter().map(|r| *r as f64).sum();
             g.iter()
@@ -315,12 +319,7 @@ pub fn rloo_advantages(rewards: &[f32], k: usize) -> Vec<f32> {
 /// by the group's (unbiased) standard deviation plus 1e-4 when `scale` is set (Dr. GRPO leaves
 /// it out). `rewards` holds groups of `k` consecutive replies to one prompt.
 pub fn grpo_advantages(rewards: &[f32], k: usize, scale: bool) -> Vec<f32> {
-    assert!(
-        k >= 2 && rewards.len().is_multiple_of(k),
-        "groups of k >= 2"
-    );
-    rewards
-        .chunks(k)
+    groups(rewards, k)
         .flat_map(|g| {
             let mean = g.iter().map(|r| *r as f64).sum::<f64>() / k as f64;
             let var = g.iter().map(|r| (*r as f64 - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
