@@ -143,3 +143,46 @@ fn swiglu_matches_composed_ops() {
         assert_close(x, y, 1e-5, name);
     }
 }
+
+#[test]
+fn linear_matches_matmul_in_value_and_both_gradients() {
+    // 70 rows cut into uneven blocks across threads; a weight that is frozen (LoRA's base)
+    // gets no gradient while the input still does.
+    let dev = device::training_device();
+    let (n, d_in, d_out) = (70, 24, 40);
+    let run = |f: fn(Tensor<2>, Tensor<2>) -> Tensor<2>, frozen: bool| {
+        let x = Tensor::<2>::from_data(TensorData::new(rand_vec(n * d_in, 21), [n, d_in]), &dev)
+            .require_grad();
+        let mut w = Tensor::<2>::from_data(
+            TensorData::new(rand_vec(d_in * d_out, 22), [d_in, d_out]),
+            &dev,
+        );
+        if !frozen {
+            w = w.require_grad();
+        }
+        let y = f(x.clone(), w.clone());
+        let up = Tensor::<2>::from_data(TensorData::new(rand_vec(n * d_out, 23), [n, d_out]), &dev);
+        let gr = (y.clone() * up).sum().backward();
+        let dw = w.grad(&gr).map(to_vec);
+        (to_vec(y), to_vec(x.grad(&gr).unwrap()), dw)
+    };
+    let (y1, dx1, dw1) = run(kernels::linear, false);
+    let (y2, dx2, dw2) = run(kernels::linear_reference, false);
+    assert_close(&y1, &y2, 1e-5, "out");
+    assert_close(&dx1, &dx2, 1e-5, "dx");
+    assert_close(&dw1.unwrap(), &dw2.unwrap(), 1e-5, "dw");
+    let (y3, dx3, dw3) = run(kernels::linear, true);
+    assert!(dw3.is_none(), "a frozen weight has no gradient");
+    assert_close(&y3, &y1, 0.0, "frozen out");
+    assert_close(&dx3, &dx1, 0.0, "frozen dx");
+    // Inference device (no autodiff): the same value.
+    let inf = device::inference_device();
+    let y4 = to_vec(kernels::linear(
+        Tensor::from_data(TensorData::new(rand_vec(n * d_in, 21), [n, d_in]), &inf),
+        Tensor::from_data(
+            TensorData::new(rand_vec(d_in * d_out, 22), [d_in, d_out]),
+            &inf,
+        ),
+    ));
+    assert_close(&y4, &y1, 0.0, "inference path");
+}

@@ -7,7 +7,7 @@
 //! `dS = P∘(dP − rowsum(P∘dP))`, `dQ = dS K·scale`, `dK = dSᵀQ·scale`.
 //! Memory: the `(T, S)` probabilities exist only per head while it is computed.
 
-use super::gemm::{Mat, matmul};
+use super::gemm::{Mat, Shared, matmul, matmul_shared};
 use super::util::{f32s, register, shape, tensor};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
@@ -86,11 +86,7 @@ fn probabilities(dm: &Dims, q: Mat<'_>, k: Mat<'_>, p: &mut [f32]) -> Vec<f32> {
             let max = row[lo..=hi]
                 .iter()
                 .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut sum = 0.0;
-            for x in &mut row[lo..=hi] {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
+            let sum = super::simd::exp_shifted(&mut row[lo..=hi], max);
             row[..lo].fill(0.0);
             row[hi + 1..].fill(0.0);
             let inv = 1.0 / sum;
@@ -103,41 +99,34 @@ fn probabilities(dm: &Dims, q: Mat<'_>, k: Mat<'_>, p: &mut [f32]) -> Vec<f32> {
 /// Returns the output `(B, T, H, D)` and the log-sum-exps `(B, H, T)`.
 pub fn forward(dm: &Dims, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let rep = dm.h / dm.kv;
-    let heads: Vec<(Vec<f32>, Vec<f32>)> = (0..dm.b * dm.h)
+    let mut out = vec![0f32; dm.b * dm.t * dm.h * dm.d];
+    let shared = Shared::new(&mut out);
+    let lse: Vec<Vec<f32>> = (0..dm.b * dm.h)
         .into_par_iter()
         .map(|bh| {
             let (b, h) = (bh / dm.h, bh % dm.h);
             let mut p = vec![0f32; dm.t * dm.s];
             let lse = probabilities(dm, dm.q_view(q, b, h), dm.kv_view(k, b, h / rep), &mut p);
-            let mut o = vec![0f32; dm.t * dm.d];
-            matmul(
-                &mut o,
-                dm.d,
-                false,
-                Mat::dense(&p, dm.t, dm.s),
-                dm.kv_view(v, b, h / rep),
-                1.0,
-            );
-            (o, lse)
+            // SAFETY: head (b, h) writes only its own d columns of rows b·T..(b+1)·T.
+            unsafe {
+                matmul_shared(
+                    shared,
+                    (b * dm.t * dm.h + h) * dm.d,
+                    dm.h * dm.d,
+                    false,
+                    Mat::dense(&p, dm.t, dm.s),
+                    dm.kv_view(v, b, h / rep),
+                    1.0,
+                )
+            };
+            lse
         })
         .collect();
-    let mut out = vec![0f32; dm.b * dm.t * dm.h * dm.d];
-    let mut lse = Vec::with_capacity(dm.b * dm.h * dm.t);
-    for (bh, (o, l)) in heads.into_iter().enumerate() {
-        let (b, h) = (bh / dm.h, bh % dm.h);
-        for i in 0..dm.t {
-            let dst = ((b * dm.t + i) * dm.h + h) * dm.d;
-            out[dst..dst + dm.d].copy_from_slice(&o[i * dm.d..(i + 1) * dm.d]);
-        }
-        lse.extend(l);
-    }
-    (out, lse)
+    (out, lse.concat())
 }
 
-/// One key/value group's gradients: dq of each of its query heads, then dk and dv.
-type GroupGrads = (Vec<Vec<f32>>, Vec<f32>, Vec<f32>);
-
-/// Gradients `(dq, dk, dv)` in the layouts of `q`, `k`, `v`.
+/// Gradients `(dq, dk, dv)` in the layouts of `q`, `k`, `v`. Each (batch, key/value group)
+/// task writes its heads' rows of `dq` and its own rows of `dk` and `dv` in place.
 pub fn backward(
     dm: &Dims,
     q: &[f32],
@@ -149,60 +138,53 @@ pub fn backward(
     let rep = dm.h / dm.kv;
     let (t, s, d) = (dm.t, dm.s, dm.d);
     let scale = dm.scale();
-    let groups: Vec<GroupGrads> = (0..dm.b * dm.kv)
-        .into_par_iter()
-        .map(|bg| {
-            let (b, g) = (bg / dm.kv, bg % dm.kv);
-            let (kg, vg) = (dm.kv_view(k, b, g), dm.kv_view(v, b, g));
-            let (mut dk, mut dv) = (vec![0f32; s * d], vec![0f32; s * d]);
-            let mut p = vec![0f32; t * s];
-            let mut dp = vec![0f32; t * s];
-            let mut dqs = Vec::with_capacity(rep);
-            for h in g * rep..(g + 1) * rep {
-                let qh = dm.q_view(q, b, h);
-                let doh = dm.q_view(dout, b, h);
-                let l = &lse[(b * dm.h + h) * t..(b * dm.h + h + 1) * t];
-                matmul(&mut p, s, false, qh, kg.t(), scale);
-                for i in 0..t {
-                    let (lo, hi) = dm.visible(i);
-                    let row = &mut p[i * s..(i + 1) * s];
-                    row[..lo].fill(0.0);
-                    row[hi + 1..].fill(0.0);
-                    row[lo..=hi].iter_mut().for_each(|x| *x = (*x - l[i]).exp());
-                }
-                matmul(&mut dv, d, true, Mat::dense(&p, t, s).t(), doh, 1.0);
-                matmul(&mut dp, s, false, doh, vg.t(), 1.0);
-                for i in 0..t {
-                    let (pr, dr) = (&p[i * s..(i + 1) * s], &mut dp[i * s..(i + 1) * s]);
-                    let di: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                    dr.iter_mut().zip(pr).for_each(|(x, p)| *x = p * (*x - di));
-                }
-                let mut dq = vec![0f32; t * d];
-                matmul(&mut dq, d, false, Mat::dense(&dp, t, s), kg, scale);
-                matmul(&mut dk, d, true, Mat::dense(&dp, t, s).t(), qh, scale);
-                dqs.push(dq);
-            }
-            (dqs, dk, dv)
-        })
-        .collect();
     let mut dq = vec![0f32; q.len()];
     let mut dk = vec![0f32; k.len()];
     let mut dv = vec![0f32; v.len()];
-    for (bg, (dqs, dkg, dvg)) in groups.into_iter().enumerate() {
+    let (dq_out, dk_out, dv_out) = (
+        Shared::new(&mut dq),
+        Shared::new(&mut dk),
+        Shared::new(&mut dv),
+    );
+    (0..dm.b * dm.kv).into_par_iter().for_each(|bg| {
         let (b, g) = (bg / dm.kv, bg % dm.kv);
-        for (r, dqh) in dqs.iter().enumerate() {
-            let h = g * rep + r;
+        let (kg, vg) = (dm.kv_view(k, b, g), dm.kv_view(v, b, g));
+        let kv_start = (b * s * dm.kv + g) * d;
+        let mut p = vec![0f32; t * s];
+        let mut dp = vec![0f32; t * s];
+        for h in g * rep..(g + 1) * rep {
+            let first = h == g * rep;
+            let qh = dm.q_view(q, b, h);
+            let doh = dm.q_view(dout, b, h);
+            let l = &lse[(b * dm.h + h) * t..(b * dm.h + h + 1) * t];
+            matmul(&mut p, s, false, qh, kg.t(), scale);
             for i in 0..t {
-                let dst = ((b * t + i) * dm.h + h) * d;
-                dq[dst..dst + d].copy_from_slice(&dqh[i * d..(i + 1) * d]);
+                let (lo, hi) = dm.visible(i);
+                let row = &mut p[i * s..(i + 1) * s];
+                row[..lo].fill(0.0);
+                row[hi + 1..].fill(0.0);
+                super::simd::exp_shifted(&mut row[lo..=hi], l[i]);
+            }
+            // SAFETY (each write below): this task alone owns head h's columns of dq in batch
+            // b, and group g's columns of dk and dv in batch b.
+            unsafe {
+                let pt = Mat::dense(&p, t, s).t();
+                matmul_shared(dv_out, kv_start, dm.kv * d, !first, pt, doh, 1.0)
+            };
+            matmul(&mut dp, s, false, doh, vg.t(), 1.0);
+            for i in 0..t {
+                let (pr, dr) = (&p[i * s..(i + 1) * s], &mut dp[i * s..(i + 1) * s]);
+                let di: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                dr.iter_mut().zip(pr).for_each(|(x, p)| *x = p * (*x - di));
+            }
+            let ds = Mat::dense(&dp, t, s);
+            let q_start = (b * t * dm.h + h) * d;
+            unsafe {
+                matmul_shared(dq_out, q_start, dm.h * d, false, ds, kg, scale);
+                matmul_shared(dk_out, kv_start, dm.kv * d, !first, ds.t(), qh, scale);
             }
         }
-        for j in 0..s {
-            let dst = ((b * s + j) * dm.kv + g) * d;
-            dk[dst..dst + d].copy_from_slice(&dkg[j * d..(j + 1) * d]);
-            dv[dst..dst + d].copy_from_slice(&dvg[j * d..(j + 1) * d]);
-        }
-    }
+    });
     (dq, dk, dv)
 }
 

@@ -2,7 +2,7 @@
 //! target's negative log-likelihood. Backward: `softmax(row) - onehot(target)` scaled by the
 //! row's incoming gradient, in one more pass; the `(N, V)` log-softmax is never stored.
 
-use super::util::{f32s, indices, shape, tensor};
+use super::util::{f32s, filled, indices, shape, tensor};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
@@ -24,7 +24,7 @@ pub fn forward(logits: &FlexTensor, targets: &FlexTensor) -> (FlexTensor, FlexTe
         .zip(t.par_iter())
         .map(|(row, &target)| {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
-            let sum: f32 = row.iter().map(|&a| (a - max).exp()).sum();
+            let sum = super::simd::sum_exp(row, max);
             let lse = max + sum.ln();
             (lse - row[target], lse)
         })
@@ -42,17 +42,14 @@ fn backward(
     let v = dims[1];
     let x = f32s(logits);
     let (t, lse, g) = (indices(targets), f32s(lse), f32s(grad));
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(v)
-        .zip(x.par_chunks(v))
-        .enumerate()
-        .for_each(|(i, (o, row))| {
-            let (l, gi) = (lse[i], g[i]);
-            for (o, &a) in o.iter_mut().zip(row) {
-                *o = (a - l).exp() * gi;
-            }
-            o[t[i]] -= gi;
-        });
+    // SAFETY: exp_scaled writes every element of its row, the target's included.
+    let out = unsafe {
+        filled(x.len(), v, |i, o| {
+            let (l, gi, row) = (lse[i], g[i], &x[i * v..(i + 1) * v]);
+            super::simd::exp_scaled(o, row, l, gi);
+            o[t[i]].write(super::simd::exp(row[t[i]] - l) * gi - gi);
+        })
+    };
     tensor(out, &dims)
 }
 

@@ -9,8 +9,10 @@
 
 mod attention;
 mod ce;
-pub(crate) mod gemm;
+pub mod gemm;
+mod linear;
 mod norm;
+mod simd;
 mod swiglu;
 mod util;
 
@@ -38,6 +40,8 @@ pub trait Kernels: Backend {
     fn swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
     /// RMSNorm over the last dimension with weight `w`.
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    /// `x · w` for 2-D `x (N, in)` and `w (in, out)`.
+    fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// Whether `device` is burn-flex's (with or without autodiff), where the fused kernels run.
@@ -59,6 +63,26 @@ pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
 /// The same gate from composed burn ops, for tests.
 pub fn swiglu_reference<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::silu(g) * u
+}
+
+/// The product `x · w` of a linear layer (no bias), with a backward that computes the input's
+/// and the weight's gradients side by side.
+///
+/// # Shapes
+/// `x`: `(N, in)`, `w`: `(in, out)` -> `(N, out)`
+pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    if !on_flex(x.device()) {
+        return linear_reference(x, w);
+    }
+    Tensor::from_dispatch(<Dispatch as Kernels>::linear(
+        x.into_dispatch(),
+        w.into_dispatch(),
+    ))
+}
+
+/// The same product as burn's matmul, for tests.
+pub fn linear_reference(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    x.matmul(w)
 }
 
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * w`.
@@ -232,6 +256,9 @@ impl Kernels for Flex {
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         norm::forward(&x, &w, eps).0
     }
+    fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear::forward(&x, &w)
+    }
 }
 
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
@@ -255,6 +282,9 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     }
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         norm::run_autodiff::<C>(x, w, eps)
+    }
+    fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear::run_autodiff::<C>(x, w)
     }
 }
 

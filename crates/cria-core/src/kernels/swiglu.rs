@@ -1,7 +1,7 @@
 //! Fused SwiGLU gate, `silu(g) * u` (Shazeer 2020): one pass forward, one pass backward,
 //! instead of sigmoid, two products and their saved intermediates.
 
-use super::util::{f32s, register, shape, tensor};
+use super::util::{f32s, filled, register, shape, tensor};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -12,42 +12,35 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 pub fn forward(g: &FlexTensor, u: &FlexTensor) -> FlexTensor {
     assert_eq!(shape(g), shape(u), "gate and up projections have one shape");
     let (gs, us) = (f32s(g), f32s(u));
-    let mut out = vec![0f32; gs.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK)))
-        .for_each(|(o, (g, u))| {
-            for i in 0..o.len() {
-                o[i] = g[i] * sigmoid(g[i]) * u[i];
-            }
-        });
+    // SAFETY: simd::swiglu writes every element of its chunk.
+    let out = unsafe {
+        filled(gs.len(), CHUNK, |i, o| {
+            super::simd::swiglu(o, &gs[i * CHUNK..], &us[i * CHUNK..])
+        })
+    };
     tensor(out, &shape(g))
 }
 
 fn backward(g: &FlexTensor, u: &FlexTensor, dy: &FlexTensor) -> (FlexTensor, FlexTensor) {
     let (gs, us, dys) = (f32s(g), f32s(u), f32s(dy));
-    let mut dg = vec![0f32; gs.len()];
-    let mut du = vec![0f32; gs.len()];
-    dg.par_chunks_mut(CHUNK)
-        .zip(du.par_chunks_mut(CHUNK))
-        .zip(
-            gs.par_chunks(CHUNK)
-                .zip(us.par_chunks(CHUNK))
-                .zip(dys.par_chunks(CHUNK)),
-        )
-        .for_each(|((dg, du), ((g, u), dy))| {
-            for i in 0..dg.len() {
-                let s = sigmoid(g[i]);
-                du[i] = dy[i] * g[i] * s;
-                dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-            }
+    let n = gs.len();
+    let (mut dg, mut du) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    dg.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .zip(du.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(i, (dg, du))| {
+            let at = i * CHUNK;
+            super::simd::swiglu_grad(dg, du, &gs[at..], &us[at..], &dys[at..])
         });
+    // SAFETY: the chunks cover all n elements and swiglu_grad wrote every one of each.
+    unsafe {
+        dg.set_len(n);
+        du.set_len(n);
+    }
     let dims = shape(g);
     (tensor(dg, &dims), tensor(du, &dims))
 }

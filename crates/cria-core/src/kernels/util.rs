@@ -20,6 +20,28 @@ pub fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
+/// A vector of `n` values written by `fill` over disjoint chunks of `chunk` elements in
+/// parallel (`fill(i, part)` gets chunk `i`), never zeroed first: for outputs every element of
+/// which a kernel writes (zeroing them cost a pass over memory on the thread driving the graph).
+///
+/// # Safety
+/// `fill` must write every element of the chunk it is given.
+pub unsafe fn filled(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, part)| fill(i, part));
+    // SAFETY: the chunks cover all n elements and the caller's `fill` wrote each of them.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// Integer tensor values as `usize` indices.
 pub fn indices(t: &FlexTensor) -> Vec<usize> {
     let c = t.to_contiguous();

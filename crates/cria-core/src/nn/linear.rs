@@ -44,7 +44,13 @@ impl Linear {
         let x = x.reshape([b * t, c]);
         let mut y = match split_columns(b * t, &x, &self.weight) {
             Some(parts) => linear_in_parts(x.clone(), &self.weight, self.bias.as_ref(), parts),
-            None => linear(x.clone(), self.weight.clone(), self.bias.clone()),
+            None => {
+                let y = crate::kernels::linear(x.clone(), self.weight.clone());
+                match &self.bias {
+                    Some(b) => y + b.clone().unsqueeze::<2>(),
+                    None => y,
+                }
+            }
         };
         if let Some(l) = &self.lora {
             y = y + l.forward(x);
