@@ -1,10 +1,12 @@
 """An SFT step in cria against TRL's SFTTrainer: the same checkpoint (the benchmark LLaMA of
 bench/compare.py, 6 layers x 384, written once by transformers), the same conversations, batch,
 length and threads, run back to back. Full fine-tuning and LoRA (r 16 on all seven projections),
-each side's mean step time over the timed steps and its peak RSS.
+each side's mean step time over the timed steps and its peak RSS. With `--rounds N` the two
+sides alternate N times per method (a slow spell of a shared machine hits both) and the table
+gives the median speed-up with its range.
 
     cargo build --release
-    python3 bench/sft_compare.py [--steps 12] [--threads 2]
+    python3 bench/sft_compare.py [--steps 12] [--threads 2] [--rounds 3]
 
 Needs torch, transformers, peft and trl (scripts/ref/requirements.txt).
 """
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,6 +73,7 @@ def peak_rss_run(cmd, env):
 
 def cria_run(d, method, steps, env):
     out = d / f"cria-{method}"
+    shutil.rmtree(out, ignore_errors=True)  # each run from an empty directory, not a resume
     cfg = f"""init = "{d / 'model'}"
 out = "{out}"
 method = "{method}"
@@ -135,6 +139,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate the two sides this many times; report the median ratio")
     ap.add_argument("--trl-side", nargs=2, metavar=("DIR", "METHOD"), help=argparse.SUPPRESS)
     ap.add_argument("--write-checkpoint", metavar="DIR", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -146,7 +152,7 @@ def main():
         sys.exit("build it first: cargo build --release")
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads),
                RUST_LOG="warn", TOKENIZERS_PARALLELISM="false")
-    rows = []
+    runs = {"full": [], "lora": []}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         # In a child: Linux counts the pre-exec size of a forked parent in a child's peak RSS,
@@ -154,20 +160,25 @@ def main():
         subprocess.run([sys.executable, __file__, "--write-checkpoint", str(d / "model")], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         write_data(d)
-        for method in ["full", "lora"]:
-            c, c_rss = cria_run(d, method, a.steps, env)
-            out, t_rss = peak_rss_run([sys.executable, __file__, "--steps", str(a.steps), "--threads",
-                                       str(a.threads), "--trl-side", str(d), method], env)
-            t = json.loads(out.strip().splitlines()[-1])["s_per_step"]
-            rows.append((method, c, t, c_rss, t_rss))
-            print(f"# {method}: cria {c:.3f} s/step, TRL {t:.3f} s/step", file=sys.stderr)
-    print(f"| SFT step (B={BATCH}, ~250 tokens, {a.threads} threads) | cria s/step | TRL s/step | "
-          f"cria speed-up | cria peak RSS | TRL peak RSS |")
+        for r in range(a.rounds):
+            for method in runs:
+                c, c_rss = cria_run(d, method, a.steps, env)
+                out, t_rss = peak_rss_run([sys.executable, __file__, "--steps", str(a.steps), "--threads",
+                                           str(a.threads), "--trl-side", str(d), method], env)
+                t = json.loads(out.strip().splitlines()[-1])["s_per_step"]
+                runs[method].append((c, t, c_rss, t_rss))
+                print(f"# round {r + 1} {method}: cria {c:.3f} s/step, TRL {t:.3f} s/step ({t / c:.2f}x)",
+                      file=sys.stderr)
+    med = statistics.median
+    print(f"| SFT step (B={BATCH}, ~250 tokens, {a.threads} threads, {a.rounds} round(s)) | cria s/step | "
+          f"TRL s/step | cria speed-up (median, min-max) | cria peak RSS | TRL peak RSS |")
     print("|---|---:|---:|---:|---:|---:|")
-    for method, c, t, cr, tr in rows:
+    for method, rs in runs.items():
         name = {"full": "full fine-tuning", "lora": "LoRA r 16, all 7 projections"}[method]
-        print(f"| {name} | {c:.3f} | {t:.3f} | {t / c:.2f}x | {cr:,.0f} MiB | {tr:,.0f} MiB |")
-
+        ratios = [t / c for c, t, _, _ in rs]
+        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(rs) > 1 else ""
+        print(f"| {name} | {med(x[0] for x in rs):.3f} | {med(x[1] for x in rs):.3f} | "
+              f"{med(ratios):.2f}x{spread} | {max(x[2] for x in rs):,.0f} MiB | {max(x[3] for x in rs):,.0f} MiB |")
 
 if __name__ == "__main__":
     main()

@@ -186,3 +186,30 @@ fn linear_matches_matmul_in_value_and_both_gradients() {
     ));
     assert_close(&y4, &y1, 0.0, "inference path");
 }
+
+#[test]
+fn rope_matches_composed_ops_at_an_offset() {
+    let dev = device::training_device();
+    let (b, t, h, d, max_len, offset) = (2, 5, 3, 8, 12, 4);
+    // Tables with equal halves, as Rope builds them.
+    let table = |f: fn(f32) -> f32| {
+        let v: Vec<f32> = (0..max_len * d)
+            .map(|i| f((i / d) as f32 * 0.3 / (1.0 + (i % d % (d / 2)) as f32)))
+            .collect();
+        Tensor::<2>::from_data(TensorData::new(v, [max_len, d]), &dev)
+    };
+    let (cos, sin) = (table(f32::cos), table(f32::sin));
+    let n = b * t * h * d;
+    let run = |f: fn(Tensor<4>, &Tensor<2>, &Tensor<2>, usize) -> Tensor<4>| {
+        let x = Tensor::<4>::from_data(TensorData::new(rand_vec(n, 31), [b, t, h, d]), &dev)
+            .require_grad();
+        let y = f(x.clone(), &cos, &sin, offset);
+        let up = Tensor::<4>::from_data(TensorData::new(rand_vec(n, 32), [b, t, h, d]), &dev);
+        let gr = (y.clone() * up).sum().backward();
+        (to_vec(y), to_vec(x.grad(&gr).unwrap()))
+    };
+    let (y1, g1) = run(kernels::rope);
+    let (y2, g2) = run(kernels::rope_reference);
+    assert_close(&y1, &y2, 1e-6, "rotated");
+    assert_close(&g1, &g2, 1e-6, "gradient");
+}

@@ -12,6 +12,7 @@ mod ce;
 pub mod gemm;
 mod linear;
 mod norm;
+mod rope;
 mod simd;
 mod swiglu;
 mod util;
@@ -42,6 +43,13 @@ pub trait Kernels: Backend {
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
     /// `x · w` for 2-D `x (N, in)` and `w (in, out)`.
     fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Rotate-half RoPE of `x (B, T, H, D)` at positions `offset..` by `(max_len, D)` tables.
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        offset: usize,
+    ) -> FloatTensor<Self>;
 }
 
 /// Whether `device` is burn-flex's (with or without autodiff), where the fused kernels run.
@@ -83,6 +91,41 @@ pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
 /// The same product as burn's matmul, for tests.
 pub fn linear_reference(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     x.matmul(w)
+}
+
+/// Rotary position embedding in the rotate-half layout (Hugging Face LLaMA's): `x` at
+/// positions `offset..offset + T`, by `(max_len, D)` cos and sin tables whose two halves are
+/// equal.
+///
+/// # Shapes
+/// `x`: `(B, T, H, D)` -> `(B, T, H, D)`
+pub fn rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>, offset: usize) -> Tensor<4> {
+    if !on_flex(x.device()) || cos.dims()[1] != x.dims()[3] {
+        return rope_reference(x, cos, sin, offset);
+    }
+    Tensor::from_dispatch(<Dispatch as Kernels>::rope(
+        x.into_dispatch(),
+        cos.clone().into_dispatch(),
+        sin.clone().into_dispatch(),
+        offset,
+    ))
+}
+
+/// The same rotation from composed burn ops, for tests.
+pub fn rope_reference(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>, offset: usize) -> Tensor<4> {
+    let [_, t, _, hs] = x.dims();
+    let angles = |table: &Tensor<2>| {
+        table
+            .clone()
+            .narrow(0, offset, t)
+            .unsqueeze_dim::<3>(1)
+            .unsqueeze::<4>()
+    };
+    let half = hs / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * angles(cos) + rotated * angles(sin)
 }
 
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * w`.
@@ -259,6 +302,14 @@ impl Kernels for Flex {
     fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         linear::forward(&x, &w)
     }
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        offset: usize,
+    ) -> FloatTensor<Self> {
+        rope::forward(&x, &cos, &sin, offset)
+    }
 }
 
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
@@ -285,6 +336,14 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     }
     fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         linear::run_autodiff::<C>(x, w)
+    }
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        offset: usize,
+    ) -> FloatTensor<Self> {
+        rope::run_autodiff::<C>(x, cos, sin, offset)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::fsutil;
 use crate::model::Llama;
 use crate::params::{ParamMut, Params};
 use crate::weights::{NamedTensors, VarBuilder, WeightMap};
-use burn::tensor::{Tensor, TensorData, module::linear};
+use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -241,7 +241,8 @@ impl Lora {
             }
             _ => x,
         };
-        linear(linear(x, self.a.clone(), None), self.b.clone(), None) * self.scale
+        let xa = crate::kernels::linear(x, self.a.clone());
+        crate::kernels::linear(xa, self.b.clone()) * self.scale
     }
 
     /// The dense update `A·B·scale`, `(in, out)`.

@@ -154,20 +154,5 @@ impl RowAngles {
 }
 
 fn rotate(x: Tensor<4>, offset: usize, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
-    let [_, t, _, hs] = x.dims();
-    let cos = cos
-        .clone()
-        .narrow(0, offset, t)
-        .unsqueeze_dim::<3>(1)
-        .unsqueeze::<4>();
-    let sin = sin
-        .clone()
-        .narrow(0, offset, t)
-        .unsqueeze_dim::<3>(1)
-        .unsqueeze::<4>();
-    let half = hs / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.clone().narrow(3, half, half);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos + rotated * sin
+    crate::kernels::rope(x, cos, sin, offset)
 }
