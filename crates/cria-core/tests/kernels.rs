@@ -70,9 +70,20 @@ fn attention_grads(
 
 #[test]
 fn attention_matches_composed_ops_with_gqa_and_window() {
-    for (window, offset) in [(None, 0), (Some(3), 0), (None, 4), (Some(5), 4)] {
-        // B=2, T=7 queries, H=4 heads over KV=2 key/value heads, D=8.
-        let dims = ([2, 7, 4, 8], [2, 7 + offset, 2, 8]);
+    // B=2, T queries, H=4 heads over KV=2 key/value heads, D=8. T=150 spans three query
+    // blocks of the kernel (64 rows each, the last partial), each over its own key range.
+    let cases = [
+        (7, None, 0),
+        (7, Some(3), 0),
+        (7, None, 4),
+        (7, Some(5), 4),
+        (150, None, 0),
+        (150, Some(40), 0),
+        (150, None, 9),
+        (150, Some(70), 9),
+    ];
+    for (t, window, offset) in cases {
+        let dims = ([2, t, 4, 8], [2, t + offset, 2, 8]);
         let a = attention_grads(dims, offset, window, kernels::attention);
         let b = attention_grads(dims, offset, window, kernels::attention_reference);
         for (name, (x, y)) in ["out", "dq", "dk", "dv"].iter().zip(a.iter().zip(&b)) {
@@ -80,7 +91,7 @@ fn attention_matches_composed_ops_with_gqa_and_window() {
                 x,
                 y,
                 2e-5,
-                &format!("{name} (window {window:?}, offset {offset})"),
+                &format!("{name} (T {t}, window {window:?}, offset {offset})"),
             );
         }
     }

@@ -5,6 +5,8 @@
 //! log-sum-exp, `O = PV`. Backward per (batch, key/value head), recomputing `P` from the
 //! log-sum-exp as FlashAttention does (Dao et al. 2022): `dV = PᵀdO`, `dP = dO Vᵀ`,
 //! `dS = P∘(dP − rowsum(P∘dP))`, `dQ = dS K·scale`, `dK = dSᵀQ·scale`.
+//! Query rows go in blocks of 64, each block's products over only the keys its rows see, so
+//! the causal mask's hidden half of the score matrix is never computed.
 //! Memory: the `(T, S)` probabilities exist only per head while it is computed.
 
 use super::gemm::{Mat, Shared, matmul, matmul_shared};
@@ -76,49 +78,88 @@ impl Dims {
     }
 }
 
-/// Scores of one head, masked and turned into probabilities in place; returns row log-sum-exps.
-fn probabilities(dm: &Dims, q: Mat<'_>, k: Mat<'_>, p: &mut [f32]) -> Vec<f32> {
-    matmul(p, dm.s, false, q, k.t(), dm.scale());
-    (0..dm.t)
-        .map(|i| {
-            let (lo, hi) = dm.visible(i);
-            let row = &mut p[i * dm.s..(i + 1) * dm.s];
-            let max = row[lo..=hi]
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let sum = super::simd::exp_shifted(&mut row[lo..=hi], max);
-            row[..lo].fill(0.0);
-            row[hi + 1..].fill(0.0);
-            let inv = 1.0 / sum;
-            row[lo..=hi].iter_mut().for_each(|x| *x *= inv);
-            max + sum.ln()
-        })
-        .collect()
+/// Query rows per block: each block's products span only the keys its rows can see (causal
+/// attention leaves the rest of the score matrix, about half of it, uncomputed).
+const BLOCK: usize = 64;
+
+/// The query blocks: `(first row, rows, first key, keys)`, the keys those rows see between them.
+fn blocks(dm: &Dims) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
+    (0..dm.t).step_by(BLOCK).map(|i0| {
+        let rows = BLOCK.min(dm.t - i0);
+        let (klo, _) = dm.visible(i0);
+        let (_, khi) = dm.visible(i0 + rows - 1);
+        (i0, rows, klo, khi + 1 - klo)
+    })
+}
+
+/// Row `i` of a `(T, S)` buffer over a block's keys `klo..klo + width`, with the row's own
+/// visible range inside it as `lo..=hi` relative to `klo`.
+fn block_row<'a>(
+    dm: &Dims,
+    buf: &'a mut [f32],
+    i: usize,
+    klo: usize,
+    width: usize,
+) -> (&'a mut [f32], usize, usize) {
+    let (lo, hi) = dm.visible(i);
+    let row = &mut buf[i * dm.s + klo..i * dm.s + klo + width];
+    (row, lo - klo, hi - klo)
 }
 
 /// Returns the output `(B, T, H, D)` and the log-sum-exps `(B, H, T)`.
 pub fn forward(dm: &Dims, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let rep = dm.h / dm.kv;
+    let s = dm.s;
     let mut out = vec![0f32; dm.b * dm.t * dm.h * dm.d];
     let shared = Shared::new(&mut out);
     let lse: Vec<Vec<f32>> = (0..dm.b * dm.h)
         .into_par_iter()
         .map(|bh| {
             let (b, h) = (bh / dm.h, bh % dm.h);
-            let mut p = vec![0f32; dm.t * dm.s];
-            let lse = probabilities(dm, dm.q_view(q, b, h), dm.kv_view(k, b, h / rep), &mut p);
-            // SAFETY: head (b, h) writes only its own d columns of rows b·T..(b+1)·T.
-            unsafe {
-                matmul_shared(
-                    shared,
-                    (b * dm.t * dm.h + h) * dm.d,
-                    dm.h * dm.d,
+            let (qh, kg, vg) = (
+                dm.q_view(q, b, h),
+                dm.kv_view(k, b, h / rep),
+                dm.kv_view(v, b, h / rep),
+            );
+            let mut p = vec![0f32; dm.t * s];
+            let mut lse = vec![0f32; dm.t];
+            for (i0, rows, klo, width) in blocks(dm) {
+                let keys = kg.rows(klo, width);
+                matmul(
+                    &mut p[i0 * s + klo..],
+                    s,
                     false,
-                    Mat::dense(&p, dm.t, dm.s),
-                    dm.kv_view(v, b, h / rep),
-                    1.0,
-                )
-            };
+                    qh.rows(i0, rows),
+                    keys.t(),
+                    dm.scale(),
+                );
+                for (i, lse) in lse.iter_mut().enumerate().skip(i0).take(rows) {
+                    let (row, lo, hi) = block_row(dm, &mut p, i, klo, width);
+                    let max = row[lo..=hi]
+                        .iter()
+                        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let sum = super::simd::exp_shifted(&mut row[lo..=hi], max);
+                    row[..lo].fill(0.0);
+                    row[hi + 1..].fill(0.0);
+                    let inv = 1.0 / sum;
+                    row[lo..=hi].iter_mut().for_each(|x| *x *= inv);
+                    *lse = max + sum.ln();
+                }
+                let pb = Mat::new(&p[i0 * s + klo..], rows, width, s, 1);
+                // SAFETY: head (b, h) writes only its own d columns of its batch's rows.
+                unsafe {
+                    let start = ((b * dm.t + i0) * dm.h + h) * dm.d;
+                    matmul_shared(
+                        shared,
+                        start,
+                        dm.h * dm.d,
+                        false,
+                        pb,
+                        vg.rows(klo, width),
+                        1.0,
+                    )
+                };
+            }
             lse
         })
         .collect();
@@ -153,35 +194,39 @@ pub fn backward(
         let mut p = vec![0f32; t * s];
         let mut dp = vec![0f32; t * s];
         for h in g * rep..(g + 1) * rep {
-            let first = h == g * rep;
             let qh = dm.q_view(q, b, h);
             let doh = dm.q_view(dout, b, h);
             let l = &lse[(b * dm.h + h) * t..(b * dm.h + h + 1) * t];
-            matmul(&mut p, s, false, qh, kg.t(), scale);
-            for i in 0..t {
-                let (lo, hi) = dm.visible(i);
-                let row = &mut p[i * s..(i + 1) * s];
-                row[..lo].fill(0.0);
-                row[hi + 1..].fill(0.0);
-                super::simd::exp_shifted(&mut row[lo..=hi], l[i]);
-            }
-            // SAFETY (each write below): this task alone owns head h's columns of dq in batch
-            // b, and group g's columns of dk and dv in batch b.
-            unsafe {
-                let pt = Mat::dense(&p, t, s).t();
-                matmul_shared(dv_out, kv_start, dm.kv * d, !first, pt, doh, 1.0)
-            };
-            matmul(&mut dp, s, false, doh, vg.t(), 1.0);
-            for i in 0..t {
-                let (pr, dr) = (&p[i * s..(i + 1) * s], &mut dp[i * s..(i + 1) * s]);
-                let di: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                dr.iter_mut().zip(pr).for_each(|(x, p)| *x = p * (*x - di));
-            }
-            let ds = Mat::dense(&dp, t, s);
-            let q_start = (b * t * dm.h + h) * d;
-            unsafe {
-                matmul_shared(dq_out, q_start, dm.h * d, false, ds, kg, scale);
-                matmul_shared(dk_out, kv_start, dm.kv * d, !first, ds.t(), qh, scale);
+            for (i0, rows, klo, width) in blocks(dm) {
+                let (qb, dob) = (qh.rows(i0, rows), doh.rows(i0, rows));
+                let (keys, values) = (kg.rows(klo, width), vg.rows(klo, width));
+                let at = i0 * s + klo;
+                matmul(&mut p[at..], s, false, qb, keys.t(), scale);
+                for (i, &li) in l.iter().enumerate().skip(i0).take(rows) {
+                    let (row, lo, hi) = block_row(dm, &mut p, i, klo, width);
+                    row[..lo].fill(0.0);
+                    row[hi + 1..].fill(0.0);
+                    super::simd::exp_shifted(&mut row[lo..=hi], li);
+                }
+                let pb = Mat::new(&p[at..], rows, width, s, 1);
+                let kv_at = kv_start + klo * dm.kv * d;
+                // SAFETY (each write below): this task alone owns head h's columns of dq in
+                // batch b, and group g's columns of dk and dv in batch b (zeroed above, so
+                // every block adds to them).
+                unsafe { matmul_shared(dv_out, kv_at, dm.kv * d, true, pb.t(), dob, 1.0) };
+                matmul(&mut dp[at..], s, false, dob, values.t(), 1.0);
+                for i in i0..i0 + rows {
+                    let pr = &p[i * s + klo..i * s + klo + width];
+                    let (dr, _, _) = block_row(dm, &mut dp, i, klo, width);
+                    let di: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                    dr.iter_mut().zip(pr).for_each(|(x, p)| *x = p * (*x - di));
+                }
+                let ds = Mat::new(&dp[at..], rows, width, s, 1);
+                let q_at = ((b * t + i0) * dm.h + h) * d;
+                unsafe {
+                    matmul_shared(dq_out, q_at, dm.h * d, false, ds, keys, scale);
+                    matmul_shared(dk_out, kv_at, dm.kv * d, true, ds.t(), qb, scale);
+                }
             }
         }
     });
