@@ -261,7 +261,10 @@ fn preferences(ex: &Path, t: &Path, tuned: &Path, questions: &[String]) {
     }
 }
 
-/// Bound on KL(DPO ‖ SFT) per reply in nats for the example's beta (0.1) and steps.
-const DPO_KL_BOUND: f64 = 10.0;
+/// Bound on KL(DPO ‖ SFT) per reply in nats for the example's beta (0.1) and steps. DPO has no
+/// KL controller: how far 100 steps move depends on how peaked the SFT model is, which moves
+/// with f32 rounding in pretraining. Two builds whose kernels agree to 1e-7 (the same SFT
+/// losses from the same base) gave 6.0 and 14.0 here, through different pretraining runs.
+const DPO_KL_BOUND: f64 = 20.0;
 /// The RL stages' KL may overshoot the controller's target by this factor on held-out prompts.
 const RL_KL_SLACK: f64 = 2.0;

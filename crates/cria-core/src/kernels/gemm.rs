@@ -39,6 +39,17 @@ impl<'a> Mat<'a> {
         )
     }
 
+    /// Columns `c0..c0 + cols` of the view.
+    pub fn cols(self, c0: usize, cols: usize) -> Self {
+        Mat::new(
+            &self.data[c0 * self.cs..],
+            self.rows,
+            cols,
+            self.rs,
+            self.cs,
+        )
+    }
+
     pub fn t(self) -> Self {
         Mat {
             rows: self.cols,
@@ -196,7 +207,7 @@ pub fn product_par(a: Mat<'_>, b: Mat<'_>) -> Vec<f32> {
         (0..parts).into_par_iter().for_each(|i| {
             let (c0, w) = (i * cols, cols.min(n - (i * cols).min(n)));
             if w > 0 {
-                let bi = Mat::new(&b.data[c0 * b.cs..], k, w, b.rs, b.cs);
+                let bi = b.cols(c0, w);
                 // SAFETY: block i alone writes columns c0..c0 + w of every row; `c` is
                 // borrowed until the tasks end.
                 unsafe { matmul_shared(out, c0, n, false, a, bi, 1.0) }
