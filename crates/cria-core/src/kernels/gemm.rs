@@ -71,23 +71,8 @@ impl<'a> Mat<'a> {
 /// `c (m×n, row-major, row stride ldc) = [c if accumulate] + alpha * a · b`, single-threaded
 /// (callers parallelise over heads).
 pub fn matmul(c: &mut [f32], ldc: usize, accumulate: bool, a: Mat<'_>, b: Mat<'_>, alpha: f32) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(k, b.rows, "inner dimensions");
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!((m - 1) * ldc + n <= c.len(), "output out of bounds");
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                c[r * ldc..r * ldc + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    // SAFETY: the views and the output were bounds-checked above for their strides and
-    // extents; `c` is borrowed mutably and cannot alias the shared inputs.
-    unsafe { gemm_raw(c.as_mut_ptr(), ldc, accumulate, a, b, alpha) }
+    // SAFETY: `c` is borrowed mutably for the whole call, so nothing else reaches it.
+    unsafe { matmul_shared(Shared::new(c), 0, ldc, accumulate, a, b, alpha) }
 }
 
 /// The gemm crate's product into `c`, read only when `accumulate`.
