@@ -367,6 +367,16 @@ fn ppo_trains_logs_and_resumes_exactly() {
                 .replacen("[ppo]\n", &format!("[ppo]\n{ppo}\n"), 1),
             None => text,
         };
+        // The LoRA case takes one update per rollout (one epoch, one minibatch of all four
+        // replies): the value model's pass for the old values is also the update's.
+        let text = match extra.is_empty() {
+            true => text,
+            false => text.replacen(
+                "epochs = 2\nminibatch_size = 2",
+                "epochs = 1\nminibatch_size = 4",
+                1,
+            ),
+        };
         std::fs::write(&c, text).unwrap();
         let _ = std::fs::remove_dir_all(s.root.join("straight"));
         let _ = std::fs::remove_dir_all(s.root.join("split"));

@@ -18,8 +18,8 @@ use crate::losses::{
 };
 use crate::sampler::Sample;
 use crate::scoring::token_logps;
-use cria_core::Llama;
 use cria_core::params::to_vec;
+use cria_core::{Llama, Tensor};
 
 /// One iteration's replies and the per-token quantities the update needs, `B*T` each
 /// (row-major over the right-padded batch of prompt + reply); those an algorithm does not use
@@ -32,6 +32,10 @@ pub(super) struct Buffer {
     pub ref_logp: Vec<f32>,
     /// The value model's values and GAE's returns (PPO).
     pub old_values: Vec<f32>,
+    /// The same values as a tracked tensor of the training device, `(B, T)`, when the
+    /// iteration takes one update of all its rows (see [`single_update`]): that update's value
+    /// loss starts from this forward pass instead of running its own.
+    pub values: Option<Tensor<2>>,
     pub returns: Vec<f32>,
     /// Each token's advantage (a critic-free reply's at each of its tokens).
     pub adv: Vec<f32>,
@@ -69,14 +73,23 @@ pub(super) fn advantages(
     let gather = |v: Vec<f32>| crate::dp::gather_rows(world, b, t, &v);
     let old_logp = sampled_logps(samples, &mask, t);
     let algorithm = ctx.cfg.ppo.algorithm;
+    let once = single_update(ctx, world.size(), b);
     // The reference's and the value model's passes are independent: side by side they keep
     // both cores busy through each other's single-threaded stretches.
     let (ref_part, value_part) = rayon::join(
         || to_vec(token_logps(reference, &part, inf, temp).0),
         || {
             (algorithm == Algorithm::Ppo).then(|| {
-                let v = value.expect("PPO has a value model").clone().to_device(inf);
-                to_vec(v.scores(part.input_ids(inf)))
+                let v = value.expect("PPO has a value model");
+                if once {
+                    // The update's own forward pass, graph kept (the value model is on the
+                    // training device already); its values are the old values exactly.
+                    let tracked = v.scores(part.input_ids(&ctx.train_dev));
+                    (to_vec(tracked.clone().detach()), Some(tracked))
+                } else {
+                    let v = v.clone().to_device(inf);
+                    (to_vec(v.scores(part.input_ids(inf))), None)
+                }
             })
         },
     );
@@ -88,6 +101,7 @@ pub(super) fn advantages(
         mask,
         batch,
         old_values: vec![],
+        values: None,
         returns: vec![],
         adv: vec![],
         row_adv: vec![],
@@ -98,7 +112,9 @@ pub(super) fn advantages(
     buf.kl = row_kl.iter().sum::<f64>() / buf.batch.b as f64;
     match algorithm {
         Algorithm::Ppo => {
-            buf.old_values = gather(value_part.expect("PPO's values"));
+            let (values, tracked) = value_part.expect("PPO's values");
+            buf.old_values = gather(values);
+            buf.values = tracked;
             gae_advantages(ctx, &mut buf, scores, beta);
         }
         Algorithm::Rloo | Algorithm::Grpo => {
@@ -122,6 +138,16 @@ pub(super) fn advantages(
         }
     }
     buf
+}
+
+/// Whether an iteration's update is one step on all `rows` replies in one process (one epoch,
+/// one minibatch, one rank): the value model's weights do not change between computing the
+/// old values and the value loss then, so one forward pass serves both. With several ranks
+/// each computes old values for a contiguous share of rows but updates every n-th row, so
+/// they keep the two passes.
+pub(super) fn single_update(ctx: &Ctx<'_>, ranks: usize, rows: usize) -> bool {
+    let p = &ctx.cfg.ppo;
+    p.algorithm == Algorithm::Ppo && p.epochs == 1 && p.minibatch_size >= rows && ranks == 1
 }
 
 /// PPO's advantages and returns: GAE over each reply's KL-penalised per-token rewards against

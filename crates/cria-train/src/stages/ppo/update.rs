@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::scoring::{lm_loss, token_logps};
 use crate::update::{Grads, NonFiniteNorm, Optimizer};
 use cria_core::params::to_vec;
-use cria_core::{Llama, Tensor};
+use cria_core::{Int, Llama, Tensor, TensorData};
 use cria_data::shards::Order;
 
 /// What the epochs report: figures averaged over minibatches, the last policy gradient norm,
@@ -68,6 +68,9 @@ pub(super) fn epochs(
                 .step_by(world.size())
                 .collect();
             let (b, cols) = slice(buf, &mb);
+            // The values of this minibatch's rows from the rollout's own tracked pass (one
+            // update of all rows: `advantages::single_update`).
+            let tracked = buf.values.as_ref().map(|v| tracked_rows(v, &mb, &b));
             let share = Share {
                 tokens: token_share(world, &cols.mask),
                 rows: mb.len() as f64 / whole.len() as f64,
@@ -76,7 +79,7 @@ pub(super) fn epochs(
             let (pgrads, vgrads, mut figures) = minibatch_grads(
                 ctx,
                 (&m.policy, m.value.as_ref()),
-                (&b, &cols),
+                (&b, &cols, tracked),
                 share,
                 entropy_rows,
                 ptx.as_mut(),
@@ -116,7 +119,7 @@ pub(super) fn epochs(
 fn minibatch_grads(
     ctx: &Ctx<'_>,
     (policy, value): (&Llama, Option<&Llama>),
-    (b, cols): (&Batch, &Cols),
+    (b, cols, tracked): (&Batch, &Cols, Option<Tensor<2>>),
     share: Share,
     entropy_rows: Option<usize>,
     ptx: Option<&mut TokenShards>,
@@ -130,7 +133,7 @@ fn minibatch_grads(
         },
         || {
             value.map(|v| {
-                let (loss, figures) = value_loss(ctx, v, b, cols, share);
+                let (loss, figures) = value_loss(ctx, v, b, cols, share, tracked);
                 Ok::<_, crate::error::TrainError>((grads_of(v, loss, &every_param)?, figures))
             })
         },
@@ -216,15 +219,17 @@ fn policy_loss(
 }
 
 /// This rank's part of one minibatch's clipped value loss (PPO), weighted by its token share,
-/// and its figures likewise.
+/// and its figures likewise; from `tracked`, the minibatch's values already computed with
+/// their graph, when given.
 fn value_loss(
     ctx: &Ctx<'_>,
     value: &Llama,
     b: &Batch,
     cols: &Cols,
     share: Share,
+    tracked: Option<Tensor<2>>,
 ) -> (Tensor<1>, Metrics) {
-    let values = value.scores(b.input_ids(&ctx.train_dev));
+    let values = tracked.unwrap_or_else(|| value.scores(b.input_ids(&ctx.train_dev)));
     let (vloss, vm) = ppo_value_loss(
         values,
         &cols.old_values,
@@ -311,6 +316,14 @@ fn entropy(logits: Tensor<3>) -> f64 {
     h.iter().map(|x| *x as f64).sum::<f64>() / h.len().max(1) as f64
 }
 
+/// Rows `idx` of the `(B, T)` values `v` (graph kept), cut to the width of their minibatch
+/// batch `b` (as [`slice`] cuts the buffer).
+fn tracked_rows(v: &Tensor<2>, idx: &[usize], b: &Batch) -> Tensor<2> {
+    let rows: Vec<i64> = idx.iter().map(|&r| r as i64).collect();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [idx.len()]), &v.device());
+    v.clone().select(0, rows).narrow(1, 0, b.t)
+}
+
 /// A minibatch's per-token quantities (`B*T` each, empty where the algorithm has none) and
 /// its replies' advantages.
 #[derive(Default)]
@@ -359,4 +372,109 @@ fn slice(buf: &Buffer, idx: &[usize]) -> (Batch, Cols) {
     }
     b.weights = Some(c.mask.clone());
     (b, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{Layout, Row, make_batch};
+    use cria_core::config::{Arch, Head, ModelConfig};
+    use cria_core::params::{ParamMut, Params};
+    use cria_core::weights::VarBuilder;
+
+    fn value_model() -> Llama {
+        let cfg = ModelConfig {
+            arch: Arch::Llama,
+            head: Head::Score,
+            reward_offset: 0.0,
+            vocab_size: 40,
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            num_key_value_heads: 1,
+            head_dim: 8,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_scaling: None,
+            max_position_embeddings: 64,
+            tie_word_embeddings: false,
+            qkv_bias: false,
+            qk_norm: false,
+            o_bias: false,
+            mlp_bias: false,
+            sliding_window: vec![None; 2],
+            initializer_range: 0.2,
+            bos_token_id: None,
+            eos_token_id: vec![],
+            pad_token_id: None,
+            extras: Default::default(),
+        };
+        let dev = cria_core::device::training_device();
+        let mut vb = VarBuilder::init(3, cfg.initializer_range, &dev);
+        Llama::new(&cfg, &mut vb).unwrap().require_grad()
+    }
+
+    /// The single-update path: a minibatch's values cut from the whole batch's tracked pass
+    /// equal, in value and in every parameter's gradient, the pass the minibatch would run
+    /// itself (rows reordered, the batch narrower than the buffer's).
+    #[test]
+    fn tracked_rows_equal_the_minibatchs_own_pass() {
+        let v = value_model();
+        let rows = [
+            Row::reply(&[1, 2, 3], &[4, 5]),
+            Row::reply(&[6, 7, 8, 9, 10], &[11, 12, 13]),
+            Row::reply(&[14], &[15]),
+        ];
+        let groups: Vec<Vec<Row>> = rows.iter().map(|r| vec![r.clone()]).collect();
+        let batch = make_batch(groups.iter(), 0, Layout::Tokens);
+        let mask = batch.weights.clone().unwrap();
+        let buf = Buffer {
+            batch,
+            mask,
+            old_logp: vec![],
+            ref_logp: vec![],
+            old_values: vec![],
+            values: None,
+            returns: vec![],
+            adv: vec![],
+            row_adv: vec![],
+            kl: 0.0,
+            reply_tokens: 0,
+            flat_groups: None,
+        };
+        let dev = cria_core::device::training_device();
+        let whole = v.scores(buf.batch.input_ids(&dev));
+        // Rows 2 and 0: the longest row (1) is left out, so the minibatch is narrower.
+        let mb = [2, 0];
+        let (b, cols) = slice(&buf, &mb);
+        assert!(b.t < buf.batch.t, "a narrower minibatch");
+        let cut = tracked_rows(&whole, &mb, &b);
+        let own = v.scores(b.input_ids(&dev));
+        let (x, y) = (to_vec(cut.clone()), to_vec(own.clone()));
+        assert_eq!(x.len(), y.len());
+        for (a, c) in x.iter().zip(&y) {
+            assert!((a - c).abs() < 1e-6, "value {a} vs {c}");
+        }
+        let w = Tensor::<1>::from_data(TensorData::new(cols.mask.clone(), [cols.mask.len()]), &dev)
+            .reshape([b.b, b.t]);
+        let (ga, gb) = (
+            (cut * w.clone()).sum().backward(),
+            (own * w).sum().backward(),
+        );
+        let mut compared = 0;
+        v.clone().visit("", &mut |name, p| {
+            let (a, c) = match p {
+                ParamMut::Vector(t) => (t.grad(&ga).map(to_vec), t.grad(&gb).map(to_vec)),
+                ParamMut::Matrix { t, .. } => (t.grad(&ga).map(to_vec), t.grad(&gb).map(to_vec)),
+            };
+            let (a, c) = (a.unwrap(), c.unwrap());
+            let scale = c.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+            for (p, q) in a.iter().zip(&c) {
+                assert!((p - q).abs() <= 1e-5 * scale, "{name}: gradient {p} vs {q}");
+            }
+            compared += 1;
+        });
+        assert!(compared > 10, "every parameter compared ({compared})");
+    }
 }
