@@ -171,8 +171,40 @@ fn longest_prompt(model: &Llama, prompts: &[Vec<u32>]) -> Result<usize> {
 }
 
 /// The prompts, left-padded to `p` tokens, in one forward pass: the next-token logits of each
-/// (row-major) and each row's cache, cut from the padded one.
+/// (row-major) and each row's cache, cut from the padded one. A prompt that appears several
+/// times (the k replies to one prompt of RLOO and GRPO, several samples of one request) runs
+/// once and its rows share the result.
 fn prefill(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    p: usize,
+    pad: u32,
+) -> (Vec<f32>, Vec<crate::model::ragged::RowCache>) {
+    let mut seen = std::collections::HashMap::new();
+    let mut unique: Vec<Vec<u32>> = vec![];
+    let of: Vec<usize> = prompts
+        .iter()
+        .map(|x| {
+            *seen.entry(x.as_slice()).or_insert_with(|| {
+                unique.push(x.clone());
+                unique.len() - 1
+            })
+        })
+        .collect();
+    if unique.len() == prompts.len() {
+        return prefill_distinct(model, prompts, p, pad);
+    }
+    let (logits, rows) = prefill_distinct(model, &unique, p, pad);
+    let v = logits.len() / unique.len();
+    let logits = of
+        .iter()
+        .flat_map(|&u| logits[u * v..(u + 1) * v].iter().copied())
+        .collect();
+    (logits, of.iter().map(|&u| rows[u].clone()).collect())
+}
+
+/// [`prefill`] of prompts run as given.
+fn prefill_distinct(
     model: &Llama,
     prompts: &[Vec<u32>],
     p: usize,

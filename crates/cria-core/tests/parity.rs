@@ -239,8 +239,14 @@ fn batched_generation_with_left_padding_equals_one_prompt_at_a_time() {
     for name in ["llama", "mistral_sharded", "qwen3", "phi3", "gemma3"] {
         let dev = device::inference_device();
         let model = checkpoint::load_model(&fixture(name), &dev).unwrap();
-        let prompts: Vec<Vec<u32>> =
-            vec![vec![5, 9, 2, 7, 11, 3, 8], vec![4, 6], vec![12, 1, 9, 9, 3]];
+        // The last prompt repeats the second (k replies to one prompt): prefilled once, its
+        // rows still sample with their own seeds.
+        let prompts: Vec<Vec<u32>> = vec![
+            vec![5, 9, 2, 7, 11, 3, 8],
+            vec![4, 6],
+            vec![12, 1, 9, 9, 3],
+            vec![4, 6],
+        ];
         for sampling in [
             SamplingParams::default(),
             SamplingParams {
@@ -256,7 +262,7 @@ fn batched_generation_with_left_padding_equals_one_prompt_at_a_time() {
                 sampling: sampling.clone(),
                 stop_ids: vec![3],
             };
-            let seeds = [11, 12, 13];
+            let seeds = [11, 12, 13, 14];
             let batched = generate_batch(&model, &prompts, &opts, &seeds, 0).unwrap();
             for ((p, &seed), (ids, finish)) in prompts.iter().zip(&seeds).zip(&batched) {
                 let one = GenerateOptions {
