@@ -378,49 +378,13 @@ fn slice(buf: &Buffer, idx: &[usize]) -> (Batch, Cols) {
 mod tests {
     use super::*;
     use crate::batch::{Layout, Row, make_batch};
-    use cria_core::config::{Arch, Head, ModelConfig};
-    use cria_core::params::{ParamMut, Params};
-    use cria_core::weights::VarBuilder;
-
-    fn value_model() -> Llama {
-        let cfg = ModelConfig {
-            arch: Arch::Llama,
-            head: Head::Score,
-            reward_offset: 0.0,
-            vocab_size: 40,
-            hidden_size: 16,
-            intermediate_size: 32,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            num_key_value_heads: 1,
-            head_dim: 8,
-            rms_norm_eps: 1e-5,
-            rope_theta: 10000.0,
-            rope_scaling: None,
-            max_position_embeddings: 64,
-            tie_word_embeddings: false,
-            qkv_bias: false,
-            qk_norm: false,
-            o_bias: false,
-            mlp_bias: false,
-            sliding_window: vec![None; 2],
-            initializer_range: 0.2,
-            bos_token_id: None,
-            eos_token_id: vec![],
-            pad_token_id: None,
-            extras: Default::default(),
-        };
-        let dev = cria_core::device::training_device();
-        let mut vb = VarBuilder::init(3, cfg.initializer_range, &dev);
-        Llama::new(&cfg, &mut vb).unwrap().require_grad()
-    }
 
     /// The single-update path: a minibatch's values cut from the whole batch's tracked pass
     /// equal, in value and in every parameter's gradient, the pass the minibatch would run
     /// itself (rows reordered, the batch narrower than the buffer's).
     #[test]
     fn tracked_rows_equal_the_minibatchs_own_pass() {
-        let v = value_model();
+        let v = crate::scoring::tests::tiny_model(cria_core::config::Head::Score);
         let rows = [
             Row::reply(&[1, 2, 3], &[4, 5]),
             Row::reply(&[6, 7, 8, 9, 10], &[11, 12, 13]),
@@ -462,19 +426,6 @@ mod tests {
             (cut * w.clone()).sum().backward(),
             (own * w).sum().backward(),
         );
-        let mut compared = 0;
-        v.clone().visit("", &mut |name, p| {
-            let (a, c) = match p {
-                ParamMut::Vector(t) => (t.grad(&ga).map(to_vec), t.grad(&gb).map(to_vec)),
-                ParamMut::Matrix { t, .. } => (t.grad(&ga).map(to_vec), t.grad(&gb).map(to_vec)),
-            };
-            let (a, c) = (a.unwrap(), c.unwrap());
-            let scale = c.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
-            for (p, q) in a.iter().zip(&c) {
-                assert!((p - q).abs() <= 1e-5 * scale, "{name}: gradient {p} vs {q}");
-            }
-            compared += 1;
-        });
-        assert!(compared > 10, "every parameter compared ({compared})");
+        crate::scoring::tests::same_gradients(&v, &ga, &gb, 1e-5);
     }
 }
