@@ -71,9 +71,26 @@ impl Block {
         self.around(x, |h| self.self_attn.forward_ragged(h, angles, caches))
     }
 
+    /// The block's output at one position per row only, `at[r]` of row `r` (see
+    /// [`Attention::forward_at`]): a reward model's last block.
+    ///
+    /// # Shapes
+    /// `(B, T, C)` -> `(B, 1, C)`
+    pub fn forward_at(&self, x: Tensor<3>, rope: &Rope, at: &[usize]) -> Tensor<3> {
+        let a = self
+            .self_attn
+            .forward_at(self.input_layernorm.forward(x.clone()), rope, at);
+        self.finish(crate::nn::attention::rows_at(x, at), a)
+    }
+
     /// The block around its attention: norms, residuals and the MLP.
     fn around(&self, x: Tensor<3>, attn: impl FnOnce(Tensor<3>) -> Tensor<3>) -> Tensor<3> {
         let a = attn(self.input_layernorm.forward(x.clone()));
+        self.finish(x, a)
+    }
+
+    /// The rest of the block after attention: `x` the block's input, `a` attention's output.
+    fn finish(&self, x: Tensor<3>, a: Tensor<3>) -> Tensor<3> {
         match &self.sandwich {
             None => {
                 let h = x + a;
@@ -302,16 +319,20 @@ impl Llama {
             .score
             .as_ref()
             .expect("rewards() needs a model with a score head");
-        let h = self.hidden(ids, None);
-        let c = h.dims()[2];
-        let last: Vec<i64> = positions
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| (i * t + p.min(t - 1)) as i64)
-            .collect();
-        let idx =
-            Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(last, [b]), &h.device());
-        let rows = h.reshape([b * t, c]).select(0, idx);
+        let at: Vec<usize> = positions.iter().map(|&p| p.min(t - 1)).collect();
+        // Only the read positions' outputs matter after the last block's keys and values: it
+        // runs its queries, output projection and MLP at those alone.
+        let mut x = self.embed(ids);
+        let rows = match self.layers.split_last() {
+            Some((last, rest)) => {
+                for block in rest {
+                    x = block.forward(x, &self.rope, None);
+                }
+                last.forward_at(x, &self.rope, &at)
+            }
+            None => crate::nn::attention::rows_at(x, &at),
+        };
+        let rows = self.norm.forward(rows).reshape([b, self.cfg.hidden_size]);
         let r = burn::tensor::module::linear(rows, score.weight.clone(), None).reshape([b]);
         if self.cfg.reward_offset != 0.0 {
             r - self.cfg.reward_offset

@@ -178,6 +178,44 @@ impl Attention {
         self.output(y, q)
     }
 
+    /// Causal self-attention whose output is wanted at one position per row only (a reward
+    /// model's last token): keys and values from every position, queries from `at[r]` of row
+    /// `r` alone, each attending over its row's positions `0..=at[r]` (what the full pass gives
+    /// there, without the other positions' queries, output projection and what follows).
+    ///
+    /// # Shapes
+    /// `x`: `(B, T, C)` -> `(B, 1, C)`
+    pub fn forward_at(&self, x: Tensor<3>, rope: &Rope, at: &[usize]) -> Tensor<3> {
+        let [b, _, _] = x.dims();
+        let local = self.window.is_some();
+        let q = self.heads(
+            self.q_proj.forward(rows_at(x.clone(), at)),
+            self.n_heads,
+            self.q_norm.as_ref(),
+        );
+        let k = self.heads(
+            self.k_proj.forward(x.clone()),
+            self.n_kv_heads,
+            self.k_norm.as_ref(),
+        );
+        let v = self.heads(self.v_proj.forward(x), self.n_kv_heads, None);
+        let k = rope.apply_to(k, 0, local);
+        let (mut qs, mut ys) = (Vec::with_capacity(b), Vec::with_capacity(b));
+        for (r, &p) in at.iter().enumerate() {
+            let mut qr = rope.apply_to(q.clone().narrow(0, r, 1), p, local);
+            if let Some(s) = self.query_scale {
+                qr = qr * s;
+            }
+            let (kr, vr) = (
+                k.clone().narrow(0, r, 1).narrow(1, 0, p + 1),
+                v.clone().narrow(0, r, 1).narrow(1, 0, p + 1),
+            );
+            ys.push(kernels::attention(qr.clone(), kr, vr, p, self.window));
+            qs.push(qr);
+        }
+        self.output(Tensor::cat(ys, 0), Tensor::cat(qs, 0))
+    }
+
     /// One step of `n` independent sequences at once (continuous batching): row `r` of `x`
     /// is the next token of the sequence whose keys and values for this layer are
     /// `caches[r]`, at that sequence's own position. Projections and RoPE run batched; the
@@ -234,4 +272,23 @@ impl Params for Attention {
             p.visit(prefix, f);
         }
     }
+}
+
+/// Row `r`'s position `at[r]` of `x`, for every row.
+///
+/// # Shapes
+/// `x`: `(B, T, C)` -> `(B, 1, C)`
+pub fn rows_at(x: Tensor<3>, at: &[usize]) -> Tensor<3> {
+    let [b, t, c] = x.dims();
+    assert_eq!(at.len(), b, "one position per row");
+    let idx: Vec<i64> = at
+        .iter()
+        .enumerate()
+        .map(|(r, &p)| (r * t + p) as i64)
+        .collect();
+    let idx = Tensor::<1, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(idx, [b]),
+        &x.device(),
+    );
+    x.reshape([b * t, c]).select(0, idx).reshape([b, 1, c])
 }
