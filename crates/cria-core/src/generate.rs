@@ -6,6 +6,7 @@ use crate::model::Llama;
 use crate::params::to_vec;
 use crate::sampling::{Sampler, SamplingParams};
 use burn::tensor::{Int, Tensor, TensorData};
+use rayon::prelude::*;
 
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
@@ -270,12 +271,31 @@ fn batch(
     for step in 0..budget {
         let mut tokens = Vec::with_capacity(live.len());
         let mut going = Vec::with_capacity(live.len());
-        for (i, &r) in live.iter().enumerate() {
-            let row = &logits[i * v..(i + 1) * v];
-            let next = samplers[r].sample(row);
+        // The live rows' draws side by side (each row has its own sampler and seed, so the
+        // draws are the same in any order): a draw sorts the vocabulary, and a scored one also
+        // takes its log-probability, per row.
+        let mut drawing: Vec<&mut Sampler> = samplers
+            .iter_mut()
+            .enumerate()
+            .filter(|(r, _)| live.binary_search(r).is_ok())
+            .map(|(_, s)| s)
+            .collect();
+        let drawn: Vec<(u32, f32)> = drawing
+            .par_iter_mut()
+            .enumerate()
+            .map(|(i, sampler)| {
+                let row = &logits[i * v..(i + 1) * v];
+                let next = sampler.sample(row);
+                let lp = match score {
+                    true => tempered_logp(row, next, opts.sampling.temperature),
+                    false => 0.0,
+                };
+                (next, lp)
+            })
+            .collect();
+        for (&r, &(next, lp)) in live.iter().zip(&drawn) {
             out[r].ids.push(next);
             if score {
-                let lp = tempered_logp(row, next, opts.sampling.temperature);
                 out[r].logps.push(lp);
             }
             if opts.stop_ids.contains(&next) {
