@@ -68,11 +68,12 @@ impl ParamMut<'_> {
     }
 }
 
-/// Reads a tensor's values as `f32`.
+/// Reads a tensor's values as `f32` (taking its buffer when the tensor held the only reference).
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    // `try_into_vec` keeps the tensor's own buffer when nothing else holds it (no copy).
     t.into_data()
         .convert::<f32>()
-        .try_to_vec::<f32>()
+        .try_into_vec::<f32>()
         .expect("float tensor data")
 }
 

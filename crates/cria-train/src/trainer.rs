@@ -304,7 +304,7 @@ fn accumulate(
             return Err(diverged(st.step + 1, "loss", value, spec));
         }
         loss_sum += value;
-        grads.add(model, &loss.backward(), trainable)?;
+        grads.add(model, loss.backward(), trainable)?;
         last = batch;
     }
     st.micro_cursor += cfg.grad_accum as u64;

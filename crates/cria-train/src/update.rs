@@ -18,8 +18,14 @@ pub struct Grads(BTreeMap<String, Vec<f32>>);
 
 impl Grads {
     /// Adds the gradient of every parameter of `model` that `trainable` accepts; a trainable
-    /// parameter that received none is an error (it would silently never train).
-    pub fn add(&mut self, model: &Llama, grads: &Gradients, trainable: &Trainable) -> Result<()> {
+    /// parameter that received none is an error (it would silently never train). Each
+    /// gradient is moved out of `grads`, so its buffer becomes the vector without a copy.
+    pub fn add(
+        &mut self,
+        model: &Llama,
+        mut grads: Gradients,
+        trainable: &Trainable,
+    ) -> Result<()> {
         let mut missing = None;
         let mut m = model.clone();
         m.visit("", &mut |name, p| {
@@ -27,8 +33,8 @@ impl Grads {
                 return;
             }
             let grad = match &p {
-                ParamMut::Vector(t) => t.grad(grads).map(to_vec),
-                ParamMut::Matrix { t, .. } => t.grad(grads).map(to_vec),
+                ParamMut::Vector(t) => t.grad_remove(&mut grads).map(to_vec),
+                ParamMut::Matrix { t, .. } => t.grad_remove(&mut grads).map(to_vec),
             };
             match grad {
                 Some(v) => match self.0.get_mut(name) {
@@ -97,7 +103,8 @@ impl Optimizer {
     }
 
     /// Clips `grads` to the global norm and takes one AdamW step at `lr` (matrices decay,
-    /// vectors do not); returns the norm before clipping.
+    /// vectors do not); returns the norm before clipping. Each parameter becomes a fresh leaf
+    /// that requires gradients.
     pub fn step(
         &mut self,
         model: &mut Llama,
@@ -119,40 +126,37 @@ impl Optimizer {
             if factor != 1.0 {
                 g.iter_mut().for_each(|x| *x *= factor);
             }
-            let decay = matches!(p, ParamMut::Matrix { .. });
-            let mut values = to_vec(p.flat());
-            opt.update(name, &mut values, g, lr, hp, decay);
-            set_flat(p, values, &device);
+            // The values are moved out of the model and back (no copy either way when nothing
+            // else holds the tensor, as in a training step: the graph is gone after backward).
+            match p {
+                ParamMut::Vector(t) => {
+                    let mut values = to_vec(std::mem::replace(t, Tensor::zeros([0], &device)));
+                    opt.update(name, &mut values, g, lr, hp, false);
+                    let n = values.len();
+                    *t = Tensor::from_data(TensorData::new(values, [n]), &device).require_grad();
+                }
+                ParamMut::Matrix { t, .. } => {
+                    let dims = t.dims();
+                    let mut values = to_vec(std::mem::replace(t, Tensor::zeros([0, 0], &device)));
+                    opt.update(name, &mut values, g, lr, hp, true);
+                    *t = Tensor::from_data(TensorData::new(values, dims), &device).require_grad();
+                }
+            }
         });
         Ok(norm)
     }
 }
 
-/// Replaces a parameter with new values, as a fresh leaf that requires gradients.
-pub fn set_flat(p: ParamMut<'_>, values: Vec<f32>, device: &Device) {
-    replace(p, values, device, true)
-}
-
 /// Replaces a parameter with new values (no gradient tracking).
 pub fn set_values(p: ParamMut<'_>, values: Vec<f32>, device: &Device) {
-    replace(p, values, device, false)
-}
-
-fn replace(p: ParamMut<'_>, values: Vec<f32>, device: &Device, grad: bool) {
     match p {
         ParamMut::Vector(t) => {
             let n = values.len();
             *t = Tensor::from_data(TensorData::new(values, [n]), device);
-            if grad {
-                *t = t.clone().require_grad();
-            }
         }
         ParamMut::Matrix { t, .. } => {
             let dims = t.dims();
             *t = Tensor::from_data(TensorData::new(values, dims), device);
-            if grad {
-                *t = t.clone().require_grad();
-            }
         }
     }
 }

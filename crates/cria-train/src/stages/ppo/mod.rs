@@ -192,6 +192,9 @@ fn iteration(
     let k = live.st.iteration;
     let policy = live.models.policy.clone().to_device(&ctx.inf);
     let r = rollout(ctx, &policy, &mut live.order, k)?;
+    // Dropped before the update, which then moves the policy's weights through the optimizer
+    // without copying them (nothing else holds them).
+    drop(policy);
     clock.lap("rollout");
     let scores = score(ctx, &live.models.reward, &r)?;
     clock.lap("score");

@@ -288,7 +288,7 @@ fn with_ptx(
 /// backward pass).
 fn grads_of(model: &Llama, loss: Tensor<1>, trainable: &Trainable) -> Result<Grads> {
     let mut grads = Grads::default();
-    grads.add(model, &loss.backward(), trainable)?;
+    grads.add(model, loss.backward(), trainable)?;
     Ok(grads)
 }
 
