@@ -103,18 +103,27 @@ impl Attention {
     /// # Shapes
     /// `x`: `(B, T, C)` -> `(B, T, H, D)`, `(B, T, KV, D)`, `(B, T, KV, D)`
     fn project(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let q = self.heads(
-            self.q_proj.forward(x.clone()),
-            self.n_heads,
-            self.q_norm.as_ref(),
-        );
+        let q = self.queries(x.clone());
+        let (k, v) = self.keys_values(x);
+        (q, k, v)
+    }
+
+    /// # Shapes
+    /// `x`: `(B, T, C)` -> `(B, T, H, D)`
+    fn queries(&self, x: Tensor<3>) -> Tensor<4> {
+        self.heads(self.q_proj.forward(x), self.n_heads, self.q_norm.as_ref())
+    }
+
+    /// # Shapes
+    /// `x`: `(B, T, C)` -> `(B, T, KV, D)`, `(B, T, KV, D)`
+    fn keys_values(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         let k = self.heads(
             self.k_proj.forward(x.clone()),
             self.n_kv_heads,
             self.k_norm.as_ref(),
         );
         let v = self.heads(self.v_proj.forward(x), self.n_kv_heads, None);
-        (q, k, v)
+        (k, v)
     }
 
     /// Queries and keys rotated for positions `offset..` (sliding-window layers take the local
@@ -188,17 +197,8 @@ impl Attention {
     pub fn forward_at(&self, x: Tensor<3>, rope: &Rope, at: &[usize]) -> Tensor<3> {
         let [b, _, _] = x.dims();
         let local = self.window.is_some();
-        let q = self.heads(
-            self.q_proj.forward(rows_at(x.clone(), at)),
-            self.n_heads,
-            self.q_norm.as_ref(),
-        );
-        let k = self.heads(
-            self.k_proj.forward(x.clone()),
-            self.n_kv_heads,
-            self.k_norm.as_ref(),
-        );
-        let v = self.heads(self.v_proj.forward(x), self.n_kv_heads, None);
+        let q = self.queries(rows_at(x.clone(), at));
+        let (k, v) = self.keys_values(x);
         let k = rope.apply_to(k, 0, local);
         let (mut qs, mut ys) = (Vec::with_capacity(b), Vec::with_capacity(b));
         for (r, &p) in at.iter().enumerate() {

@@ -24,6 +24,7 @@ use cria_core::{Llama, Tensor};
 /// One iteration's replies and the per-token quantities the update needs, `B*T` each
 /// (row-major over the right-padded batch of prompt + reply); those an algorithm does not use
 /// are empty.
+#[derive(Default)]
 pub(super) struct Buffer {
     pub batch: Batch,
     pub mask: Vec<f32>,

@@ -396,16 +396,7 @@ mod tests {
         let buf = Buffer {
             batch,
             mask,
-            old_logp: vec![],
-            ref_logp: vec![],
-            old_values: vec![],
-            values: None,
-            returns: vec![],
-            adv: vec![],
-            row_adv: vec![],
-            kl: 0.0,
-            reply_tokens: 0,
-            flat_groups: None,
+            ..Default::default()
         };
         let dev = cria_core::device::training_device();
         let whole = v.scores(buf.batch.input_ids(&dev));
