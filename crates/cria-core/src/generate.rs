@@ -147,6 +147,36 @@ pub fn generate_batch_scored(
     batch(model, prompts, opts, seeds, pad, true)
 }
 
+/// The next id of each live row (`live` ascending, `logits` theirs row by row) and, with a
+/// `temperature`, its log-probability at it (else 0). The rows draw side by side: each has its
+/// own sampler and seed, so the draws do not depend on the order; a draw sorts the vocabulary.
+fn draw(
+    samplers: &mut [Sampler],
+    live: &[usize],
+    logits: &[f32],
+    temperature: Option<f64>,
+) -> Vec<(u32, f32)> {
+    let v = logits.len() / live.len().max(1);
+    let mut drawing: Vec<&mut Sampler> = samplers
+        .iter_mut()
+        .enumerate()
+        .filter(|(r, _)| live.binary_search(r).is_ok())
+        .map(|(_, s)| s)
+        .collect();
+    drawing
+        .par_iter_mut()
+        .enumerate()
+        .map(|(i, sampler)| {
+            let row = &logits[i * v..(i + 1) * v];
+            let next = sampler.sample(row);
+            (
+                next,
+                temperature.map_or(0.0, |t| tempered_logp(row, next, t)),
+            )
+        })
+        .collect()
+}
+
 /// `log softmax(logits / temperature)[id]`, summed in f64.
 fn tempered_logp(logits: &[f32], id: u32, temperature: f64) -> f32 {
     let inv = 1.0 / temperature;
@@ -266,33 +296,12 @@ fn batch(
     // projection for the rows still going, attention at each row's length), so finished rows
     // cost nothing and no padding is attended.
     let (mut logits, mut rows) = prefill(model, prompts, p, pad);
-    let v = logits.len() / b;
     let mut live: Vec<usize> = (0..b).collect();
     for step in 0..budget {
         let mut tokens = Vec::with_capacity(live.len());
         let mut going = Vec::with_capacity(live.len());
-        // The live rows' draws side by side (each row has its own sampler and seed, so the
-        // draws are the same in any order): a draw sorts the vocabulary, and a scored one also
-        // takes its log-probability, per row.
-        let mut drawing: Vec<&mut Sampler> = samplers
-            .iter_mut()
-            .enumerate()
-            .filter(|(r, _)| live.binary_search(r).is_ok())
-            .map(|(_, s)| s)
-            .collect();
-        let drawn: Vec<(u32, f32)> = drawing
-            .par_iter_mut()
-            .enumerate()
-            .map(|(i, sampler)| {
-                let row = &logits[i * v..(i + 1) * v];
-                let next = sampler.sample(row);
-                let lp = match score {
-                    true => tempered_logp(row, next, opts.sampling.temperature),
-                    false => 0.0,
-                };
-                (next, lp)
-            })
-            .collect();
+        let temperature = score.then_some(opts.sampling.temperature);
+        let drawn = draw(&mut samplers, &live, &logits, temperature);
         for (&r, &(next, lp)) in live.iter().zip(&drawn) {
             out[r].ids.push(next);
             if score {

@@ -80,18 +80,8 @@ pub(super) fn advantages(
     let (ref_part, value_part) = rayon::join(
         || to_vec(token_logps(reference, &part, inf, temp).0),
         || {
-            (algorithm == Algorithm::Ppo).then(|| {
-                let v = value.expect("PPO has a value model");
-                if once {
-                    // The update's own forward pass, graph kept (the value model is on the
-                    // training device already); its values are the old values exactly.
-                    let tracked = v.scores(part.input_ids(&ctx.train_dev));
-                    (to_vec(tracked.clone().detach()), Some(tracked))
-                } else {
-                    let v = v.clone().to_device(inf);
-                    (to_vec(v.scores(part.input_ids(inf))), None)
-                }
-            })
+            (algorithm == Algorithm::Ppo)
+                .then(|| value_pass(ctx, value.expect("PPO has a value model"), &part, once))
         },
     );
     let ref_logp = gather(ref_part);
@@ -139,6 +129,24 @@ pub(super) fn advantages(
         }
     }
     buf
+}
+
+/// The value model's values of `part`'s positions, and with `once` ([`single_update`]) the
+/// same values as a tracked tensor: the update's own forward pass, graph kept (the value model
+/// is on the training device already), whose values are the old values exactly.
+fn value_pass(
+    ctx: &Ctx<'_>,
+    value: &Llama,
+    part: &Batch,
+    once: bool,
+) -> (Vec<f32>, Option<Tensor<2>>) {
+    if once {
+        let tracked = value.scores(part.input_ids(&ctx.train_dev));
+        (to_vec(tracked.clone().detach()), Some(tracked))
+    } else {
+        let v = value.clone().to_device(&ctx.inf);
+        (to_vec(v.scores(part.input_ids(&ctx.inf))), None)
+    }
 }
 
 /// Whether an iteration's update is one step on all `rows` replies in one process (one epoch,
