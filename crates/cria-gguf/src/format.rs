@@ -491,6 +491,21 @@ impl GgufFile {
         &self.map[start..start + n]
     }
 
+    /// Hands a tensor's mapped pages back to the page cache (after it was copied, repacked,
+    /// elsewhere): the process's resident memory drops by its size, and a later read of its
+    /// bytes maps them in again from the unchanged file.
+    pub fn release(&self, t: &TensorInfo) {
+        let start = self.data_start + t.offset as usize;
+        let n = t.ty.row_bytes(t.len()).expect("checked at open");
+        #[cfg(unix)]
+        // SAFETY: the mapping is read-only and shared with an unchanged file, so dropping its
+        // pages changes no byte anyone reads; a failure only leaves the pages resident.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, n)
+        };
+    }
+
     /// The whole mapped file (for tests comparing bytes).
     pub fn raw(&self) -> &[u8] {
         &self.map

@@ -10,6 +10,7 @@ use crate::kernels::{
     Q8Row, attention_scores, attention_values, dot_f32, dot_q4_0, dot_q8_0, dot4_q4_0, dot4_q8_0,
     rows4_q4_0, rows4_q8_0,
 };
+use crate::packed::Packed;
 use crate::quant::{self, GgmlType, QK};
 use half::f16;
 use rayon::prelude::*;
@@ -118,11 +119,13 @@ impl QConfig {
 
 /// A weight matrix of `rows` rows of `cols` values.
 enum Mat {
-    /// In the mapped file: q8_0, q4_0 or f32.
+    /// In the mapped file: q8_0, q4_0 or f32; q8_0 and q4_0 also repacked for AVX-512 VNNI
+    /// where the CPU has it (products from the packed copy, the mapped pages handed back).
     Mapped {
         t: TensorInfo,
         rows: usize,
         cols: usize,
+        packed: Option<Packed>,
     },
     /// Widened to f32 at load (f16 and bf16 files).
     Owned {
@@ -249,10 +252,10 @@ impl QModel {
         let cfg = QConfig::read(&f)?;
         let (d, hd) = (cfg.n_embd, cfg.head_dim);
         let mat = |name: &str, rows: usize, cols: usize| -> Result<Mat> {
-            load_mat(&f, name, rows, cols)
+            load_mat(&f, name, rows, cols, true)
         };
         let vec = |name: &str, n: usize| -> Result<Vec<f32>> {
-            let m = load_mat(&f, name, 1, n)?;
+            let m = load_mat(&f, name, 1, n, false)?;
             Ok(m.row(&f, 0))
         };
         let opt_vec = |name: &str, n: usize| -> Result<Option<Vec<f32>>> {
@@ -280,8 +283,10 @@ impl QModel {
                 down: mat(&b("ffn_down.weight"), d, cfg.n_ff)?,
             });
         }
-        let embd = mat("token_embd.weight", cfg.vocab, d)?;
-        let output = if f.tensor("output.weight").is_some() {
+        // The embeddings are read a row at a time, from the file; packed only as the tied head.
+        let tied = f.tensor("output.weight").is_none();
+        let embd = load_mat(&f, "token_embd.weight", cfg.vocab, d, tied)?;
+        let output = if !tied {
             Some(mat("output.weight", cfg.vocab, d)?)
         } else {
             None
@@ -471,6 +476,17 @@ impl QModel {
             Act::F32(x) => x.len(),
             Act::Q8(x) => x.len(),
         };
+        if let (
+            Mat::Mapped {
+                packed: Some(p), ..
+            },
+            Act::Q8(x),
+        ) = (w, a)
+        {
+            let mut out = vec![vec![]; t];
+            p.matmul(x, &mut out);
+            return out;
+        }
         let chunk = 16usize;
         // [row][t], then transposed to [t][row].
         let mut by_row = vec![0.0f32; rows * t];
@@ -586,7 +602,9 @@ fn bytemuck_f32(b: &[u8]) -> &[f32] {
     unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len() / 4) }
 }
 
-fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Mat> {
+/// Tensor `name` as a `rows × cols` matrix; q8_0/q4_0 ones repacked when `pack` and the CPU
+/// runs the packed kernels.
+fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize, pack: bool) -> Result<Mat> {
     let t = f
         .tensor(name)
         .ok_or_else(|| GgufError::model(&f.path, format!("tensor {name} is missing")))?
@@ -613,9 +631,24 @@ fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Mat> {
     }
     match t.ty {
         GgmlType::Q8_0 | GgmlType::Q4_0 if cols.is_multiple_of(QK) => {
-            Ok(Mat::Mapped { t, rows, cols })
+            let packed = (pack && crate::kernels::has_packed()).then(|| {
+                let p = Packed::new(t.ty, f.bytes(&t), rows, cols);
+                f.release(&t);
+                p
+            });
+            Ok(Mat::Mapped {
+                t,
+                rows,
+                cols,
+                packed,
+            })
         }
-        GgmlType::F32 => Ok(Mat::Mapped { t, rows, cols }),
+        GgmlType::F32 => Ok(Mat::Mapped {
+            t,
+            rows,
+            cols,
+            packed: None,
+        }),
         GgmlType::F16 | GgmlType::Bf16 => Ok(Mat::Owned {
             data: quant::decode(t.ty, f.bytes(&t)).expect("f16/bf16 decode"),
             rows,

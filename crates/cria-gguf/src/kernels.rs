@@ -3,6 +3,8 @@
 //! first, so each block is a 32-wide integer dot product scaled by the two f16/f32 scales.
 //! AVX2 (with FMA and F16C) is chosen at run time where the CPU has it, a portable loop
 //! otherwise; both give the same integer sums, and differ only in the order floats are added.
+//! Where the CPU has AVX-512 VNNI, matrices are repacked and multiplied by [`crate::packed`]
+//! instead.
 
 use crate::quant::{Q4_0_BYTES, Q8_0_BYTES, QK};
 use half::f16;
@@ -12,6 +14,11 @@ use half::f16;
 pub struct Q8Row {
     pub d: Vec<f32>,
     pub qs: Vec<i8>,
+    /// Minus 8 and minus 128 times each block's sum of bytes, for the packed kernels (empty
+    /// where the CPU does not run them): they multiply the weights' codes as unsigned bytes
+    /// (q4_0's value + 8, q8_0's + 128) and take the offset back with these.
+    pub neg_s8: Vec<i32>,
+    pub neg_s128: Vec<i32>,
 }
 
 impl Q8Row {
@@ -20,13 +27,25 @@ impl Q8Row {
         debug_assert_eq!(x.len() % QK, 0);
         self.d.clear();
         self.qs.clear();
+        self.neg_s8.clear();
+        self.neg_s128.clear();
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             // SAFETY: the CPU has AVX2, FMA and F16C. The same code, compiled so rounding is
             // one instruction rather than a call to `rintf` (5% of a batched decode step).
-            return unsafe { quantize_avx2(self, x) };
+            unsafe { quantize_avx2(self, x) };
+        } else {
+            quantize_into(self, x);
         }
+        #[cfg(not(target_arch = "x86_64"))]
         quantize_into(self, x);
+        if has_packed() {
+            for b in self.qs.chunks_exact(QK) {
+                let s: i32 = b.iter().map(|&v| v as i32).sum();
+                self.neg_s8.push(-8 * s);
+                self.neg_s128.push(-128 * s);
+            }
+        }
     }
 }
 
@@ -58,6 +77,30 @@ fn has_avx2() -> bool {
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
     })
+}
+
+/// AVX-512 with byte operations and VNNI, besides AVX2/FMA/F16C: quantized matrices are
+/// repacked for [`crate::packed`]'s kernels. `CRIA_NO_AVX512` set turns them off (to compare
+/// the two paths on one machine).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_vnni() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+            && std::env::var_os("CRIA_NO_AVX512").is_none()
+    })
+}
+
+/// Whether quantized matrices are repacked for [`crate::packed`]'s kernels.
+pub(crate) fn has_packed() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return has_vnni();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 fn scale(b: &[u8]) -> f32 {

@@ -8,6 +8,7 @@ pub mod format;
 pub mod infer;
 pub mod kernels;
 pub mod modelfile;
+pub mod packed;
 pub mod quant;
 pub mod tokenizer;
 

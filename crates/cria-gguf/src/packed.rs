@@ -1,0 +1,307 @@
+//! q8_0 and q4_0 matrices repacked at load for AVX-512 VNNI, sixteen rows interleaved so one
+//! register holds sixteen rows' codes (four consecutive codes per 32-bit lane). One
+//! `vpdpbusd` then multiplies four codes of sixteen rows by four bytes of one activation row
+//! broadcast to every lane, and a block's eight such products add up in integers before the
+//! one conversion and scale per block: the float work per block is per sixteen rows, not per
+//! row, and nothing is summed across lanes at the end (each lane is one row's result).
+//!
+//! The repacked copy has the file's size (same codes, same f16 scales), so resident memory
+//! stays about the file's size: the mapped pages it came from are handed back after packing.
+//!
+//! Layout, per group of sixteen rows (the last padded with zero rows), per block of 32 codes:
+//! the sixteen rows' f16 scales (32 bytes), then the codes as unsigned bytes:
+//! - q8_0: eight 64-byte registers, register `g` lane `l` byte `j` = row `l`'s code
+//!   `4g + j` plus 128;
+//! - q4_0: four 64-byte registers, register `h` lane `l` byte `j` = row `l`'s code `4h + j`
+//!   in the low nibble and its code `4(h + 4) + j` in the high one (codes 0–15, i.e. the
+//!   value plus 8).
+//!
+//! The offset the unsigned codes carry (128 or 8 times the sum of the activation block's
+//! bytes) is taken back in integers: each block's sum starts from minus that product.
+//! Every row's result adds its blocks in order, the same for any number of activation rows
+//! in the call, so a sequence decodes to the same logits alone or in a batch.
+
+use crate::kernels::Q8Row;
+use crate::quant::{GgmlType, Q4_0_BYTES, Q8_0_BYTES, QK};
+
+/// Rows per interleaved group.
+pub const ROWS: usize = 16;
+
+/// A q8_0 or q4_0 matrix in the interleaved layout.
+pub struct Packed {
+    pub q4: bool,
+    pub rows: usize,
+    /// Blocks per row.
+    pub nb: usize,
+    data: Vec<u8>,
+}
+
+impl Packed {
+    /// Bytes of one block of one group: scales, then codes.
+    fn block_bytes(q4: bool) -> usize {
+        2 * ROWS + if q4 { ROWS * QK / 2 } else { ROWS * QK }
+    }
+
+    /// Repacks `rows` rows of `cols` values in ggml's encoding `ty` (q8_0 or q4_0).
+    pub fn new(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Packed {
+        use rayon::prelude::*;
+        let q4 = match ty {
+            GgmlType::Q4_0 => true,
+            GgmlType::Q8_0 => false,
+            other => unreachable!("only q8_0 and q4_0 are packed, not {other:?}"),
+        };
+        let nb = cols / QK;
+        let (bb, src) = (
+            Self::block_bytes(q4),
+            if q4 { Q4_0_BYTES } else { Q8_0_BYTES },
+        );
+        let groups = rows.div_ceil(ROWS);
+        let mut data = vec![0u8; groups * nb * bb];
+        data.par_chunks_mut(nb * bb)
+            .enumerate()
+            .for_each(|(gi, group)| {
+                for (b, out) in group.chunks_mut(bb).enumerate() {
+                    for l in 0..ROWS.min(rows - gi * ROWS) {
+                        let at = (gi * ROWS + l) * nb * src + b * src;
+                        let blk = &bytes[at..at + src];
+                        out[2 * l..2 * l + 2].copy_from_slice(&blk[..2]);
+                        let codes = &mut out[2 * ROWS..];
+                        for k in 0..QK {
+                            let j = k % 4;
+                            if q4 {
+                                // ggml: byte i holds code i (low) and code i + 16 (high).
+                                let c = if k < 16 {
+                                    blk[2 + k] & 0xF
+                                } else {
+                                    blk[2 + k - 16] >> 4
+                                };
+                                let (h, high) = ((k / 4) % 4, k >= 16);
+                                codes[h * 64 + l * 4 + j] |= if high { c << 4 } else { c };
+                            } else {
+                                let c = (blk[2 + k] as i8 as i32 + 128) as u8;
+                                codes[(k / 4) * 64 + l * 4 + j] = c;
+                            }
+                        }
+                    }
+                }
+            });
+        Packed { q4, rows, nb, data }
+    }
+
+    /// `out[c][r] = row r · a[c]` for every row `r` (`out[c]` has `rows` values): groups of
+    /// sixteen rows split across threads, each against the activation rows four at a time.
+    pub fn matmul(&self, a: &[Q8Row], out: &mut [Vec<f32>]) {
+        use rayon::prelude::*;
+        let groups = self.rows.div_ceil(ROWS);
+        // By group: [group][c][16], then scattered to the rows.
+        let mut by_group = vec![0.0f32; groups * a.len() * ROWS];
+        let per = groups.div_ceil(4 * rayon::current_num_threads()).max(1);
+        by_group
+            .par_chunks_mut(per * a.len() * ROWS)
+            .enumerate()
+            .for_each(|(ci, part)| {
+                for (k, o) in part.chunks_mut(a.len() * ROWS).enumerate() {
+                    self.group(ci * per + k, a, o);
+                }
+            });
+        for (c, oc) in out.iter_mut().enumerate() {
+            oc.clear();
+            oc.extend((0..self.rows).map(|r| {
+                let (g, l) = (r / ROWS, r % ROWS);
+                by_group[(g * a.len() + c) * ROWS + l]
+            }));
+        }
+    }
+
+    /// Group `g` against every activation row: `out[c * 16 + l]`.
+    fn group(&self, g: usize, a: &[Q8Row], out: &mut [f32]) {
+        let mut c = 0;
+        while c < a.len() {
+            let n = (a.len() - c).min(4);
+            let o = &mut out[c * ROWS..(c + n) * ROWS];
+            let x = &a[c..c + n];
+            match n {
+                4 => self.tile::<4>(g, [&x[0], &x[1], &x[2], &x[3]], o),
+                3 => self.tile::<3>(g, [&x[0], &x[1], &x[2]], o),
+                2 => self.tile::<2>(g, [&x[0], &x[1]], o),
+                _ => self.tile::<1>(g, [&x[0]], o),
+            }
+            c += n;
+        }
+    }
+
+    fn tile<const C: usize>(&self, g: usize, a: [&Q8Row; C], out: &mut [f32]) {
+        let base = &self.data[g * self.nb * Self::block_bytes(self.q4)..];
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::has_vnni() {
+            // SAFETY: the CPU has AVX-512 F/BW/VNNI, AVX2, FMA and F16C; `base` holds the
+            // group's `nb` blocks and every activation row `nb` blocks (checked by callers).
+            let r = unsafe {
+                if self.q4 {
+                    x512::tile::<true, C>(base, self.nb, a)
+                } else {
+                    x512::tile::<false, C>(base, self.nb, a)
+                }
+            };
+            for (o, v) in out.chunks_mut(ROWS).zip(r) {
+                o.copy_from_slice(&v);
+            }
+            return;
+        }
+        self.tile_portable(base, &a, out);
+    }
+
+    /// The same products in plain Rust (a CPU without VNNI does not pack; tests compare).
+    fn tile_portable(&self, base: &[u8], a: &[&Q8Row], out: &mut [f32]) {
+        let bb = Self::block_bytes(self.q4);
+        for (c, x) in a.iter().enumerate() {
+            for l in 0..ROWS {
+                let mut acc = 0.0f32;
+                for b in 0..self.nb {
+                    let blk = &base[b * bb..(b + 1) * bb];
+                    let dw = half::f16::from_le_bytes([blk[2 * l], blk[2 * l + 1]]).to_f32();
+                    let codes = &blk[2 * ROWS..];
+                    let qa = &x.qs[b * QK..(b + 1) * QK];
+                    let off = if self.q4 { 8 } else { 128 };
+                    let mut s: i32 = -off * qa.iter().map(|&v| v as i32).sum::<i32>();
+                    for k in 0..QK {
+                        let j = k % 4;
+                        let u = if self.q4 {
+                            let byte = codes[((k / 4) % 4) * 64 + l * 4 + j];
+                            if k >= 16 { byte >> 4 } else { byte & 0xF }
+                        } else {
+                            codes[(k / 4) * 64 + l * 4 + j]
+                        };
+                        s += u as i32 * qa[k] as i32;
+                    }
+                    acc = (dw * x.d[b]).mul_add(s as f32, acc);
+                }
+                out[c * ROWS + l] = acc;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x512 {
+    use super::{QK, ROWS};
+    use crate::kernels::Q8Row;
+    use std::arch::x86_64::*;
+
+    /// Sixteen rows (the group at `base`, `nb` blocks) against `C` activation rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn tile<const Q4: bool, const C: usize>(
+        base: &[u8],
+        nb: usize,
+        a: [&Q8Row; C],
+    ) -> [[f32; ROWS]; C] {
+        let bb = 2 * ROWS + if Q4 { ROWS * QK / 2 } else { ROWS * QK };
+        debug_assert!(base.len() >= nb * bb);
+        let mut acc = [_mm512_setzero_ps(); C];
+        let mask = _mm512_set1_epi8(0x0F);
+        for b in 0..nb {
+            unsafe {
+                let blk = base.as_ptr().add(b * bb);
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+                let codes = blk.add(2 * ROWS);
+                let mut w = [_mm512_setzero_si512(); 8];
+                if Q4 {
+                    for h in 0..4 {
+                        let p = _mm512_loadu_si512(codes.add(64 * h) as *const __m512i);
+                        w[h] = _mm512_and_si512(p, mask);
+                        w[h + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), mask);
+                    }
+                } else {
+                    for (g, wg) in w.iter_mut().enumerate() {
+                        *wg = _mm512_loadu_si512(codes.add(64 * g) as *const __m512i);
+                    }
+                }
+                for c in 0..C {
+                    let x = a[c];
+                    let qa = x.qs.as_ptr().add(b * QK) as *const i32;
+                    let off = if Q4 { &x.neg_s8 } else { &x.neg_s128 };
+                    let mut s0 = _mm512_set1_epi32(*off.get_unchecked(b));
+                    let mut s1 = _mm512_setzero_si512();
+                    for g in (0..8).step_by(2) {
+                        let a0 = _mm512_set1_epi32(qa.add(g).read_unaligned());
+                        let a1 = _mm512_set1_epi32(qa.add(g + 1).read_unaligned());
+                        s0 = _mm512_dpbusd_epi32(s0, w[g], a0);
+                        s1 = _mm512_dpbusd_epi32(s1, w[g + 1], a1);
+                    }
+                    let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+                    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*x.d.get_unchecked(b)));
+                    acc[c] = _mm512_fmadd_ps(scale, s, acc[c]);
+                }
+            }
+        }
+        acc.map(|v| {
+            let mut o = [0.0f32; ROWS];
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+            o
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{dot_q4_0, dot_q8_0};
+    use crate::quant;
+
+    /// Packed products equal the block kernels' (up to float order) and a dequantized
+    /// reference, for row counts that leave a partial group, an odd number of blocks, and
+    /// every tile width; and each activation row's results are the same bits whether it came
+    /// alone or with others.
+    #[test]
+    fn packed_products_equal_the_row_kernels() {
+        let (rows, cols) = (21, 5 * QK);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0)
+            .collect();
+        let acts: Vec<Q8Row> = (0..6)
+            .map(|c| {
+                let x: Vec<f32> = (0..cols)
+                    .map(|i| ((i * 53 + c * 11) % 89) as f32 / 20.0 - 2.2)
+                    .collect();
+                let mut q = Q8Row::default();
+                q.quantize(&x);
+                q
+            })
+            .collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+            let bytes = quant::encode(ty, &w);
+            let rb = ty.row_bytes(cols).unwrap();
+            let p = Packed::new(ty, &bytes, rows, cols);
+            let mut all = vec![vec![]; acts.len()];
+            p.matmul(&acts, &mut all);
+            for (c, x) in acts.iter().enumerate() {
+                let mut alone = vec![vec![]];
+                p.matmul(std::slice::from_ref(x), &mut alone);
+                let mut portable = vec![0.0; ROWS];
+                for r in 0..rows {
+                    let row = &bytes[r * rb..(r + 1) * rb];
+                    let want = if ty == GgmlType::Q4_0 {
+                        dot_q4_0(row, x)
+                    } else {
+                        dot_q8_0(row, x)
+                    };
+                    let got = all[c][r];
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "{ty:?} row {r} act {c}: {got} vs {want}"
+                    );
+                    assert_eq!(got.to_bits(), alone[0][r].to_bits(), "{ty:?} alone");
+                    if r % ROWS == 0 {
+                        let base = &p.data[r / ROWS * p.nb * Packed::block_bytes(p.q4)..];
+                        p.tile_portable(base, &[x], &mut portable);
+                    }
+                    let pw = portable[r % ROWS];
+                    assert!(
+                        (pw - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "{pw} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
