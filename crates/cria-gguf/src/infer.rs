@@ -439,13 +439,17 @@ impl QModel {
         let a = self.act(&xn, &[&l.gate, &l.up]);
         let g = self.matmul(&l.gate, &a);
         let u = self.matmul(&l.up, &a);
+        // SiLU(g)·u, with the vectorised exp (e^-g, shifted by 0).
         let hmid: Vec<Vec<f32>> = g
-            .iter()
+            .into_par_iter()
             .zip(&u)
             .map(|(g, u)| {
+                let mut e: Vec<f32> = g.iter().map(|v| -v).collect();
+                cria_core::kernels::exp_shifted(&mut e, 0.0);
                 g.iter()
+                    .zip(e)
                     .zip(u)
-                    .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                    .map(|((&g, e), &u)| g / (1.0 + e) * u)
                     .collect()
             })
             .collect();
@@ -455,15 +459,17 @@ impl QModel {
     /// The activation rows as the matrices' kernels take them (all of one kind per call).
     fn act(&self, rows: &[Vec<f32>], mats: &[&Mat]) -> Act {
         if mats.iter().all(|m| m.ty().is_quantized()) {
-            Act::Q8(
-                rows.iter()
-                    .map(|r| {
-                        let mut q = Q8Row::default();
-                        q.quantize(r);
-                        q
-                    })
-                    .collect(),
-            )
+            let quantize = |r: &Vec<f32>| {
+                let mut q = Q8Row::default();
+                q.quantize(r);
+                q
+            };
+            // A prompt's rows side by side (one row: no hand-off).
+            Act::Q8(if rows.len() > 1 {
+                rows.par_iter().map(quantize).collect()
+            } else {
+                rows.iter().map(quantize).collect()
+            })
         } else {
             Act::F32(rows.to_vec())
         }
@@ -664,14 +670,10 @@ fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize, pack: bool) -> R
     }
 }
 
-/// Softmax in place.
+/// Softmax in place (the vectorised `exp`, as ggml's softmax is).
 fn softmax(s: &mut [f32]) {
     let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let mut z = 0.0;
-    for sp in s.iter_mut() {
-        *sp = (*sp - m).exp();
-        z += *sp;
-    }
+    let z = cria_core::kernels::exp_shifted(s, m);
     s.iter_mut().for_each(|sp| *sp /= z);
 }
 

@@ -62,10 +62,45 @@ fn quantize_into(q: &mut Q8Row, x: &[f32]) {
     }
 }
 
+/// [`quantize_into`] in AVX2: the same maximum, the same product and the same rounding (to
+/// nearest, ties to even), eight values a step.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_avx2(q: &mut Q8Row, x: &[f32]) {
-    quantize_into(q, x)
+    use std::arch::x86_64::*;
+    let sign = _mm256_set1_ps(-0.0);
+    // packs_epi32/epi16 interleave the two 128-bit halves; this puts the bytes back in order.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for b in x.chunks_exact(QK) {
+        let v = [0, 8, 16, 24].map(|i| unsafe { _mm256_loadu_ps(b.as_ptr().add(i)) });
+        let m = v.iter().fold(_mm256_setzero_ps(), |m, &x| {
+            _mm256_max_ps(m, _mm256_andnot_ps(sign, x))
+        });
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+        q.d.push(f16::from_f32(d).to_f32());
+        let i = v.map(|x| {
+            _mm256_cvtps_epi32(_mm256_round_ps(
+                _mm256_mul_ps(x, id),
+                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+            ))
+        });
+        let p = _mm256_packs_epi16(
+            _mm256_packs_epi32(i[0], i[1]),
+            _mm256_packs_epi32(i[2], i[3]),
+        );
+        let mut out = [0i8; QK];
+        unsafe {
+            _mm256_storeu_si256(
+                out.as_mut_ptr() as *mut __m256i,
+                _mm256_permutevar8x32_epi32(p, order),
+            )
+        };
+        q.qs.extend_from_slice(&out);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -437,22 +472,41 @@ mod x86 {
         let group = q.len() / hd;
         assert!(s.len() >= group * n && (n == 0 || k.len() >= (n - 1) * stride + hd));
         let (qp, kp) = (q.as_ptr(), k.as_ptr() as *const u8);
-        for p in 0..n {
+        let key = |p: usize, c: usize| unsafe {
+            _mm256_cvtph_ps(_mm_loadu_si128(
+                kp.add(2 * (p * stride + c)) as *const __m128i
+            ))
+        };
+        // Four keys at a time: four independent sums (one would wait on each FMA in turn).
+        let n4 = n / 4 * 4;
+        for p in (0..n4).step_by(4) {
+            for g in 0..group {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for c in (0..hd).step_by(8) {
+                    let qv = unsafe { _mm256_loadu_ps(qp.add(g * hd + c)) };
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(qv, key(p + j, c), *a);
+                    }
+                }
+                for (j, a) in acc.iter().enumerate() {
+                    s[g * n + p + j] = unsafe { hsum(*a) } * scale;
+                }
+            }
+        }
+        for p in n4..n {
             for g in 0..group {
                 let mut acc = _mm256_setzero_ps();
                 for c in (0..hd).step_by(8) {
-                    unsafe {
-                        let kv = _mm256_cvtph_ps(_mm_loadu_si128(
-                            kp.add(2 * (p * stride + c)) as *const __m128i
-                        ));
-                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * hd + c)), kv, acc);
-                    }
+                    let qv = unsafe { _mm256_loadu_ps(qp.add(g * hd + c)) };
+                    acc = _mm256_fmadd_ps(qv, key(p, c), acc);
                 }
                 s[g * n + p] = unsafe { hsum(acc) } * scale;
             }
         }
     }
 
+    /// `out_g = Σ_p w[g·n + p] · v_p`: eight output columns at a time held in registers for
+    /// up to four heads of the group, over the positions in two interleaved sums.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn attention_values(
         w: &[f32],
@@ -464,24 +518,35 @@ mod x86 {
     ) {
         let group = out.len() / hd;
         assert!(w.len() >= group * n && (n == 0 || v.len() >= (n - 1) * stride + hd));
-        let (op, vp) = (out.as_mut_ptr(), v.as_ptr() as *const u8);
-        for p in 0..n {
+        let vp = v.as_ptr() as *const u8;
+        let val = |p: usize, c: usize| unsafe {
+            _mm256_cvtph_ps(_mm_loadu_si128(
+                vp.add(2 * (p * stride + c)) as *const __m128i
+            ))
+        };
+        let wt = |g: usize, p: usize| unsafe { _mm256_set1_ps(*w.get_unchecked(g * n + p)) };
+        for g0 in (0..group).step_by(4) {
+            let gs = (group - g0).min(4);
             for c in (0..hd).step_by(8) {
-                unsafe {
-                    let x = _mm256_cvtph_ps(_mm_loadu_si128(
-                        vp.add(2 * (p * stride + c)) as *const __m128i
-                    ));
-                    for g in 0..group {
-                        let o = op.add(g * hd + c);
-                        _mm256_storeu_ps(
-                            o,
-                            _mm256_fmadd_ps(
-                                _mm256_set1_ps(*w.get_unchecked(g * n + p)),
-                                x,
-                                _mm256_loadu_ps(o),
-                            ),
-                        );
+                let (mut a, mut b) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+                let mut p = 0;
+                while p + 2 <= n {
+                    let (x0, x1) = (val(p, c), val(p + 1, c));
+                    for j in 0..gs {
+                        a[j] = _mm256_fmadd_ps(wt(g0 + j, p), x0, a[j]);
+                        b[j] = _mm256_fmadd_ps(wt(g0 + j, p + 1), x1, b[j]);
                     }
+                    p += 2;
+                }
+                if p < n {
+                    let x0 = val(p, c);
+                    for (j, aj) in a.iter_mut().enumerate().take(gs) {
+                        *aj = _mm256_fmadd_ps(wt(g0 + j, p), x0, *aj);
+                    }
+                }
+                for j in 0..gs {
+                    let o = &mut out[(g0 + j) * hd + c..(g0 + j) * hd + c + 8];
+                    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), _mm256_add_ps(a[j], b[j])) };
                 }
             }
         }

@@ -13,8 +13,8 @@
 //! - q8_0: eight 64-byte registers, register `g` lane `l` byte `j` = row `l`'s code
 //!   `4g + j` plus 128;
 //! - q4_0: four 64-byte registers, register `h` lane `l` byte `j` = row `l`'s code `4h + j`
-//!   in the low nibble and its code `4(h + 4) + j` in the high one (codes 0–15, i.e. the
-//!   value plus 8).
+//!   in the low nibble and its code `4(h + 4) + j` = `4h + j + 16` in the high one (codes
+//!   0–15, i.e. the value plus 8): ggml's own byte `4h + j`, so packing copies 4-byte runs.
 //!
 //! The offset the unsigned codes carry (128 or 8 times the sum of the activation block's
 //! bytes) is taken back in integers: each block's sum starts from minus that product.
@@ -66,20 +66,16 @@ impl Packed {
                         let blk = &bytes[at..at + src];
                         out[2 * l..2 * l + 2].copy_from_slice(&blk[..2]);
                         let codes = &mut out[2 * ROWS..];
-                        for k in 0..QK {
-                            let j = k % 4;
+                        // Register h's lane l is bytes 4h..4h+4 of the row's codes: for q4_0
+                        // ggml's byte i already holds code i (low) and code i + 16 (high).
+                        for (h, four) in blk[2..].chunks_exact(4).enumerate() {
+                            let to = &mut codes[h * 64 + l * 4..h * 64 + l * 4 + 4];
                             if q4 {
-                                // ggml: byte i holds code i (low) and code i + 16 (high).
-                                let c = if k < 16 {
-                                    blk[2 + k] & 0xF
-                                } else {
-                                    blk[2 + k - 16] >> 4
-                                };
-                                let (h, high) = ((k / 4) % 4, k >= 16);
-                                codes[h * 64 + l * 4 + j] |= if high { c << 4 } else { c };
+                                to.copy_from_slice(four);
                             } else {
-                                let c = (blk[2 + k] as i8 as i32 + 128) as u8;
-                                codes[(k / 4) * 64 + l * 4 + j] = c;
+                                for (t, &c) in to.iter_mut().zip(four) {
+                                    *t = c ^ 0x80;
+                                }
                             }
                         }
                     }
@@ -104,13 +100,13 @@ impl Packed {
                     self.group(ci * per + k, a, o);
                 }
             });
-        for (c, oc) in out.iter_mut().enumerate() {
+        out.par_iter_mut().enumerate().for_each(|(c, oc)| {
             oc.clear();
             oc.extend((0..self.rows).map(|r| {
                 let (g, l) = (r / ROWS, r % ROWS);
                 by_group[(g * a.len() + c) * ROWS + l]
             }));
-        }
+        });
     }
 
     /// Group `g` against every activation row: `out[c * 16 + l]`.

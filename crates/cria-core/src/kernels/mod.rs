@@ -23,6 +23,8 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Int, Tensor};
 
 pub use ce::cross_entropy_rows_reference;
+/// The vectorised `exp` over a row (softmax outside burn: GGUF inference).
+pub use simd::exp_shifted;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait Kernels: Backend {
