@@ -1,10 +1,10 @@
-//! The products quantized inference runs: a weight row (q8_0, q4_0 or f32) against an
-//! activation row. As in ggml, activations for q8_0/q4_0 weights are quantized to q8_0 blocks
-//! first, so each block is a 32-wide integer dot product scaled by the two f16/f32 scales.
-//! AVX2 (with FMA and F16C) is chosen at run time where the CPU has it, a portable loop
-//! otherwise; both give the same integer sums, and differ only in the order floats are added.
-//! Where the CPU has AVX-512 VNNI, matrices are repacked and multiplied by [`crate::packed`]
-//! instead.
+//! The products quantized inference runs besides the packed matrices: activation rows
+//! quantized to q8_0 blocks (as in ggml, so each block's product with q8_0/q4_0 weights is a
+//! 32-wide integer dot product scaled by the two scales), attention over the f16 KV cache, f32
+//! rows. AVX2 (with FMA and F16C) is chosen at run time where the CPU has it, a portable loop
+//! otherwise. On x86 with AVX2, q8_0/q4_0 matrices are repacked and multiplied by
+//! [`crate::packed`] (AVX-512 VNNI or AVX2); the row-by-row q8_0/q4_0 products here are the
+//! portable path (other CPUs) and the tests' reference.
 
 use crate::quant::{Q4_0_BYTES, Q8_0_BYTES, QK};
 use half::f16;
@@ -104,7 +104,7 @@ unsafe fn quantize_avx2(q: &mut Q8Row, x: &[f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
@@ -130,10 +130,11 @@ pub(crate) fn has_vnni() -> bool {
     })
 }
 
-/// Whether quantized matrices are repacked for [`crate::packed`]'s kernels.
+/// Whether quantized matrices are repacked for [`crate::packed`]'s kernels (AVX-512 VNNI or
+/// AVX2).
 pub(crate) fn has_packed() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return has_vnni();
+    return has_avx2();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -145,11 +146,6 @@ fn scale(b: &[u8]) -> f32 {
 /// `w · a` for a q8_0 weight row.
 pub fn dot_q8_0(w: &[u8], a: &Q8Row) -> f32 {
     debug_assert_eq!(w.len(), a.d.len() * Q8_0_BYTES);
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above); lengths checked by callers.
-        return unsafe { x86::dot_q8_0(w, a) };
-    }
     let mut sum = 0.0f32;
     for (b, blk) in w.chunks_exact(Q8_0_BYTES).enumerate() {
         let qa = &a.qs[b * QK..(b + 1) * QK];
@@ -166,11 +162,6 @@ pub fn dot_q8_0(w: &[u8], a: &Q8Row) -> f32 {
 /// `w · a` for a q4_0 weight row.
 pub fn dot_q4_0(w: &[u8], a: &Q8Row) -> f32 {
     debug_assert_eq!(w.len(), a.d.len() * Q4_0_BYTES);
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: as in dot_q8_0.
-        return unsafe { x86::dot_q4_0(w, a) };
-    }
     let mut sum = 0.0f32;
     for (b, blk) in w.chunks_exact(Q4_0_BYTES).enumerate() {
         let qa = &a.qs[b * QK..(b + 1) * QK];
@@ -187,42 +178,22 @@ pub fn dot_q4_0(w: &[u8], a: &Q8Row) -> f32 {
 /// `w · a[j]` for four activation rows at once (a prompt's rows): each weight block is loaded
 /// and unpacked once for the four.
 pub fn dot4_q8_0(w: &[u8], a: [&Q8Row; 4]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: as in dot_q8_0.
-        return unsafe { x86::dot4::<false>(w, a) };
-    }
     a.map(|x| dot_q8_0(w, x))
 }
 
 /// As [`dot4_q8_0`] for a q4_0 weight row.
 pub fn dot4_q4_0(w: &[u8], a: [&Q8Row; 4]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: as in dot_q8_0.
-        return unsafe { x86::dot4::<true>(w, a) };
-    }
     a.map(|x| dot_q4_0(w, x))
 }
 
 /// Four weight rows against one activation row (decoding): each activation block is loaded
 /// once for the four, and the four sums run in parallel.
 pub fn rows4_q8_0(w: [&[u8]; 4], a: &Q8Row) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: as in dot_q8_0.
-        return unsafe { x86::rows4::<false>(w, a) };
-    }
     w.map(|r| dot_q8_0(r, a))
 }
 
 /// As [`rows4_q8_0`] for q4_0 rows.
 pub fn rows4_q4_0(w: [&[u8]; 4], a: &Q8Row) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: as in dot_q8_0.
-        return unsafe { x86::rows4::<true>(w, a) };
-    }
     w.map(|r| dot_q4_0(r, a))
 }
 
@@ -313,7 +284,6 @@ pub fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Q4_0_BYTES, Q8_0_BYTES, Q8Row, QK};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -322,141 +292,6 @@ mod x86 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
         _mm_cvtss_f32(s)
-    }
-
-    /// Signed bytes `x · y` summed in 32-bit lanes (ggml's sign trick: |x| as unsigned times
-    /// y with x's sign).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256 {
-        let ax = _mm256_sign_epi8(x, x);
-        let sy = _mm256_sign_epi8(y, x);
-        let p16 = _mm256_maddubs_epi16(ax, sy);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16_at(p: *const u8) -> f32 {
-        let bits = unsafe { u16::from_le_bytes([*p, *p.add(1)]) };
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-    }
-
-    /// One block of a q8_0 row, as signed bytes.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_block(blk: *const u8) -> __m256i {
-        unsafe { _mm256_loadu_si256(blk.add(2) as *const __m256i) }
-    }
-
-    /// One block of a q4_0 row, as signed bytes (codes minus 8), low nibbles first.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_block(blk: *const u8) -> __m256i {
-        let qs = unsafe { _mm_loadu_si128(blk.add(2) as *const __m128i) };
-        let low = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(qs, low);
-        let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
-        _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
-    }
-
-    /// A weight row of `bytes`-sized blocks (decoded by `unpack`) against one activation row.
-    /// One accumulator, blocks in order: the same additions as [`dot4`] and [`rows4`] make
-    /// for each pair of rows, so a row's result never depends on which kernel (and so which
-    /// batch) computed it.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_blocks(
-        w: &[u8],
-        a: &Q8Row,
-        bytes: usize,
-        unpack: unsafe fn(*const u8) -> __m256i,
-    ) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-        for b in 0..a.d.len() {
-            unsafe {
-                let blk = wp.add(b * bytes);
-                let p = dot_i8(
-                    unpack(blk),
-                    _mm256_loadu_si256(ap.add(b * QK) as *const __m256i),
-                );
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk) * *a.d.get_unchecked(b)), p, acc);
-            }
-        }
-        unsafe { hsum(acc) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q8_0(w: &[u8], a: &Q8Row) -> f32 {
-        unsafe { dot_blocks(w, a, Q8_0_BYTES, q8_block) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_0(w: &[u8], a: &Q8Row) -> f32 {
-        unsafe { dot_blocks(w, a, Q4_0_BYTES, q4_block) }
-    }
-
-    /// One weight row (q4_0 when `Q4`, else q8_0) against four activation rows.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot4<const Q4: bool>(w: &[u8], a: [&Q8Row; 4]) -> [f32; 4] {
-        let bytes = if Q4 { Q4_0_BYTES } else { Q8_0_BYTES };
-        let (mut c0, mut c1, mut c2, mut c3) = (
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-        );
-        let wp = w.as_ptr();
-        let ones = _mm256_set1_epi16(1);
-        for b in 0..a[0].d.len() {
-            unsafe {
-                let blk = wp.add(b * bytes);
-                let qw = if Q4 { q4_block(blk) } else { q8_block(blk) };
-                let ax = _mm256_sign_epi8(qw, qw);
-                let dw = f16_at(blk);
-                let one = |r: &Q8Row, acc: __m256| {
-                    let qa = _mm256_loadu_si256(r.qs.as_ptr().add(b * QK) as *const __m256i);
-                    let p =
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qa, qw)), ones);
-                    _mm256_fmadd_ps(
-                        _mm256_set1_ps(dw * *r.d.get_unchecked(b)),
-                        _mm256_cvtepi32_ps(p),
-                        acc,
-                    )
-                };
-                c0 = one(a[0], c0);
-                c1 = one(a[1], c1);
-                c2 = one(a[2], c2);
-                c3 = one(a[3], c3);
-            }
-        }
-        unsafe { [hsum(c0), hsum(c1), hsum(c2), hsum(c3)] }
-    }
-
-    /// Four weight rows (q4_0 when `Q4`, else q8_0) against one activation row.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn rows4<const Q4: bool>(w: [&[u8]; 4], a: &Q8Row) -> [f32; 4] {
-        let bytes = if Q4 { Q4_0_BYTES } else { Q8_0_BYTES };
-        let (mut c0, mut c1, mut c2, mut c3) = (
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-        );
-        let ap = a.qs.as_ptr();
-        let wp = w.map(|r| r.as_ptr());
-        for b in 0..a.d.len() {
-            unsafe {
-                let qa = _mm256_loadu_si256(ap.add(b * QK) as *const __m256i);
-                let da = *a.d.get_unchecked(b);
-                let one = |p: *const u8, acc: __m256| {
-                    let blk = p.add(b * bytes);
-                    let qw = if Q4 { q4_block(blk) } else { q8_block(blk) };
-                    _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk) * da), dot_i8(qw, qa), acc)
-                };
-                c0 = one(wp[0], c0);
-                c1 = one(wp[1], c1);
-                c2 = one(wp[2], c2);
-                c3 = one(wp[3], c3);
-            }
-        }
-        unsafe { [hsum(c0), hsum(c1), hsum(c2), hsum(c3)] }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
