@@ -7,7 +7,7 @@
 use crate::error::{GgufError, Result};
 use crate::format::{GgufFile, TensorInfo, Value};
 use crate::kernels::{
-    Q8Row, attention_scores, attention_values, dot_f32, dot_q4_0, dot_q8_0, dot4_q4_0, dot4_q8_0,
+    Q8Row, attention_scores, attention_values, dot_q4_0, dot_q8_0, dot4_q4_0, dot4_q8_0, dots_f32,
     rows4_q4_0, rows4_q8_0,
 };
 use crate::packed::Packed;
@@ -522,18 +522,15 @@ impl QModel {
                     let Act::F32(x) = a else {
                         unreachable!("activations are made for the matrix's type")
                     };
-                    for (k, o) in out.chunks_mut(t).enumerate() {
-                        let r = r0 + k;
-                        let wr: &[f32] = match w {
+                    let row = |r: usize| -> &[f32] {
+                        match w {
                             Mat::Owned { data, .. } => &data[r * cols..(r + 1) * cols],
                             Mat::Mapped { t: ti, .. } => {
                                 bytemuck_f32(&file.bytes(ti)[r * cols * 4..(r + 1) * cols * 4])
                             }
-                        };
-                        for (oi, xi) in o[t0..t1].iter_mut().zip(&x[t0..t1]) {
-                            *oi = dot_f32(wr, xi);
                         }
-                    }
+                    };
+                    f32_tile(&row, r0, out, t, &x[t0..t1], t0);
                 }
             });
         if t == 1 {
@@ -704,6 +701,51 @@ fn q_tile(ty: GgmlType, w: &[u8], rb: usize, x: &[Q8Row], out: &mut [f32], t: us
         for j in n4..x.len() {
             o[j] = one(wr, &x[j]);
         }
+    }
+}
+
+/// Weight rows `r0..` (`row(r)`, as many as `out` has rows of `t`) against activation rows
+/// `x` (rows `t0..` of the pass): four weight rows by two activation rows at a time.
+fn f32_tile<'a>(
+    row: &dyn Fn(usize) -> &'a [f32],
+    r0: usize,
+    out: &mut [f32],
+    t: usize,
+    x: &[Vec<f32>],
+    t0: usize,
+) {
+    let nrows = out.len() / t;
+    let mut k = 0;
+    while k < nrows {
+        let rn = (nrows - k).min(4);
+        let mut j = 0;
+        while j < x.len() {
+            let cn = (x.len() - j).min(2);
+            let (a0, a1) = (&x[j][..], &x[(j + 1).min(x.len() - 1)][..]);
+            let mut put = |r: usize, c: usize, v: f32| out[(k + r) * t + t0 + j + c] = v;
+            macro_rules! tile {
+                ($($r:literal),+; $($c:ident),+) => {{
+                    let p = dots_f32([$(row(r0 + k + $r)),+], [$($c),+]);
+                    for (r, pr) in p.iter().enumerate() {
+                        for (c, v) in pr.iter().enumerate() {
+                            put(r, c, *v);
+                        }
+                    }
+                }};
+            }
+            match (rn, cn) {
+                (4, 2) => tile!(0, 1, 2, 3; a0, a1),
+                (4, _) => tile!(0, 1, 2, 3; a0),
+                (3, 2) => tile!(0, 1, 2; a0, a1),
+                (3, _) => tile!(0, 1, 2; a0),
+                (2, 2) => tile!(0, 1; a0, a1),
+                (2, _) => tile!(0, 1; a0),
+                (_, 2) => tile!(0; a0, a1),
+                _ => tile!(0; a0),
+            }
+            j += cn;
+        }
+        k += rn;
     }
 }
 

@@ -263,23 +263,36 @@ pub fn axpy_f16(out: &mut [f32], w: f32, v: &[f16]) {
         .for_each(|(o, x)| *o += w * x.to_f32());
 }
 
-/// `w · a` in f32.
+/// `w · a` in f32 (as [`dots_f32`] adds it).
 pub fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
-    debug_assert_eq!(w.len(), a.len());
+    dots_f32([w], [a])[0][0]
+}
+
+/// `out[r][c] = w[r] · a[c]` in f32 for up to four weight rows and two activation rows: each
+/// pair in its own eight-lane sum over the columns in order, then the lanes and the tail, so a
+/// pair's result is the same bits whatever R and C (a sequence's logits do not depend on the
+/// batch it decodes in), while the R·C independent sums keep the FMA units busy.
+pub fn dots_f32<const R: usize, const C: usize>(w: [&[f32]; R], a: [&[f32]; C]) -> [[f32; C]; R] {
+    let n = a[0].len();
+    assert!(w.iter().chain(&a).all(|x| x.len() == n), "equal lengths");
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: as in dot_q8_0.
-        return unsafe { x86::dot_f32(w, a) };
+        // SAFETY: the CPU has AVX2, FMA and F16C; every slice holds `n` values.
+        return unsafe { x86::dots_f32(w, a) };
     }
-    let mut acc = [0.0f32; 8];
-    let n = w.len() / 8 * 8;
-    for (wc, ac) in w[..n].chunks_exact(8).zip(a[..n].chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += wc[i] * ac[i];
-        }
-    }
-    let tail: f32 = w[n..].iter().zip(&a[n..]).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
+    let m = n / 8 * 8;
+    w.map(|wr| {
+        a.map(|ar| {
+            let mut acc = [0.0f32; 8];
+            for (wc, ac) in wr[..m].chunks_exact(8).zip(ar[..m].chunks_exact(8)) {
+                for i in 0..8 {
+                    acc[i] += wc[i] * ac[i];
+                }
+            }
+            let tail: f32 = wr[m..].iter().zip(&ar[m..]).map(|(x, y)| x * y).sum();
+            acc.iter().sum::<f32>() + tail
+        })
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -416,24 +429,34 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
-        let n = w.len() / 32 * 32;
-        let (wp, ap) = (w.as_ptr(), a.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
+    pub unsafe fn dots_f32<const R: usize, const C: usize>(
+        w: [&[f32]; R],
+        a: [&[f32]; C],
+    ) -> [[f32; C]; R] {
+        let n = a[0].len();
+        let m = n / 8 * 8;
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
         let mut i = 0;
-        while i < n {
-            for (k, s) in acc.iter_mut().enumerate() {
-                unsafe {
-                    let x = _mm256_loadu_ps(wp.add(i + 8 * k));
-                    let y = _mm256_loadu_ps(ap.add(i + 8 * k));
-                    *s = _mm256_fmadd_ps(x, y, *s);
+        while i < m {
+            unsafe {
+                let x = a.map(|ar| _mm256_loadu_ps(ar.as_ptr().add(i)));
+                for r in 0..R {
+                    let y = _mm256_loadu_ps(w[r].as_ptr().add(i));
+                    for c in 0..C {
+                        acc[r][c] = _mm256_fmadd_ps(y, x[c], acc[r][c]);
+                    }
                 }
             }
-            i += 32;
+            i += 8;
         }
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let tail: f32 = w[n..].iter().zip(&a[n..]).map(|(x, y)| x * y).sum();
-        unsafe { hsum(s) + tail }
+        let mut out = [[0.0f32; C]; R];
+        for r in 0..R {
+            for c in 0..C {
+                let tail: f32 = w[r][m..].iter().zip(&a[c][m..]).map(|(x, y)| x * y).sum();
+                out[r][c] = unsafe { hsum(acc[r][c]) } + tail;
+            }
+        }
+        out
     }
 }
 
@@ -471,6 +494,26 @@ mod tests {
         }
         let want: f32 = w.iter().zip(&x).map(|(p, q)| p * q).sum();
         assert!((dot_f32(&w, &x) - want).abs() < 1e-3);
+        // f32 tiles: every pair the same bits as alone (a length with a tail past the lanes).
+        let m = n - 3;
+        let (w2, x2): (Vec<f32>, Vec<f32>) = (w.iter().map(|v| v * 0.7).collect(), x.clone());
+        let x3: Vec<f32> = x.iter().map(|v| 1.3 - v).collect();
+        let rows = [&w[..m], &w2[..m], &x2[..m], &x3[..m]];
+        let acts = [&x3[..m], &w[..m]];
+        let tile = dots_f32(rows, acts);
+        for (r, wr) in rows.iter().enumerate() {
+            for (c, ac) in acts.iter().enumerate() {
+                assert_eq!(
+                    tile[r][c].to_bits(),
+                    dot_f32(wr, ac).to_bits(),
+                    "f32 tile {r},{c}"
+                );
+                let want: f32 = wr.iter().zip(*ac).map(|(p, q)| p * q).sum();
+                assert!((tile[r][c] - want).abs() < 1e-3 * want.abs().max(1.0));
+            }
+        }
+        let three = dots_f32([rows[1], rows[2], rows[3]], [acts[1]]);
+        assert_eq!(three[2][0].to_bits(), tile[3][1].to_bits());
         // The f16 cache's products.
         let k16: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
         let want: f32 = w.iter().zip(&k16).map(|(p, q)| p * q.to_f32()).sum();

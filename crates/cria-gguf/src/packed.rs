@@ -1,9 +1,11 @@
-//! q8_0 and q4_0 matrices repacked at load for AVX-512 VNNI, sixteen rows interleaved so one
-//! register holds sixteen rows' codes (four consecutive codes per 32-bit lane). One
+//! q8_0 and q4_0 matrices repacked at load, sixteen rows interleaved so one 512-bit register
+//! holds sixteen rows' codes (four consecutive codes per 32-bit lane). With AVX-512 VNNI one
 //! `vpdpbusd` then multiplies four codes of sixteen rows by four bytes of one activation row
 //! broadcast to every lane, and a block's eight such products add up in integers before the
 //! one conversion and scale per block: the float work per block is per sixteen rows, not per
-//! row, and nothing is summed across lanes at the end (each lane is one row's result).
+//! row, and nothing is summed across lanes at the end (each lane is one row's result). With
+//! AVX2 each half of the layout (eight rows) is a 256-bit register and the products are
+//! `vpmaddubsw` + `vpmaddwd`; the block sums and their scaling are the same, so are the bits.
 //!
 //! The repacked copy has the file's size (same codes, same f16 scales), so resident memory
 //! stays about the file's size: the mapped pages it came from are handed back after packing.
