@@ -350,8 +350,16 @@ impl QModel {
             .flat_map(|(ids, _)| ids.iter())
             .map(|&id| self.embd.row(&self.file, id as usize))
             .collect();
+        // Each row's RoPE rotation, once for every layer and head.
+        let rot: Vec<Vec<(f32, f32)>> = pos
+            .iter()
+            .map(|&p| {
+                let p = p as f32 / c.rope_scale;
+                self.inv_freq.iter().map(|&f| (p * f).sin_cos()).collect()
+            })
+            .collect();
         for (li, l) in self.layers.iter().enumerate() {
-            let o = self.attention(li, l, &x, seqs, &seq, &pos);
+            let o = self.attention(li, l, &x, seqs, &seq, &pos, &rot);
             add_rows(&mut x, &o);
             let f = self.ffn(l, &x);
             add_rows(&mut x, &f);
@@ -369,8 +377,9 @@ impl QModel {
     }
 
     /// Layer `li`'s attention for rows `x` (row `i` is position `pos[i]` of sequence
-    /// `seq[i]`): their keys and values appended to their sequences' caches, then each row's
-    /// heads against its own cache, through the output projection.
+    /// `seq[i]`, rotated by `rot[i]`): their keys and values appended to their sequences'
+    /// caches, then each row's heads against its own cache, through the output projection.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         li: usize,
@@ -379,23 +388,37 @@ impl QModel {
         seqs: &mut [(&[u32], &mut QCache)],
         seq: &[usize],
         pos: &[usize],
+        rot: &[Vec<(f32, f32)>],
     ) -> Vec<Vec<f32>> {
         let c = &self.cfg;
         let hd = c.head_dim;
-        let xn: Vec<Vec<f32>> = x.iter().map(|r| rms_norm(r, &l.attn_norm, c.eps)).collect();
+        let xn = norm_rows(x, &l.attn_norm, c.eps);
         let a = self.act(&xn, &[&l.wq, &l.wk, &l.wv]);
         let mut q = self.matmul(&l.wq, &a);
         let mut k = self.matmul(&l.wk, &a);
         let mut v = self.matmul(&l.wv, &a);
-        for i in 0..x.len() {
-            add_bias(&mut q[i], &l.bq);
-            add_bias(&mut k[i], &l.bk);
-            add_bias(&mut v[i], &l.bv);
-            let p = pos[i] as f32 / c.rope_scale;
-            self.rope(&mut q[i], p);
-            self.rope(&mut k[i], p);
+        let each = |((q, k), (v, r)): (
+            (&mut Vec<f32>, &mut Vec<f32>),
+            (&mut Vec<f32>, &Vec<(f32, f32)>),
+        )| {
+            add_bias(q, &l.bq);
+            add_bias(k, &l.bk);
+            add_bias(v, &l.bv);
+            self.rope(q, r);
+            self.rope(k, r);
             // As llama.cpp: keys and values cached in f16, queries meeting them in f16.
-            to_f16(&mut q[i]);
+            to_f16(q);
+        };
+        if x.len() > 1 {
+            (q.par_iter_mut().zip(k.par_iter_mut()))
+                .zip(v.par_iter_mut().zip(rot))
+                .for_each(each);
+        } else {
+            (q.iter_mut().zip(k.iter_mut()))
+                .zip(v.iter_mut().zip(rot))
+                .for_each(each);
+        }
+        for i in 0..x.len() {
             let cache = &mut seqs[seq[i]].1;
             cache.k[li].extend(k[i].iter().map(|&x| f16::from_f32(x)));
             cache.v[li].extend(v[i].iter().map(|&x| f16::from_f32(x)));
@@ -432,10 +455,7 @@ impl QModel {
 
     /// The SwiGLU feed-forward of rows `x`.
     fn ffn(&self, l: &Layer, x: &[Vec<f32>]) -> Vec<Vec<f32>> {
-        let xn: Vec<Vec<f32>> = x
-            .iter()
-            .map(|r| rms_norm(r, &l.ffn_norm, self.cfg.eps))
-            .collect();
+        let xn = norm_rows(x, &l.ffn_norm, self.cfg.eps);
         let a = self.act(&xn, &[&l.gate, &l.up]);
         let g = self.matmul(&l.gate, &a);
         let u = self.matmul(&l.up, &a);
@@ -574,11 +594,12 @@ impl QModel {
         out
     }
 
-    fn rope(&self, x: &mut [f32], pos: f32) {
+    /// Rotates every head of `x` by `rot` (each frequency's sine and cosine at the row's
+    /// position).
+    fn rope(&self, x: &mut [f32], rot: &[(f32, f32)]) {
         let hd = self.cfg.head_dim;
         for head in x.chunks_exact_mut(hd) {
-            for (j, &f) in self.inv_freq.iter().enumerate() {
-                let (s, c) = (pos * f).sin_cos();
+            for (j, &(s, c)) in rot.iter().enumerate() {
                 let (a, b) = if self.cfg.rope_pairs {
                     (2 * j, 2 * j + 1)
                 } else {
@@ -672,6 +693,15 @@ fn softmax(s: &mut [f32]) {
     let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let z = cria_core::kernels::exp_shifted(s, m);
     s.iter_mut().for_each(|sp| *sp /= z);
+}
+
+/// [`rms_norm`] of every row, side by side when there are several.
+fn norm_rows(x: &[Vec<f32>], w: &[f32], eps: f32) -> Vec<Vec<f32>> {
+    if x.len() > 1 {
+        x.par_iter().map(|r| rms_norm(r, w, eps)).collect()
+    } else {
+        x.iter().map(|r| rms_norm(r, w, eps)).collect()
+    }
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
