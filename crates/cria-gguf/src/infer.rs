@@ -397,10 +397,7 @@ impl QModel {
         let mut q = self.matmul(&l.wq, &a);
         let mut k = self.matmul(&l.wk, &a);
         let mut v = self.matmul(&l.wv, &a);
-        let each = |((q, k), (v, r)): (
-            (&mut Vec<f32>, &mut Vec<f32>),
-            (&mut Vec<f32>, &Vec<(f32, f32)>),
-        )| {
+        let each = |((q, k), (v, r)): RowQkv<'_>| {
             add_bias(q, &l.bq);
             add_bias(k, &l.bk);
             add_bias(v, &l.bv);
@@ -694,6 +691,12 @@ fn softmax(s: &mut [f32]) {
     let z = cria_core::kernels::exp_shifted(s, m);
     s.iter_mut().for_each(|sp| *sp /= z);
 }
+
+/// One row's query, key and value, and its rotation.
+type RowQkv<'a> = (
+    (&'a mut Vec<f32>, &'a mut Vec<f32>),
+    (&'a mut Vec<f32>, &'a Vec<(f32, f32)>),
+);
 
 /// [`rms_norm`] of every row, side by side when there are several.
 fn norm_rows(x: &[Vec<f32>], w: &[f32], eps: f32) -> Vec<Vec<f32>> {
