@@ -131,35 +131,26 @@ impl Packed {
     fn tile<const C: usize>(&self, g: usize, a: [&Q8Row; C], out: &mut [f32]) {
         let base = &self.data[g * self.nb * Self::block_bytes(self.q4)..];
         #[cfg(target_arch = "x86_64")]
-        if crate::kernels::has_vnni() {
-            // SAFETY: the CPU has AVX-512 F/BW/VNNI, AVX2, FMA and F16C; `base` holds the
-            // group's `nb` blocks and every activation row `nb` blocks (checked by callers).
+        {
+            use crate::kernels::{has_avx2, has_vnni};
+            // SAFETY: each kernel only where the CPU has its instructions (AVX-512 F/BW/VNNI,
+            // or AVX2 with FMA and F16C); `base` holds the group's `nb` blocks and every
+            // activation row `nb` blocks (checked by callers).
             let r = unsafe {
-                if self.q4 {
-                    x512::tile::<true, C>(base, self.nb, a)
-                } else {
-                    x512::tile::<false, C>(base, self.nb, a)
+                match (has_vnni(), has_avx2(), self.q4) {
+                    (true, _, true) => Some(x512::tile::<true, C>(base, self.nb, a)),
+                    (true, _, false) => Some(x512::tile::<false, C>(base, self.nb, a)),
+                    (false, true, true) => Some(x256::tile::<true, C>(base, self.nb, a)),
+                    (false, true, false) => Some(x256::tile::<false, C>(base, self.nb, a)),
+                    (false, false, _) => None,
                 }
             };
-            for (o, v) in out.chunks_mut(ROWS).zip(r) {
-                o.copy_from_slice(&v);
-            }
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if crate::kernels::has_avx2() {
-            // SAFETY: the CPU has AVX2, FMA and F16C; lengths as above.
-            let r = unsafe {
-                if self.q4 {
-                    x256::tile::<true, C>(base, self.nb, a)
-                } else {
-                    x256::tile::<false, C>(base, self.nb, a)
+            if let Some(r) = r {
+                for (o, v) in out.chunks_mut(ROWS).zip(r) {
+                    o.copy_from_slice(&v);
                 }
-            };
-            for (o, v) in out.chunks_mut(ROWS).zip(r) {
-                o.copy_from_slice(&v);
+                return;
             }
-            return;
         }
         self.tile_portable(base, &a, out);
     }
