@@ -1,7 +1,8 @@
-//! Inference on a GGUF file's own weights: q8_0 and q4_0 matrices are read in place from the
-//! memory-mapped file (never dequantized as a whole), so resident memory is about the file
-//! plus the KV cache. f32 matrices are read in place too; f16/bf16 ones are widened to f32 at
-//! load. Architectures: `llama` (pairwise RoPE, as llama.cpp's files store q/k) and `qwen2`
+//! Inference on a GGUF file's own weights: q8_0 and q4_0 matrices are never dequantized —
+//! repacked at load into a copy of the same size for the SIMD kernels ([`crate::packed`], the
+//! mapped pages handed back) or read in place from the memory-mapped file on other CPUs — so
+//! resident memory is about the file plus the KV cache. f32 matrices are read in place too;
+//! f16/bf16 ones are widened to f32 at load. Architectures: `llama` (pairwise RoPE, as llama.cpp's files store q/k) and `qwen2`
 //! (rotate-half RoPE, q/k/v biases).
 
 use crate::error::{GgufError, Result};
@@ -119,8 +120,9 @@ impl QConfig {
 
 /// A weight matrix of `rows` rows of `cols` values.
 enum Mat {
-    /// In the mapped file: q8_0, q4_0 or f32; q8_0 and q4_0 also repacked for AVX-512 VNNI
-    /// where the CPU has it (products from the packed copy, the mapped pages handed back).
+    /// In the mapped file: q8_0, q4_0 or f32; q8_0 and q4_0 also repacked where the CPU runs
+    /// the packed kernels (x86 with AVX2 or AVX-512 VNNI: products from the packed copy, the
+    /// mapped pages handed back).
     Mapped {
         t: TensorInfo,
         rows: usize,
