@@ -199,7 +199,7 @@ mod x512 {
         nb: usize,
         a: [&Q8Row; C],
     ) -> [[f32; ROWS]; C] {
-        let bb = 2 * ROWS + if Q4 { ROWS * QK / 2 } else { ROWS * QK };
+        let bb = super::Packed::block_bytes(Q4);
         debug_assert!(base.len() >= nb * bb);
         let mut acc = [_mm512_setzero_ps(); C];
         let mask = _mm512_set1_epi8(0x0F);
@@ -266,7 +266,7 @@ mod x256 {
         nb: usize,
         a: [&Q8Row; C],
     ) -> [[f32; ROWS]; C] {
-        let bb = 2 * ROWS + if Q4 { ROWS * QK / 2 } else { ROWS * QK };
+        let bb = super::Packed::block_bytes(Q4);
         debug_assert!(base.len() >= nb * bb);
         let mut acc = [[_mm256_setzero_ps(); 2]; C];
         let (mask, high, ones) = (
