@@ -1,10 +1,11 @@
 //! Inference on a GGUF file's own weights: q8_0 and q4_0 matrices are never dequantized —
 //! repacked at load into a copy of the same size for the SIMD kernels ([`crate::packed`], the
 //! mapped pages handed back) or read in place from the memory-mapped file on other CPUs — so
-//! resident memory is about the file plus the KV cache. f32 matrices are read in place too;
-//! f16/bf16 ones are widened to f32 at load. Architectures: `llama` (pairwise RoPE, as llama.cpp's files store q/k) and `qwen2`
-//! (rotate-half RoPE, q/k/v biases).
-
+//! resident memory is about the file plus the KV cache. f32 matrices are repacked into panels
+//! of sixteen rows ([`crate::panels`]) where those kernels run, else read in place; f16/bf16
+//! ones are widened to f32 at load (and put in panels the same way). Architectures: `llama`
+//! (pairwise RoPE, as llama.cpp's files store q/k) and `qwen2` (rotate-half RoPE, q/k/v
+//! biases).
 use crate::error::{GgufError, Result};
 use crate::format::{GgufFile, TensorInfo, Value};
 use crate::kernels::{
@@ -12,6 +13,7 @@ use crate::kernels::{
     rows4_q4_0, rows4_q8_0,
 };
 use crate::packed::Packed;
+use crate::panels::Panels;
 use crate::quant::{self, GgmlType, QK};
 use half::f16;
 use rayon::prelude::*;
@@ -129,7 +131,10 @@ enum Mat {
         cols: usize,
         packed: Option<Packed>,
     },
-    /// Widened to f32 at load (f16 and bf16 files).
+    /// f32 in panels of sixteen rows ([`Panels`]; f32 files, f16 and bf16 ones widened), where
+    /// the CPU runs the panel kernels (x86 with AVX2): `ty` is the file's type.
+    Panels { p: Panels, ty: GgmlType },
+    /// Widened to f32 at load (f16 and bf16 files on other CPUs).
     Owned {
         data: Vec<f32>,
         rows: usize,
@@ -216,16 +221,19 @@ impl Mat {
     fn rows(&self) -> usize {
         match self {
             Mat::Mapped { rows, .. } | Mat::Owned { rows, .. } => *rows,
+            Mat::Panels { p, .. } => p.rows,
         }
     }
     fn cols(&self) -> usize {
         match self {
             Mat::Mapped { cols, .. } | Mat::Owned { cols, .. } => *cols,
+            Mat::Panels { p, .. } => p.cols,
         }
     }
     fn ty(&self) -> GgmlType {
         match self {
             Mat::Mapped { t, .. } => t.ty,
+            Mat::Panels { ty, .. } => *ty,
             Mat::Owned { .. } => GgmlType::F32,
         }
     }
@@ -233,6 +241,7 @@ impl Mat {
     fn row(&self, f: &GgufFile, r: usize) -> Vec<f32> {
         match self {
             Mat::Owned { data, cols, .. } => data[r * cols..(r + 1) * cols].to_vec(),
+            Mat::Panels { p, .. } => p.row(r),
             Mat::Mapped { t, cols, .. } => {
                 let rb = t.ty.row_bytes(*cols).expect("checked at load");
                 quant::decode(t.ty, &f.bytes(t)[r * rb..(r + 1) * rb]).expect("checked at load")
@@ -512,6 +521,11 @@ impl QModel {
             p.matmul(x, &mut out);
             return out;
         }
+        if let (Mat::Panels { p, .. }, Act::F32(x)) = (w, a) {
+            let mut out = vec![vec![]; t];
+            p.matmul(x, &mut out);
+            return out;
+        }
         let chunk = 16usize;
         // [row][t], then transposed to [t][row].
         let mut by_row = vec![0.0f32; rows * t];
@@ -547,6 +561,7 @@ impl QModel {
                             Mat::Mapped { t: ti, .. } => {
                                 bytemuck_f32(&file.bytes(ti)[r * cols * 4..(r + 1) * cols * 4])
                             }
+                            Mat::Panels { .. } => unreachable!("panels take their own path"),
                         }
                     };
                     f32_tile(&row, r0, out, t, &x[t0..t1], t0);
@@ -625,8 +640,8 @@ fn bytemuck_f32(b: &[u8]) -> &[f32] {
     unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len() / 4) }
 }
 
-/// Tensor `name` as a `rows × cols` matrix; q8_0/q4_0 ones repacked when `pack` and the CPU
-/// runs the packed kernels.
+/// Tensor `name` as a `rows × cols` matrix; repacked (q8_0/q4_0 interleaved, f32/f16/bf16 in
+/// panels) when `pack` and the CPU runs the packed kernels.
 fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize, pack: bool) -> Result<Mat> {
     let t = f
         .tensor(name)
@@ -666,17 +681,25 @@ fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize, pack: bool) -> R
                 packed,
             })
         }
+        GgmlType::F32 if pack && crate::kernels::has_packed() => {
+            let p = Panels::new(bytemuck_f32(f.bytes(&t)), rows, cols);
+            f.release(&t);
+            Ok(Mat::Panels { p, ty: t.ty })
+        }
         GgmlType::F32 => Ok(Mat::Mapped {
             t,
             rows,
             cols,
             packed: None,
         }),
-        GgmlType::F16 | GgmlType::Bf16 => Ok(Mat::Owned {
-            data: quant::decode(t.ty, f.bytes(&t)).expect("f16/bf16 decode"),
-            rows,
-            cols,
-        }),
+        GgmlType::F16 | GgmlType::Bf16 => {
+            let data = quant::decode(t.ty, f.bytes(&t)).expect("f16/bf16 decode");
+            if pack && crate::kernels::has_packed() {
+                let p = Panels::new(&data, rows, cols);
+                return Ok(Mat::Panels { p, ty: t.ty });
+            }
+            Ok(Mat::Owned { data, rows, cols })
+        }
         other => Err(GgufError::model(
             &f.path,
             format!(

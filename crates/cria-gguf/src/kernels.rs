@@ -130,8 +130,21 @@ pub(crate) fn has_vnni() -> bool {
     })
 }
 
-/// Whether quantized matrices are repacked for [`crate::packed`]'s kernels (AVX-512 VNNI or
-/// AVX2).
+/// AVX-512F besides AVX2/FMA: f32 panels ([`crate::panels`]) take the 512-bit kernel.
+/// `CRIA_NO_AVX512` set turns it off, as for [`has_vnni`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512f() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && std::env::var_os("CRIA_NO_AVX512").is_none()
+    })
+}
+
+/// Whether matrices are repacked at load: quantized ones for [`crate::packed`]'s kernels
+/// (AVX-512 VNNI or AVX2), f32 ones for [`crate::panels`]' (AVX-512F or AVX2).
 pub(crate) fn has_packed() -> bool {
     #[cfg(target_arch = "x86_64")]
     return has_avx2();

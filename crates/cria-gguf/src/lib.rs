@@ -9,6 +9,7 @@ pub mod infer;
 pub mod kernels;
 pub mod modelfile;
 pub mod packed;
+pub mod panels;
 pub mod quant;
 pub mod tokenizer;
 
