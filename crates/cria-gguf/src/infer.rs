@@ -16,6 +16,7 @@ use crate::packed::Packed;
 use crate::panels::Panels;
 use crate::quant::{self, GgmlType, QK};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -437,27 +438,79 @@ impl QModel {
             .collect();
         let group = c.n_head / c.n_kv;
         let scale = 1.0 / (hd as f32).sqrt();
-        // One task per (row, key/value head): its group of query heads.
-        let parts: Vec<Vec<f32>> = (0..x.len() * c.n_kv)
-            .into_par_iter()
-            .map(|job| {
-                let (i, kvh) = (job / c.n_kv, job % c.n_kv);
+        let stride = c.n_kv * hd;
+        // Row `i`'s group of query heads for key/value head `kvh` against its keys and values
+        // (f16 from the cache, or f32 widened: a closure cannot take both).
+        macro_rules! heads {
+            ($i:expr, $kvh:expr, $k:expr, $v:expr, $stride:expr, $out:expr) => {{
+                let (i, kvh) = ($i, $kvh);
                 let n = pos[i] + 1;
-                let mut out = vec![0.0f32; group * hd];
                 let mut s = vec![0.0f32; n * group];
                 let qg = &q[i][kvh * group * hd..(kvh + 1) * group * hd];
-                let stride = c.n_kv * hd;
-                let (kc, vc) = kv[seq[i]];
-                let (kh, vh) = (&kc[kvh * hd..], &vc[kvh * hd..]);
-                attention_scores(qg, kh, stride, n, hd, scale, &mut s);
+                attention_scores(qg, $k, $stride, n, hd, scale, &mut s);
                 for g in 0..group {
                     softmax(&mut s[g * n..(g + 1) * n]);
                 }
-                attention_values(&s, vh, stride, n, hd, &mut out);
+                attention_values(&s, $v, $stride, n, hd, $out);
+            }};
+        }
+        // Tasks of up to BLOCK consecutive rows of one sequence (a prompt's) and one key/value
+        // head: the block's keys and values are widened from f16 once for all its rows (the
+        // same products, bit for bit, as each row reading the cache on its own).
+        const BLOCK: usize = 16;
+        let mut blocks = vec![];
+        let mut b0 = 0;
+        while b0 < x.len() {
+            let mut b1 = b0 + 1;
+            while b1 < x.len() && b1 - b0 < BLOCK && seq[b1] == seq[b0] {
+                b1 += 1;
+            }
+            blocks.push((b0, b1));
+            b0 = b1;
+        }
+        let parts: Vec<Vec<f32>> = (0..blocks.len() * c.n_kv)
+            .into_par_iter()
+            .map(|job| {
+                let ((b0, b1), kvh) = (blocks[job / c.n_kv], job % c.n_kv);
+                let (kc, vc) = kv[seq[b0]];
+                let mut out = vec![0.0f32; (b1 - b0) * group * hd];
+                let outs = out.chunks_mut(group * hd);
+                if b1 - b0 == 1 {
+                    heads!(b0, kvh, &kc[kvh * hd..], &vc[kvh * hd..], stride, &mut out);
+                    return out;
+                }
+                let n = pos[b0..b1].iter().max().expect("a block has rows") + 1;
+                // This head's rows only, side by side.
+                let widen = |c: &[f16]| {
+                    let mut w = vec![0.0f32; n * hd];
+                    for (p, wp) in w.chunks_exact_mut(hd).enumerate() {
+                        let at = p * stride + kvh * hd;
+                        c[at..at + hd].convert_to_f32_slice(wp);
+                    }
+                    w
+                };
+                let (kw, vw) = (widen(kc), widen(vc));
+                for (i, o) in (b0..b1).zip(outs) {
+                    heads!(i, kvh, &kw[..], &vw[..], hd, o);
+                }
                 out
             })
             .collect();
-        let attn: Vec<Vec<f32>> = parts.chunks(c.n_kv).map(|heads| heads.concat()).collect();
+        // Row i's heads: its block's part for each key/value head, in head order.
+        let attn: Vec<Vec<f32>> = blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(bi, &(b0, b1))| {
+                let parts = &parts[bi * c.n_kv..(bi + 1) * c.n_kv];
+                (0..b1 - b0).map(move |r| {
+                    parts
+                        .iter()
+                        .flat_map(|p| &p[r * group * hd..(r + 1) * group * hd])
+                        .copied()
+                        .collect()
+                })
+            })
+            .collect();
         self.matmul(&l.wo, &self.act(&attn, &[&l.wo]))
     }
 

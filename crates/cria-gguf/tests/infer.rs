@@ -230,6 +230,21 @@ fn sequences_in_one_pass_equal_each_alone() {
         let all = q.forward_rows(&mut [(prompts[2], &mut c)], true);
         assert_eq!(all.len(), prompts[2].len());
         assert_eq!(all.last().unwrap(), &alone[2][0], "{what}: all positions");
+        // A prompt longer than one attention block (16 rows) and one panel tile (6 rows) reads
+        // to the same logits at every position as feeding it one id at a time.
+        let long: Vec<u32> = (0..41).map(|i| (i * 37 + 11) % 250).collect();
+        let mut c = q.new_cache();
+        let all = q.forward_rows(&mut [(&long[..], &mut c)], true);
+        let mut one = q.new_cache();
+        for (p, (&id, want)) in long.iter().zip(&all).enumerate() {
+            let got = q.forward(&[id], &mut one);
+            assert!(
+                got.iter()
+                    .zip(want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{what}: position {p} of a long prompt differs from decoding it id by id"
+            );
+        }
         // A cache cut to a prefix continues as if only the prefix had been read.
         let mut full = q.new_cache();
         q.forward(prompts[2], &mut full);
