@@ -6,17 +6,13 @@
 //! ones are widened to f32 at load (and put in panels the same way). Architectures: `llama`
 //! (pairwise RoPE, as llama.cpp's files store q/k) and `qwen2` (rotate-half RoPE, q/k/v
 //! biases).
+
 use crate::error::{GgufError, Result};
-use crate::format::{GgufFile, TensorInfo, Value};
-use crate::kernels::{
-    Q8Row, attention_scores, attention_values, dot_q4_0, dot_q8_0, dot4_q4_0, dot4_q8_0, dots_f32,
-    rows4_q4_0, rows4_q8_0,
-};
-use crate::packed::Packed;
-use crate::panels::Panels;
-use crate::quant::{self, GgmlType, QK};
+use crate::format::{GgufFile, Value};
+use crate::kernels::{attention_scores, attention_values};
+use crate::matrix::{Act, Mat, load_mat};
+use crate::quant::GgmlType;
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -121,28 +117,6 @@ impl QConfig {
     }
 }
 
-/// A weight matrix of `rows` rows of `cols` values.
-enum Mat {
-    /// In the mapped file: q8_0, q4_0 or f32; q8_0 and q4_0 also repacked where the CPU runs
-    /// the packed kernels (x86 with AVX2 or AVX-512 VNNI: products from the packed copy, the
-    /// mapped pages handed back).
-    Mapped {
-        t: TensorInfo,
-        rows: usize,
-        cols: usize,
-        packed: Option<Packed>,
-    },
-    /// f32 in panels of sixteen rows ([`Panels`]; f32 files, f16 and bf16 ones widened), where
-    /// the CPU runs the panel kernels (x86 with AVX2): `ty` is the file's type.
-    Panels { p: Panels, ty: GgmlType },
-    /// Widened to f32 at load (f16 and bf16 files on other CPUs).
-    Owned {
-        data: Vec<f32>,
-        rows: usize,
-        cols: usize,
-    },
-}
-
 struct Layer {
     attn_norm: Vec<f32>,
     wq: Mat,
@@ -216,45 +190,6 @@ fn meta_u(f: &GgufFile, key: &str) -> Result<usize> {
 
 fn meta_f(f: &GgufFile, key: &str) -> Option<f32> {
     f.get(key).and_then(Value::as_f64).map(|v| v as f32)
-}
-
-impl Mat {
-    fn rows(&self) -> usize {
-        match self {
-            Mat::Mapped { rows, .. } | Mat::Owned { rows, .. } => *rows,
-            Mat::Panels { p, .. } => p.rows,
-        }
-    }
-    fn cols(&self) -> usize {
-        match self {
-            Mat::Mapped { cols, .. } | Mat::Owned { cols, .. } => *cols,
-            Mat::Panels { p, .. } => p.cols,
-        }
-    }
-    fn ty(&self) -> GgmlType {
-        match self {
-            Mat::Mapped { t, .. } => t.ty,
-            Mat::Panels { ty, .. } => *ty,
-            Mat::Owned { .. } => GgmlType::F32,
-        }
-    }
-    /// Row `r` as f32 (an embedding lookup).
-    fn row(&self, f: &GgufFile, r: usize) -> Vec<f32> {
-        match self {
-            Mat::Owned { data, cols, .. } => data[r * cols..(r + 1) * cols].to_vec(),
-            Mat::Panels { p, .. } => p.row(r),
-            Mat::Mapped { t, cols, .. } => {
-                let rb = t.ty.row_bytes(*cols).expect("checked at load");
-                quant::decode(t.ty, &f.bytes(t)[r * rb..(r + 1) * rb]).expect("checked at load")
-            }
-        }
-    }
-}
-
-/// Activations in the form a matrix's kernel takes.
-enum Act {
-    F32(Vec<Vec<f32>>),
-    Q8(Vec<Q8Row>),
 }
 
 impl QModel {
@@ -385,7 +320,7 @@ impl QModel {
             .map(|i| rms_norm(&x[i], &self.out_norm, c.eps))
             .collect();
         let head = self.output.as_ref().unwrap_or(&self.embd);
-        self.matmul(head, &self.act(&out, &[head]))
+        head.matmul(&self.file, &Act::new(&out, &[head]))
     }
 
     /// Layer `li`'s attention for rows `x` (row `i` is position `pos[i]` of sequence
@@ -405,10 +340,10 @@ impl QModel {
         let c = &self.cfg;
         let hd = c.head_dim;
         let xn = norm_rows(x, &l.attn_norm, c.eps);
-        let a = self.act(&xn, &[&l.wq, &l.wk, &l.wv]);
-        let mut q = self.matmul(&l.wq, &a);
-        let mut k = self.matmul(&l.wk, &a);
-        let mut v = self.matmul(&l.wv, &a);
+        let a = Act::new(&xn, &[&l.wq, &l.wk, &l.wv]);
+        let mut q = l.wq.matmul(&self.file, &a);
+        let mut k = l.wk.matmul(&self.file, &a);
+        let mut v = l.wv.matmul(&self.file, &a);
         let each = |((q, k), (v, r)): RowQkv<'_>| {
             add_bias(q, &l.bq);
             add_bias(k, &l.bk);
@@ -438,88 +373,36 @@ impl QModel {
             .collect();
         let group = c.n_head / c.n_kv;
         let scale = 1.0 / (hd as f32).sqrt();
-        let stride = c.n_kv * hd;
-        // Row `i`'s group of query heads for key/value head `kvh` against its keys and values
-        // (f16 from the cache, or f32 widened: a closure cannot take both).
-        macro_rules! heads {
-            ($i:expr, $kvh:expr, $k:expr, $v:expr, $stride:expr, $out:expr) => {{
-                let (i, kvh) = ($i, $kvh);
+        // One task per (row, key/value head): its group of query heads.
+        let parts: Vec<Vec<f32>> = (0..x.len() * c.n_kv)
+            .into_par_iter()
+            .map(|job| {
+                let (i, kvh) = (job / c.n_kv, job % c.n_kv);
                 let n = pos[i] + 1;
+                let mut out = vec![0.0f32; group * hd];
                 let mut s = vec![0.0f32; n * group];
                 let qg = &q[i][kvh * group * hd..(kvh + 1) * group * hd];
-                attention_scores(qg, $k, $stride, n, hd, scale, &mut s);
+                let stride = c.n_kv * hd;
+                let (kc, vc) = kv[seq[i]];
+                let (kh, vh) = (&kc[kvh * hd..], &vc[kvh * hd..]);
+                attention_scores(qg, kh, stride, n, hd, scale, &mut s);
                 for g in 0..group {
                     softmax(&mut s[g * n..(g + 1) * n]);
                 }
-                attention_values(&s, $v, $stride, n, hd, $out);
-            }};
-        }
-        // Tasks of up to BLOCK consecutive rows of one sequence (a prompt's) and one key/value
-        // head: the block's keys and values are widened from f16 once for all its rows (the
-        // same products, bit for bit, as each row reading the cache on its own).
-        const BLOCK: usize = 16;
-        let mut blocks = vec![];
-        let mut b0 = 0;
-        while b0 < x.len() {
-            let mut b1 = b0 + 1;
-            while b1 < x.len() && b1 - b0 < BLOCK && seq[b1] == seq[b0] {
-                b1 += 1;
-            }
-            blocks.push((b0, b1));
-            b0 = b1;
-        }
-        let parts: Vec<Vec<f32>> = (0..blocks.len() * c.n_kv)
-            .into_par_iter()
-            .map(|job| {
-                let ((b0, b1), kvh) = (blocks[job / c.n_kv], job % c.n_kv);
-                let (kc, vc) = kv[seq[b0]];
-                let mut out = vec![0.0f32; (b1 - b0) * group * hd];
-                let outs = out.chunks_mut(group * hd);
-                if b1 - b0 == 1 {
-                    heads!(b0, kvh, &kc[kvh * hd..], &vc[kvh * hd..], stride, &mut out);
-                    return out;
-                }
-                let n = pos[b0..b1].iter().max().expect("a block has rows") + 1;
-                // This head's rows only, side by side.
-                let widen = |c: &[f16]| {
-                    let mut w = vec![0.0f32; n * hd];
-                    for (p, wp) in w.chunks_exact_mut(hd).enumerate() {
-                        let at = p * stride + kvh * hd;
-                        c[at..at + hd].convert_to_f32_slice(wp);
-                    }
-                    w
-                };
-                let (kw, vw) = (widen(kc), widen(vc));
-                for (i, o) in (b0..b1).zip(outs) {
-                    heads!(i, kvh, &kw[..], &vw[..], hd, o);
-                }
+                attention_values(&s, vh, stride, n, hd, &mut out);
                 out
             })
             .collect();
-        // Row i's heads: its block's part for each key/value head, in head order.
-        let attn: Vec<Vec<f32>> = blocks
-            .iter()
-            .enumerate()
-            .flat_map(|(bi, &(b0, b1))| {
-                let parts = &parts[bi * c.n_kv..(bi + 1) * c.n_kv];
-                (0..b1 - b0).map(move |r| {
-                    parts
-                        .iter()
-                        .flat_map(|p| &p[r * group * hd..(r + 1) * group * hd])
-                        .copied()
-                        .collect()
-                })
-            })
-            .collect();
-        self.matmul(&l.wo, &self.act(&attn, &[&l.wo]))
+        let attn: Vec<Vec<f32>> = parts.chunks(c.n_kv).map(|heads| heads.concat()).collect();
+        l.wo.matmul(&self.file, &Act::new(&attn, &[&l.wo]))
     }
 
     /// The SwiGLU feed-forward of rows `x`.
     fn ffn(&self, l: &Layer, x: &[Vec<f32>]) -> Vec<Vec<f32>> {
         let xn = norm_rows(x, &l.ffn_norm, self.cfg.eps);
-        let a = self.act(&xn, &[&l.gate, &l.up]);
-        let g = self.matmul(&l.gate, &a);
-        let u = self.matmul(&l.up, &a);
+        let a = Act::new(&xn, &[&l.gate, &l.up]);
+        let g = l.gate.matmul(&self.file, &a);
+        let u = l.up.matmul(&self.file, &a);
         // SiLU(g)·u, with the vectorised exp (e^-g, shifted by 0).
         let hmid: Vec<Vec<f32>> = g
             .into_par_iter()
@@ -534,131 +417,7 @@ impl QModel {
                     .collect()
             })
             .collect();
-        self.matmul(&l.down, &self.act(&hmid, &[&l.down]))
-    }
-
-    /// The activation rows as the matrices' kernels take them (all of one kind per call).
-    fn act(&self, rows: &[Vec<f32>], mats: &[&Mat]) -> Act {
-        if mats.iter().all(|m| m.ty().is_quantized()) {
-            let quantize = |r: &Vec<f32>| {
-                let mut q = Q8Row::default();
-                q.quantize(r);
-                q
-            };
-            // A prompt's rows side by side (one row: no hand-off).
-            Act::Q8(if rows.len() > 1 {
-                rows.par_iter().map(quantize).collect()
-            } else {
-                rows.iter().map(quantize).collect()
-            })
-        } else {
-            Act::F32(rows.to_vec())
-        }
-    }
-
-    /// `rows × Wᵀ`: one output row per activation row, output rows split across threads.
-    fn matmul(&self, w: &Mat, a: &Act) -> Vec<Vec<f32>> {
-        let (rows, cols) = (w.rows(), w.cols());
-        let t = match a {
-            Act::F32(x) => x.len(),
-            Act::Q8(x) => x.len(),
-        };
-        if let (
-            Mat::Mapped {
-                packed: Some(p), ..
-            },
-            Act::Q8(x),
-        ) = (w, a)
-        {
-            let mut out = vec![vec![]; t];
-            p.matmul(x, &mut out);
-            return out;
-        }
-        if let (Mat::Panels { p, .. }, Act::F32(x)) = (w, a) {
-            let mut out = vec![vec![]; t];
-            p.matmul(x, &mut out);
-            return out;
-        }
-        let chunk = 16usize;
-        // [row][t], then transposed to [t][row].
-        let mut by_row = vec![0.0f32; rows * t];
-        let file = &self.file;
-        // Decoding (one activation row): four weight rows at a time share its loads.
-        if t == 1
-            && let (Mat::Mapped { t: ti, .. }, Act::Q8(x)) = (w, a)
-        {
-            return vec![self.matvec_q(ti, cols, &x[0])];
-        }
-        // Activations in tiles that stay in cache while a chunk of weight rows passes over them.
-        const TILE: usize = 32;
-        by_row
-            .par_chunks_mut(chunk * t)
-            .enumerate()
-            .for_each(|(ci, out)| {
-                let r0 = ci * chunk;
-                for t0 in (0..t).step_by(TILE) {
-                    let t1 = (t0 + TILE).min(t);
-                    if let (Mat::Mapped { t: ti, .. }, Act::Q8(x)) = (w, a) {
-                        let rb = ti.ty.row_bytes(cols).expect("checked at load");
-                        let bytes = &file.bytes(ti)[r0 * rb..];
-                        q_tile(ti.ty, bytes, rb, &x[t0..t1], out, t, t0);
-                        continue;
-                    }
-                    // f32 activations: f32 weights, in the file or widened at load.
-                    let Act::F32(x) = a else {
-                        unreachable!("activations are made for the matrix's type")
-                    };
-                    let row = |r: usize| -> &[f32] {
-                        match w {
-                            Mat::Owned { data, .. } => &data[r * cols..(r + 1) * cols],
-                            Mat::Mapped { t: ti, .. } => {
-                                bytemuck_f32(&file.bytes(ti)[r * cols * 4..(r + 1) * cols * 4])
-                            }
-                            Mat::Panels { .. } => unreachable!("panels take their own path"),
-                        }
-                    };
-                    f32_tile(&row, r0, out, t, &x[t0..t1], t0);
-                }
-            });
-        if t == 1 {
-            return vec![by_row];
-        }
-        (0..t)
-            .map(|i| (0..rows).map(|r| by_row[r * t + i]).collect())
-            .collect()
-    }
-
-    /// `W x` for one q8_0-quantized activation row and a q8_0/q4_0 matrix in the file.
-    fn matvec_q(&self, ti: &TensorInfo, cols: usize, x: &Q8Row) -> Vec<f32> {
-        let rows = ti.len() / cols;
-        let rb = ti.ty.row_bytes(cols).expect("checked at load");
-        let bytes = self.file.bytes(ti);
-        let four = if ti.ty == GgmlType::Q8_0 {
-            rows4_q8_0
-        } else {
-            rows4_q4_0
-        };
-        let one = if ti.ty == GgmlType::Q8_0 {
-            dot_q8_0
-        } else {
-            dot_q4_0
-        };
-        let mut out = vec![0.0f32; rows];
-        // Four chunks per thread: few hand-offs, yet a late thread leaves work to steal.
-        let chunk = rows.div_ceil(4 * rayon::current_num_threads()).div_ceil(4) * 4;
-        out.par_chunks_mut(chunk).enumerate().for_each(|(ci, o)| {
-            let r0 = ci * chunk;
-            let row = |r: usize| &bytes[r * rb..(r + 1) * rb];
-            let n4 = o.len() / 4 * 4;
-            for k in (0..n4).step_by(4) {
-                let r = r0 + k;
-                o[k..k + 4].copy_from_slice(&four([row(r), row(r + 1), row(r + 2), row(r + 3)], x));
-            }
-            for (k, ok) in o.iter_mut().enumerate().skip(n4) {
-                *ok = one(row(r0 + k), x);
-            }
-        });
-        out
+        l.down.matmul(&self.file, &Act::new(&hmid, &[&l.down]))
     }
 
     /// Rotates every head of `x` by `rot` (each frequency's sine and cosine at the row's
@@ -677,89 +436,6 @@ impl QModel {
                 head[b] = x0 * s + x1 * c;
             }
         }
-    }
-}
-
-/// An f32 tensor's bytes as f32 values (the mapped file is page-aligned and GGUF aligns each
-/// tensor to 32 bytes, so the cast holds).
-fn bytemuck_f32(b: &[u8]) -> &[f32] {
-    assert_eq!(
-        b.as_ptr() as usize % 4,
-        0,
-        "f32 tensor data is 4-byte aligned"
-    );
-    // SAFETY: alignment checked above, length a multiple of 4 (f32 row bytes), any bit pattern
-    // is a valid f32, and the slice borrows the mapped file for its lifetime.
-    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len() / 4) }
-}
-
-/// Tensor `name` as a `rows × cols` matrix; repacked (q8_0/q4_0 interleaved, f32/f16/bf16 in
-/// panels) when `pack` and the CPU runs the packed kernels.
-fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize, pack: bool) -> Result<Mat> {
-    let t = f
-        .tensor(name)
-        .ok_or_else(|| GgufError::model(&f.path, format!("tensor {name} is missing")))?
-        .clone();
-    let want: Vec<u64> = if rows == 1 {
-        vec![cols as u64]
-    } else {
-        vec![cols as u64, rows as u64]
-    };
-    let got: Vec<u64> = t
-        .dims
-        .iter()
-        .copied()
-        .filter(|&x| x != 1 || want.len() == 2)
-        .collect();
-    if got != want {
-        return Err(GgufError::model(
-            &f.path,
-            format!(
-                "tensor {name} has dims {:?}, the metadata says {want:?}",
-                t.dims
-            ),
-        ));
-    }
-    match t.ty {
-        GgmlType::Q8_0 | GgmlType::Q4_0 if cols.is_multiple_of(QK) => {
-            let packed = (pack && crate::kernels::has_packed()).then(|| {
-                let p = Packed::new(t.ty, f.bytes(&t), rows, cols);
-                f.release(&t);
-                p
-            });
-            Ok(Mat::Mapped {
-                t,
-                rows,
-                cols,
-                packed,
-            })
-        }
-        GgmlType::F32 if pack && crate::kernels::has_packed() => {
-            let p = Panels::new(bytemuck_f32(f.bytes(&t)), rows, cols);
-            f.release(&t);
-            Ok(Mat::Panels { p, ty: t.ty })
-        }
-        GgmlType::F32 => Ok(Mat::Mapped {
-            t,
-            rows,
-            cols,
-            packed: None,
-        }),
-        GgmlType::F16 | GgmlType::Bf16 => {
-            let data = quant::decode(t.ty, f.bytes(&t)).expect("f16/bf16 decode");
-            if pack && crate::kernels::has_packed() {
-                let p = Panels::new(&data, rows, cols);
-                return Ok(Mat::Panels { p, ty: t.ty });
-            }
-            Ok(Mat::Owned { data, rows, cols })
-        }
-        other => Err(GgufError::model(
-            &f.path,
-            format!(
-                "tensor {name} is {}: cria runs f32, f16, bf16, q8_0 and q4_0 weights",
-                other.name()
-            ),
-        )),
     }
 }
 
@@ -789,75 +465,6 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let r = 1.0 / (ms + eps).sqrt();
     x.iter().zip(w).map(|(v, w)| v * r * w).collect()
-}
-
-/// The weight rows in `w` (`rb` bytes each, as many as `out` has rows of `t`) against
-/// activation rows `x` (rows `t0..` of the pass): each weight row against four activation rows
-/// at a time, the rest one by one (the kernels add a pair's products in the same order).
-fn q_tile(ty: GgmlType, w: &[u8], rb: usize, x: &[Q8Row], out: &mut [f32], t: usize, t0: usize) {
-    type Four = fn(&[u8], [&Q8Row; 4]) -> [f32; 4];
-    type One = fn(&[u8], &Q8Row) -> f32;
-    let (four, one): (Four, One) = match ty {
-        GgmlType::Q8_0 => (dot4_q8_0, dot_q8_0),
-        GgmlType::Q4_0 => (dot4_q4_0, dot_q4_0),
-        other => unreachable!("q8 activations meet {other:?} weights"),
-    };
-    let n4 = x.len() / 4 * 4;
-    for (k, o) in out.chunks_mut(t).enumerate() {
-        let wr = &w[k * rb..(k + 1) * rb];
-        let o = &mut o[t0..t0 + x.len()];
-        for j in (0..n4).step_by(4) {
-            o[j..j + 4].copy_from_slice(&four(wr, [&x[j], &x[j + 1], &x[j + 2], &x[j + 3]]));
-        }
-        for j in n4..x.len() {
-            o[j] = one(wr, &x[j]);
-        }
-    }
-}
-
-/// Weight rows `r0..` (`row(r)`, as many as `out` has rows of `t`) against activation rows
-/// `x` (rows `t0..` of the pass): four weight rows by two activation rows at a time.
-fn f32_tile<'a>(
-    row: &dyn Fn(usize) -> &'a [f32],
-    r0: usize,
-    out: &mut [f32],
-    t: usize,
-    x: &[Vec<f32>],
-    t0: usize,
-) {
-    let nrows = out.len() / t;
-    let mut k = 0;
-    while k < nrows {
-        let rn = (nrows - k).min(4);
-        let mut j = 0;
-        while j < x.len() {
-            let cn = (x.len() - j).min(2);
-            let (a0, a1) = (&x[j][..], &x[(j + 1).min(x.len() - 1)][..]);
-            let mut put = |r: usize, c: usize, v: f32| out[(k + r) * t + t0 + j + c] = v;
-            macro_rules! tile {
-                ($($r:literal),+; $($c:ident),+) => {{
-                    let p = dots_f32([$(row(r0 + k + $r)),+], [$($c),+]);
-                    for (r, pr) in p.iter().enumerate() {
-                        for (c, v) in pr.iter().enumerate() {
-                            put(r, c, *v);
-                        }
-                    }
-                }};
-            }
-            match (rn, cn) {
-                (4, 2) => tile!(0, 1, 2, 3; a0, a1),
-                (4, _) => tile!(0, 1, 2, 3; a0),
-                (3, 2) => tile!(0, 1, 2; a0, a1),
-                (3, _) => tile!(0, 1, 2; a0),
-                (2, 2) => tile!(0, 1; a0, a1),
-                (2, _) => tile!(0, 1; a0),
-                (_, 2) => tile!(0; a0, a1),
-                _ => tile!(0; a0),
-            }
-            j += cn;
-        }
-        k += rn;
-    }
 }
 
 /// Rounds to the nearest f16 value (kept in f32).

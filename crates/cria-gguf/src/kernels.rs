@@ -210,32 +210,11 @@ pub fn rows4_q4_0(w: [&[u8]; 4], a: &Q8Row) -> [f32; 4] {
     w.map(|r| dot_q4_0(r, a))
 }
 
-/// A key/value cache's element: f16 as the cache keeps them, or f32 where a block of prompt
-/// rows widened its keys once for all of them (exact, so the products are the same bits).
-pub trait KvElem: Copy + Send + Sync {
-    const F16: bool;
-    fn f32(self) -> f32;
-}
-
-impl KvElem for f16 {
-    const F16: bool = true;
-    fn f32(self) -> f32 {
-        self.to_f32()
-    }
-}
-
-impl KvElem for f32 {
-    const F16: bool = false;
-    fn f32(self) -> f32 {
-        self
-    }
-}
-
 /// Scores of a group of query heads (`q`: `group × hd`, sharing one key/value head) against
-/// `n` cached keys (row `p` at `k[p·stride..]`): `s[g·n + p] = q_g · k_p · scale`.
-pub fn attention_scores<T: KvElem>(
+/// `n` cached f16 keys (row `p` at `k[p·stride..]`): `s[g·n + p] = q_g · k_p · scale`.
+pub fn attention_scores(
     q: &[f32],
-    k: &[T],
+    k: &[f16],
     stride: usize,
     n: usize,
     hd: usize,
@@ -243,61 +222,32 @@ pub fn attention_scores<T: KvElem>(
     s: &mut [f32],
 ) {
     let group = q.len() / hd;
-    assert!(s.len() >= group * n && (n == 0 || k.len() >= (n - 1) * stride + hd));
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && hd.is_multiple_of(8) {
-        // SAFETY: the CPU has AVX2, FMA and F16C; hd is a multiple of 8 and the slices are
-        // long enough (asserted above).
-        let kp = k.as_ptr().cast();
-        return unsafe {
-            if T::F16 {
-                x86::attention_scores::<true>(q, kp, stride, n, hd, scale, s)
-            } else {
-                x86::attention_scores::<false>(q, kp, stride, n, hd, scale, s)
-            }
-        };
+        // SAFETY: as in dot_q8_0; hd is a multiple of 8 and every slice is long enough
+        // (checked by the indexing below in debug builds and by the callers' shapes).
+        return unsafe { x86::attention_scores(q, k, stride, n, hd, scale, s) };
     }
     for p in 0..n {
         let kp = &k[p * stride..p * stride + hd];
         for g in 0..group {
-            let qg = &q[g * hd..(g + 1) * hd];
-            s[g * n + p] = qg.iter().zip(kp).map(|(a, b)| a * b.f32()).sum::<f32>() * scale;
+            s[g * n + p] = dot_f16(&q[g * hd..(g + 1) * hd], kp) * scale;
         }
     }
 }
 
-/// `out_g = Σ_p w[g·n + p] · v_p` over `n` cached values (row `p` at `v[p·stride..]`).
-pub fn attention_values<T: KvElem>(
-    w: &[f32],
-    v: &[T],
-    stride: usize,
-    n: usize,
-    hd: usize,
-    out: &mut [f32],
-) {
+/// `out_g = Σ_p w[g·n + p] · v_p` over `n` cached f16 values (row `p` at `v[p·stride..]`).
+pub fn attention_values(w: &[f32], v: &[f16], stride: usize, n: usize, hd: usize, out: &mut [f32]) {
     let group = out.len() / hd;
-    assert!(w.len() >= group * n && (n == 0 || v.len() >= (n - 1) * stride + hd));
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && hd.is_multiple_of(8) {
         // SAFETY: as in attention_scores.
-        let vp = v.as_ptr().cast();
-        return unsafe {
-            if T::F16 {
-                x86::attention_values::<true>(w, vp, stride, n, hd, out)
-            } else {
-                x86::attention_values::<false>(w, vp, stride, n, hd, out)
-            }
-        };
+        return unsafe { x86::attention_values(w, v, stride, n, hd, out) };
     }
-    out.fill(0.0);
     for p in 0..n {
         let vp = &v[p * stride..p * stride + hd];
         for g in 0..group {
-            let wg = w[g * n + p];
-            out[g * hd..(g + 1) * hd]
-                .iter_mut()
-                .zip(vp)
-                .for_each(|(o, x)| *o += wg * x.f32());
+            axpy_f16(&mut out[g * hd..(g + 1) * hd], w[g * n + p], vp);
         }
     }
 }
@@ -370,23 +320,10 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    /// Eight cache values from element `i` on (f16 widened, or f32).
-    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn lanes<const F16: bool>(base: *const u8, i: usize) -> __m256 {
-        unsafe {
-            if F16 {
-                _mm256_cvtph_ps(_mm_loadu_si128(base.add(2 * i) as *const __m128i))
-            } else {
-                _mm256_loadu_ps((base as *const f32).add(i))
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn attention_scores<const F16: bool>(
+    pub unsafe fn attention_scores(
         q: &[f32],
-        kp: *const u8,
+        k: &[half::f16],
         stride: usize,
         n: usize,
         hd: usize,
@@ -394,8 +331,13 @@ mod x86 {
         s: &mut [f32],
     ) {
         let group = q.len() / hd;
-        let qp = q.as_ptr();
-        let key = |p: usize, c: usize| unsafe { lanes::<F16>(kp, p * stride + c) };
+        assert!(s.len() >= group * n && (n == 0 || k.len() >= (n - 1) * stride + hd));
+        let (qp, kp) = (q.as_ptr(), k.as_ptr() as *const u8);
+        let key = |p: usize, c: usize| unsafe {
+            _mm256_cvtph_ps(_mm_loadu_si128(
+                kp.add(2 * (p * stride + c)) as *const __m128i
+            ))
+        };
         // Four keys at a time: four independent sums (one would wait on each FMA in turn).
         let n4 = n / 4 * 4;
         for p in (0..n4).step_by(4) {
@@ -427,16 +369,22 @@ mod x86 {
     /// `out_g = Σ_p w[g·n + p] · v_p`: eight output columns at a time held in registers for
     /// up to four heads of the group, over the positions in two interleaved sums.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn attention_values<const F16: bool>(
+    pub unsafe fn attention_values(
         w: &[f32],
-        vp: *const u8,
+        v: &[half::f16],
         stride: usize,
         n: usize,
         hd: usize,
         out: &mut [f32],
     ) {
         let group = out.len() / hd;
-        let val = |p: usize, c: usize| unsafe { lanes::<F16>(vp, p * stride + c) };
+        assert!(w.len() >= group * n && (n == 0 || v.len() >= (n - 1) * stride + hd));
+        let vp = v.as_ptr() as *const u8;
+        let val = |p: usize, c: usize| unsafe {
+            _mm256_cvtph_ps(_mm_loadu_si128(
+                vp.add(2 * (p * stride + c)) as *const __m128i
+            ))
+        };
         let wt = |g: usize, p: usize| unsafe { _mm256_set1_ps(*w.get_unchecked(g * n + p)) };
         for g0 in (0..group).step_by(4) {
             let gs = (group - g0).min(4);
@@ -600,14 +548,6 @@ mod tests {
         attention_scores(&q, &kv[8..], stride, n, hd, 0.5, &mut s1);
         let mut o1 = vec![0.0; group * hd];
         attention_values(&s1, &kv[8..], stride, n, hd, &mut o1);
-        // The same cache widened to f32 (as a block of prompt rows reads it): the same bits.
-        let wide: Vec<f32> = kv.iter().map(|v| v.to_f32()).collect();
-        let (mut s2, mut o2) = (vec![0.0; group * n], vec![f32::NAN; group * hd]);
-        attention_scores(&q, &wide[8..], stride, n, hd, 0.5, &mut s2);
-        attention_values(&s2, &wide[8..], stride, n, hd, &mut o2);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&s2), bits(&s1), "scores from widened keys");
-        assert_eq!(bits(&o2), bits(&o1), "values from widened values");
         for g in 0..group {
             let mut o = vec![0.0; hd];
             for p in 0..n {

@@ -7,6 +7,7 @@ pub mod export;
 pub mod format;
 pub mod infer;
 pub mod kernels;
+mod matrix;
 pub mod modelfile;
 pub mod packed;
 pub mod panels;
