@@ -18,6 +18,7 @@ table gives the median times and the median speed-up with its range.
 
     cargo build --release
     python3 bench/pref_compare.py [--steps 10] [--threads 2] [--only rm,dpo,rl,rloo,grpo] [--rounds 3]
+        [--row-tokens 250]
 
 Needs scripts/ref/requirements.txt (torch, transformers, trl, datasets).
 """
@@ -50,20 +51,22 @@ def write_reward_model(d):
         shutil.copy(TOKENIZER / f, d / f)
 
 
-def write_data(d, n=128):
-    """Preference pairs cut from the tiny corpus (a ~60-token question, two ~90-token answers)
-    in TRL's conversational explicit-prompt shape, which cria reads too; and the questions as
-    an RL prompt set."""
+def write_data(d, n=128, row_tokens=150):
+    """Preference pairs cut from the tiny corpus (a question of 40% of `row_tokens`, two answers
+    of the rest: 60 + 90 by default, 100 + 150 with `--row-tokens 250`) in TRL's conversational
+    explicit-prompt shape, which cria reads too; and the questions as an RL prompt set."""
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(str(TOKENIZER / "tokenizer.json"))
     text = " ".join(p.read_text() for p in sorted(CORPUS.iterdir()))
     ids = tok.encode(text, add_special_tokens=False).ids
+    nq = round(0.4 * row_tokens)
+    na, span = row_tokens - nq, row_tokens * 2 - nq
     rows, prompts, pos = [], [], 0
     for _ in range(n):
-        q = tok.decode(ids[pos:pos + 60]).strip()
-        a = tok.decode(ids[pos + 60:pos + 150]).strip()
-        b = tok.decode(ids[pos + 150:pos + 240]).strip()
-        pos = (pos + 240) % (len(ids) - 240)
+        q = tok.decode(ids[pos:pos + nq]).strip()
+        a = tok.decode(ids[pos + nq:pos + nq + na]).strip()
+        b = tok.decode(ids[pos + nq + na:pos + span]).strip()
+        pos = (pos + span) % (len(ids) - span)
         rows.append({"prompt": [{"role": "user", "content": q}],
                      "chosen": [{"role": "assistant", "content": a}],
                      "rejected": [{"role": "assistant", "content": b}]})
@@ -176,6 +179,8 @@ def main():
     ap.add_argument("--only", default="rm,dpo,rl,rloo,grpo")
     ap.add_argument("--rounds", type=int, default=1,
                     help="cria and TRL alternate this many times per task; the median ratio is reported")
+    ap.add_argument("--row-tokens", type=int, default=150,
+                    help="tokens of question + answer in a preference row (at most ~245: both sides cut at 256)")
     ap.add_argument("--trl-side", nargs=2, metavar=("DIR", "TASK"), help=argparse.SUPPRESS)
     ap.add_argument("--write", metavar="DIR", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -190,8 +195,8 @@ def main():
         sys.exit("build it first: cargo build --release")
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads),
                RUST_LOG="warn", TOKENIZERS_PARALLELISM="false")
-    names = {"rm": "reward-model step (8 pairs, ~150 tokens each)",
-             "dpo": "DPO step (8 pairs, ~150 tokens each)",
+    names = {"rm": f"reward-model step (8 pairs, ~{a.row_tokens} tokens each)",
+             "dpo": f"DPO step (8 pairs, ~{a.row_tokens} tokens each)",
              "rl": f"RL iteration ({RL_REPLIES} replies of {NEW_TOKENS} tokens; cria PPO vs TRL RLOO)",
              "rloo": f"RLOO iteration ({RL_REPLIES // 2} prompts x 2 replies of {NEW_TOKENS} tokens)",
              "grpo": f"GRPO iteration ({RL_REPLIES // 2} prompts x 2 replies of {NEW_TOKENS} tokens)"}
@@ -202,7 +207,7 @@ def main():
         # In a child: a forked parent's pre-exec size would count in each child's peak RSS.
         subprocess.run([sys.executable, __file__, "--write", str(d)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        write_data(d)
+        write_data(d, row_tokens=a.row_tokens)
         # Rounds interleave the two sides, so a slow spell of a shared machine hits both.
         for r in range(a.rounds):
             for task in tasks:
