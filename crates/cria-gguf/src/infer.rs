@@ -10,7 +10,7 @@
 use crate::error::{GgufError, Result};
 use crate::format::{GgufFile, Value};
 use crate::kernels::{attention_scores, attention_values};
-use crate::matrix::{Act, Mat, load_mat};
+use crate::matrix::{Act, Mat, load_mat, slab_for};
 use crate::quant::GgmlType;
 use half::f16;
 use rayon::prelude::*;
@@ -198,11 +198,12 @@ impl QModel {
         let f = Arc::new(GgufFile::open(path)?);
         let cfg = QConfig::read(&f)?;
         let (d, hd) = (cfg.n_embd, cfg.head_dim);
+        let slab = slab_for(&f);
         let mat = |name: &str, rows: usize, cols: usize| -> Result<Mat> {
-            load_mat(&f, name, rows, cols, true)
+            load_mat(&f, name, rows, cols, Some(&slab))
         };
         let vec = |name: &str, n: usize| -> Result<Vec<f32>> {
-            let m = load_mat(&f, name, 1, n, false)?;
+            let m = load_mat(&f, name, 1, n, None)?;
             Ok(m.row(&f, 0))
         };
         let opt_vec = |name: &str, n: usize| -> Result<Option<Vec<f32>>> {
@@ -232,7 +233,7 @@ impl QModel {
         }
         // The embeddings are read a row at a time, from the file; packed only as the tied head.
         let tied = f.tensor("output.weight").is_none();
-        let embd = load_mat(&f, "token_embd.weight", cfg.vocab, d, tied)?;
+        let embd = load_mat(&f, "token_embd.weight", cfg.vocab, d, tied.then_some(&slab))?;
         let output = if !tied {
             Some(mat("output.weight", cfg.vocab, d)?)
         } else {

@@ -10,6 +10,7 @@ pub mod kernels;
 mod matrix;
 pub mod modelfile;
 pub mod packed;
+mod pages;
 pub mod panels;
 pub mod quant;
 pub mod tokenizer;

@@ -7,9 +7,11 @@ use crate::kernels::{
     Q8Row, dot_q4_0, dot_q8_0, dot4_q4_0, dot4_q8_0, dots_f32, rows4_q4_0, rows4_q8_0,
 };
 use crate::packed::Packed;
+use crate::pages::Slab;
 use crate::panels::Panels;
 use crate::quant::{self, GgmlType, QK};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// A weight matrix of `rows` rows of `cols` values.
 pub enum Mat {
@@ -210,9 +212,36 @@ fn bytemuck_f32(b: &[u8]) -> &[f32] {
     unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len() / 4) }
 }
 
+/// Room enough for every matrix of `f` repacked (address space: only what packing writes
+/// becomes resident).
+pub fn slab_for(f: &GgufFile) -> Arc<Slab> {
+    let cap = f
+        .tensors
+        .iter()
+        .filter(|t| t.dims.len() == 2)
+        .map(|t| {
+            let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+            let size = match t.ty {
+                GgmlType::Q8_0 => Packed::size(false, rows, cols),
+                GgmlType::Q4_0 => Packed::size(true, rows, cols),
+                _ => Panels::size(rows, cols),
+            };
+            size + 64
+        })
+        .sum();
+    Slab::new(cap)
+}
+
 /// Tensor `name` as a `rows × cols` matrix; repacked (q8_0/q4_0 interleaved, f32/f16/bf16 in
-/// panels) when `pack` and the CPU runs the packed kernels.
-pub fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize, pack: bool) -> Result<Mat> {
+/// panels, in `pack`'s memory) when `pack` is given and the CPU runs the packed kernels.
+pub fn load_mat(
+    f: &GgufFile,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    pack: Option<&Arc<Slab>>,
+) -> Result<Mat> {
+    let pack = pack.filter(|_| crate::kernels::has_packed());
     let t = f
         .tensor(name)
         .ok_or_else(|| GgufError::model(&f.path, format!("tensor {name} is missing")))?
@@ -239,8 +268,8 @@ pub fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize, pack: bool) 
     }
     match t.ty {
         GgmlType::Q8_0 | GgmlType::Q4_0 if cols.is_multiple_of(QK) => {
-            let packed = (pack && crate::kernels::has_packed()).then(|| {
-                let p = Packed::new(t.ty, f.bytes(&t), rows, cols);
+            let packed = pack.map(|slab| {
+                let p = Packed::new(t.ty, f.bytes(&t), rows, cols, slab);
                 f.release(&t);
                 p
             });
@@ -251,8 +280,8 @@ pub fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize, pack: bool) 
                 packed,
             })
         }
-        GgmlType::F32 if pack && crate::kernels::has_packed() => {
-            let p = Panels::new(bytemuck_f32(f.bytes(&t)), rows, cols);
+        GgmlType::F32 if let Some(slab) = pack => {
+            let p = Panels::new(bytemuck_f32(f.bytes(&t)), rows, cols, slab);
             f.release(&t);
             Ok(Mat::Panels { p, ty: t.ty })
         }
@@ -264,8 +293,8 @@ pub fn load_mat(f: &GgufFile, name: &str, rows: usize, cols: usize, pack: bool) 
         }),
         GgmlType::F16 | GgmlType::Bf16 => {
             let data = quant::decode(t.ty, f.bytes(&t)).expect("f16/bf16 decode");
-            if pack && crate::kernels::has_packed() {
-                let p = Panels::new(&data, rows, cols);
+            if let Some(slab) = pack {
+                let p = Panels::new(&data, rows, cols, slab);
                 return Ok(Mat::Panels { p, ty: t.ty });
             }
             Ok(Mat::Owned { data, rows, cols })

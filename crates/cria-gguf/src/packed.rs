@@ -24,7 +24,9 @@
 //! in the call, so a sequence decodes to the same logits alone or in a batch.
 
 use crate::kernels::Q8Row;
+use crate::pages::{Region, Slab};
 use crate::quant::{GgmlType, Q4_0_BYTES, Q8_0_BYTES, QK};
+use std::sync::Arc;
 
 /// Rows per interleaved group.
 pub const ROWS: usize = 16;
@@ -35,17 +37,24 @@ pub struct Packed {
     pub rows: usize,
     /// Blocks per row.
     pub nb: usize,
-    data: Vec<u8>,
+    data: Region,
 }
 
 impl Packed {
+    /// Bytes of the repacked matrix (`q4`: q4_0, else q8_0).
+    pub fn size(q4: bool, rows: usize, cols: usize) -> usize {
+        rows.div_ceil(ROWS) * (cols / QK) * Self::block_bytes(q4)
+    }
+
     /// Bytes of one block of one group: scales, then codes.
     fn block_bytes(q4: bool) -> usize {
         2 * ROWS + if q4 { ROWS * QK / 2 } else { ROWS * QK }
     }
 
     /// Repacks `rows` rows of `cols` values in ggml's encoding `ty` (q8_0 or q4_0).
-    pub fn new(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Packed {
+    /// Repacks `rows` rows of `cols` values in ggml's encoding `ty` (q8_0 or q4_0) into a
+    /// region of `slab`.
+    pub fn new(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize, slab: &Arc<Slab>) -> Packed {
         use rayon::prelude::*;
         let q4 = match ty {
             GgmlType::Q4_0 => true,
@@ -57,9 +66,9 @@ impl Packed {
             Self::block_bytes(q4),
             if q4 { Q4_0_BYTES } else { Q8_0_BYTES },
         );
-        let groups = rows.div_ceil(ROWS);
-        let mut data = vec![0u8; groups * nb * bb];
-        data.par_chunks_mut(nb * bb)
+        let mut data = slab.take(Self::size(q4, rows, cols));
+        data.bytes_mut()
+            .par_chunks_mut(nb * bb)
             .enumerate()
             .for_each(|(gi, group)| {
                 for (b, out) in group.chunks_mut(bb).enumerate() {
@@ -129,7 +138,7 @@ impl Packed {
     }
 
     fn tile<const C: usize>(&self, g: usize, a: [&Q8Row; C], out: &mut [f32]) {
-        let base = &self.data[g * self.nb * Self::block_bytes(self.q4)..];
+        let base = &self.data.bytes()[g * self.nb * Self::block_bytes(self.q4)..];
         #[cfg(target_arch = "x86_64")]
         {
             use crate::kernels::{has_avx2, has_vnni};
@@ -355,7 +364,7 @@ mod tests {
         for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
             let bytes = quant::encode(ty, &w);
             let rb = ty.row_bytes(cols).unwrap();
-            let p = Packed::new(ty, &bytes, rows, cols);
+            let p = Packed::new(ty, &bytes, rows, cols, &Slab::new(1 << 20));
             let mut all = vec![vec![]; acts.len()];
             p.matmul(&acts, &mut all);
             for (c, x) in acts.iter().enumerate() {
@@ -378,7 +387,7 @@ mod tests {
             }
             // Group by group, each kernel this CPU has against the portable one.
             for g in 0..rows.div_ceil(ROWS) {
-                let base = &p.data[g * p.nb * Packed::block_bytes(p.q4)..];
+                let base = &p.data.bytes()[g * p.nb * Packed::block_bytes(p.q4)..];
                 let four = [&acts[0], &acts[1], &acts[2], &acts[3]];
                 let mut want = vec![0.0; 4 * ROWS];
                 p.tile_portable(base, &four, &mut want);

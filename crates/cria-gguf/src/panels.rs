@@ -18,7 +18,9 @@
 //! The panels have the matrix's size (the last group padded with zero rows), so an f32 file's
 //! mapped pages are handed back once packed, and resident memory stays about the file's size.
 
+use crate::pages::{Region, Slab};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Rows per panel.
 pub const ROWS: usize = 16;
@@ -34,15 +36,16 @@ pub struct Panels {
     pub rows: usize,
     pub cols: usize,
     /// `[panel][column][16]`.
-    data: Vec<f32>,
+    data: Region,
 }
 
 impl Panels {
-    /// Repacks `rows` rows of `cols` values (row-major `w`).
-    pub fn new(w: &[f32], rows: usize, cols: usize) -> Panels {
+    /// Repacks `rows` rows of `cols` values (row-major `w`) into a region of `slab`.
+    pub fn new(w: &[f32], rows: usize, cols: usize, slab: &Arc<Slab>) -> Panels {
         assert_eq!(w.len(), rows * cols, "a {rows} × {cols} matrix");
-        let mut data = vec![0.0f32; rows.div_ceil(ROWS) * cols * ROWS];
-        data.par_chunks_mut(cols * ROWS)
+        let mut data = slab.take(Self::size(rows, cols));
+        data.f32s_mut()
+            .par_chunks_mut(cols * ROWS)
             .enumerate()
             .for_each(|(g, panel)| {
                 let n = ROWS.min(rows - g * ROWS);
@@ -57,10 +60,15 @@ impl Panels {
         Panels { rows, cols, data }
     }
 
+    /// Bytes of the panels of a `rows × cols` matrix.
+    pub fn size(rows: usize, cols: usize) -> usize {
+        rows.div_ceil(ROWS) * cols * ROWS * 4
+    }
+
     /// Row `r` (an embedding lookup from a tied head).
     pub fn row(&self, r: usize) -> Vec<f32> {
         let (g, l) = (r / ROWS, r % ROWS);
-        let panel = &self.data[g * self.cols * ROWS..(g + 1) * self.cols * ROWS];
+        let panel = &self.data.f32s()[g * self.cols * ROWS..(g + 1) * self.cols * ROWS];
         panel.chunks_exact(ROWS).map(|col| col[l]).collect()
     }
 
@@ -101,7 +109,7 @@ impl Panels {
         let kernel = Kernel::pick();
         for k0 in (0..self.cols).step_by(KC) {
             let kc = KC.min(self.cols - k0);
-            let w = &self.data[(g0 * self.cols + k0) * ROWS..];
+            let w = &self.data.f32s()[(g0 * self.cols + k0) * ROWS..];
             for m0 in (0..a.len()).step_by(MR) {
                 let mr = MR.min(a.len() - m0);
                 let x: Vec<&[f32]> = a[m0..m0 + mr].iter().map(|r| &r[k0..k0 + kc]).collect();
@@ -348,7 +356,7 @@ mod tests {
         }
         for (rows, cols) in [(21, 40), (100, 2 * KC + 37), (64, KC)] {
             let w = matrix(rows, cols, rows);
-            let p = Panels::new(&w, rows, cols);
+            let p = Panels::new(&w, rows, cols, &Slab::new(1 << 20));
             for r in [0, rows / 2, rows - 1] {
                 assert_eq!(p.row(r), w[r * cols..(r + 1) * cols]);
             }
@@ -378,7 +386,7 @@ mod tests {
                     for mr in 1..=MR {
                         let x: Vec<&[f32]> = acts[..mr].iter().map(|r| &r[..]).collect();
                         let mut c = vec![f32::NAN; mr * NR * ROWS];
-                        k.run(&p.data, cols * ROWS, n, &x, &mut c, true);
+                        k.run(p.data.f32s(), cols * ROWS, n, &x, &mut c, true);
                         for i in 0..mr {
                             for r in 0..(n * ROWS).min(rows) {
                                 assert_eq!(
