@@ -10,9 +10,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Where the regions of one model's weights are cut from.
 pub struct Slab {
-    map: MmapMut,
+    /// Owns the mapping; every access goes through `base`.
+    _map: MmapMut,
+    /// The mapping's start, taken from its unique borrow at creation.
+    base: *mut u8,
+    cap: usize,
     used: AtomicUsize,
 }
+
+// SAFETY: `base` points into the mapping the slab owns; regions never overlap, and each is
+// written only through its own `&mut` before any reader shares it.
+unsafe impl Send for Slab {}
+unsafe impl Sync for Slab {}
 
 /// `len` bytes of a [`Slab`], written once while the matrix is packed, then read.
 pub struct Region {
@@ -27,12 +36,14 @@ const ALIGN: usize = 64;
 impl Slab {
     /// Reserves `cap` bytes (address space only until written).
     pub fn new(cap: usize) -> Arc<Slab> {
-        let map = MmapMut::map_anon(cap.max(1)).expect("address space for repacked weights");
+        let mut map = MmapMut::map_anon(cap.max(1)).expect("address space for repacked weights");
         #[cfg(target_os = "linux")]
         // Advice only: without transparent huge pages the weights work the same.
         let _ = map.advise(memmap2::Advice::HugePage);
         Arc::new(Slab {
-            map,
+            base: map.as_mut_ptr(),
+            _map: map,
+            cap,
             used: AtomicUsize::new(0),
         })
     }
@@ -43,7 +54,7 @@ impl Slab {
             .used
             .fetch_add(len.div_ceil(ALIGN) * ALIGN, Ordering::Relaxed);
         assert!(
-            at + len <= self.map.len(),
+            at + len <= self.cap,
             "repacked weights past the space reserved for them"
         );
         Region {
@@ -56,18 +67,15 @@ impl Slab {
 
 impl Region {
     pub fn bytes(&self) -> &[u8] {
-        &self.slab.map[self.at..self.at + self.len]
+        // SAFETY: `at..at + len` lies inside the mapping (`take`), which lives as long as the
+        // slab this region holds; no one writes it once the region is shared.
+        unsafe { std::slice::from_raw_parts(self.slab.base.add(self.at), self.len) }
     }
 
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: regions never overlap (`take` hands each range out once) and a region is
-        // only ever borrowed through itself, so this is the only reference to these bytes.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                (self.slab.map.as_ptr() as *mut u8).add(self.at),
-                self.len,
-            )
-        }
+        // SAFETY: as in `bytes`; regions never overlap (`take` hands each range out once) and
+        // a region is only borrowed through itself, so this is the only reference to them.
+        unsafe { std::slice::from_raw_parts_mut(self.slab.base.add(self.at), self.len) }
     }
 
     /// The region as f32 values (it starts 64-byte aligned in a page-aligned mapping).
